@@ -1,0 +1,1 @@
+//! PrivateHub web app. See ARCHITECTURE.md.

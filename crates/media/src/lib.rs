@@ -1,0 +1,1 @@
+//! PrivateHub media server. See ARCHITECTURE.md.

@@ -1,0 +1,155 @@
+//! JSON messages on the media server's signaling WebSocket (`/ws`).
+//!
+//! Publish: client sends [`MediaClientMessage::Publish`] with a sendonly audio+video
+//! offer; server replies [`MediaServerMessage::Answer`]. Watch: client sends
+//! [`MediaClientMessage::Watch`] with a recvonly audio+video offer; server replies
+//! `Answer`, then `PublisherJoined`/`PublisherLeft` as the broadcaster comes and goes.
+//! Every message is a JSON object with a `type` field in snake_case.
+
+use serde::{Deserialize, Serialize};
+
+use crate::LiveId;
+
+/// Largest signaling message the media server reads; larger frames are refused with
+/// [`MediaErrorCode::MessageTooLarge`] and the socket is closed.
+pub const MAX_SIGNALING_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `RTCSessionDescriptionInit`: `{"type":"offer","sdp":"v=0..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpKind,
+    pub sdp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+}
+
+/// Browser (or bot) to media server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MediaClientMessage {
+    /// Start publishing into the token's live. Replaces any current publisher of it.
+    Publish {
+        token: String,
+        offer: SessionDescription,
+    },
+    /// Start watching the token's live.
+    Watch {
+        token: String,
+        offer: SessionDescription,
+    },
+    /// A trickled ICE candidate (`RTCIceCandidateInit.candidate`). Optional: the server
+    /// is ICE-lite and learns the client's address from its STUN checks.
+    Candidate { candidate: String },
+    /// Leave cleanly; the server frees the peer at once.
+    Leave,
+    /// Keep-alive; answered with `Pong`.
+    Ping,
+}
+
+/// Media server to browser (or bot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaServerMessage {
+    /// The answer to a `Publish` or `Watch` offer.
+    Answer {
+        answer: SessionDescription,
+        live_id: LiveId,
+    },
+    /// To viewers: a broadcaster is (again) sending into this live.
+    PublisherJoined { live_id: LiveId },
+    /// To viewers: the broadcaster's connection went away. Viewers stay connected and
+    /// resume receiving when it comes back.
+    PublisherLeft { live_id: LiveId },
+    /// To a publisher: a newer publish for the same live took over; this one is closed.
+    Replaced { live_id: LiveId },
+    /// Reply to `Ping`.
+    Pong,
+    /// Something was wrong with a request. `close` tells whether the server is closing
+    /// the socket after this message.
+    Error {
+        code: MediaErrorCode,
+        message: String,
+        close: bool,
+    },
+}
+
+/// Machine-readable reason in [`MediaServerMessage::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MediaErrorCode {
+    /// Not JSON, or JSON of the wrong shape.
+    MalformedMessage,
+    /// A `type` this server does not know.
+    UnknownMessageType,
+    /// A message that makes no sense now (a second offer, a candidate before an offer).
+    WrongState,
+    /// Frame larger than [`MAX_SIGNALING_MESSAGE_BYTES`], or a binary frame.
+    MessageTooLarge,
+    /// Token missing, forged or malformed.
+    InvalidToken,
+    /// Token expired: fetch a new one from the app.
+    TokenExpired,
+    /// Token valid but does not allow this (a watch token used to publish).
+    Forbidden,
+    /// The SDP offer could not be parsed or accepted.
+    InvalidSdp,
+    /// Too many messages or connections from this client.
+    RateLimited,
+    /// The server is at its configured peer limit.
+    ServerFull,
+    /// The server failed; nothing the client did.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_message_wire_format() {
+        let json = r#"{"type":"publish","token":"t","offer":{"type":"offer","sdp":"v=0"}}"#;
+        let message: MediaClientMessage = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            message,
+            MediaClientMessage::Publish {
+                token: "t".into(),
+                offer: SessionDescription {
+                    kind: SdpKind::Offer,
+                    sdp: "v=0".into()
+                }
+            }
+        );
+        assert_eq!(serde_json::to_string(&message).unwrap(), json);
+    }
+
+    #[test]
+    fn server_messages_wire_format() {
+        let error = MediaServerMessage::Error {
+            code: MediaErrorCode::TokenExpired,
+            message: "expired".into(),
+            close: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"type":"error","code":"token_expired","message":"expired","close":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&MediaServerMessage::PublisherLeft { live_id: LiveId(3) })
+                .unwrap(),
+            r#"{"type":"publisher_left","live_id":3}"#
+        );
+    }
+
+    #[test]
+    fn unknown_type_and_unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<MediaClientMessage>(r#"{"type":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<MediaClientMessage>(r#"{"type":"watch","token":"t","offer":{"type":"offer","sdp":""},"x":1}"#).is_err());
+    }
+}
