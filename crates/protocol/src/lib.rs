@@ -3,12 +3,13 @@
 //! This crate is the only place that derives `Serialize`/`Deserialize` for types that
 //! cross a process boundary. It has no I/O dependencies: no tokio, no actix, no diesel.
 
+pub mod app_socket;
 pub mod media_signaling;
 pub mod media_token;
 
 pub use media_signaling::{
-    MediaClientMessage, MediaErrorCode, MediaServerMessage, SdpKind, SessionDescription,
-    MAX_SIGNALING_MESSAGE_BYTES,
+    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaServerMessage, SdpKind,
+    SessionDescription,
 };
 pub use media_token::{
     LiveId, MediaRole, MediaTokenClaims, MediaTokenError, issue_media_token, verify_media_token,
