@@ -1,1 +1,22 @@
-//! PrivateHub web app. See ARCHITECTURE.md.
+//! PrivateHub web app: accounts, sessions, lives, media tokens and the
+//! server-rendered pages. See ARCHITECTURE.md.
+//!
+//! Entry point for embedding and tests: [`startup::Application::build`] with a
+//! [`settings::Settings`], then [`startup::Application::run_until_stopped`].
+//! `chat` (the real-time socket) is added by a later issue; it updates
+//! [`viewers::ViewerCounts`] held in [`state::AppState`].
+
+pub mod auth;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod viewers;
+
+pub use settings::Settings;
+pub use startup::Application;

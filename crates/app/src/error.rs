@@ -1,0 +1,186 @@
+//! The JSON error shape every API error uses, `{"error":{"code","message"}}`, the
+//! internal-failure type shared by all boundaries, and the handlers that turn
+//! extractor failures (bad JSON, oversized bodies, wrong types) into clean 4xx.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Builds the JSON error response. Every API error goes through here.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorEnvelope {
+        error: ErrorBody { code, message },
+    })
+}
+
+/// Something failed that is not the client's fault (database, thread pool). Its
+/// detail is logged, never sent: the client gets a generic 500.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InternalError(pub String);
+
+impl From<diesel::result::Error> for InternalError {
+    fn from(error: diesel::result::Error) -> Self {
+        InternalError(format!("database: {error}"))
+    }
+}
+
+impl From<r2d2::Error> for InternalError {
+    fn from(error: r2d2::Error) -> Self {
+        InternalError(format!("database pool: {error}"))
+    }
+}
+
+impl From<actix_web::error::BlockingError> for InternalError {
+    fn from(error: actix_web::error::BlockingError) -> Self {
+        InternalError(format!("blocking pool: {error}"))
+    }
+}
+
+impl ResponseError for InternalError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        tracing::error!(error = %self.0, "internal error");
+        json_error(self.status_code(), "internal", "internal server error")
+    }
+}
+
+/// A request the framework could not decode into the handler's arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Body is not syntactically valid JSON.
+    #[error("the request body is not valid JSON")]
+    MalformedJson,
+    /// Valid JSON of the wrong shape (missing field, wrong type, unknown field).
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    /// `Content-Type` is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Body larger than [`MAX_BODY_BYTES`].
+    #[error("the request body is too large (limit {MAX_BODY_BYTES} bytes)")]
+    PayloadTooLarge,
+    /// The body could not be read (connection dropped, bad encoding).
+    #[error("the request body could not be read")]
+    UnreadableBody,
+    /// Query string of the wrong shape.
+    #[error("invalid query string: {0}")]
+    InvalidQuery(String),
+    /// A path segment of the wrong type.
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+}
+
+impl RequestError {
+    fn code(&self) -> &'static str {
+        match self {
+            RequestError::MalformedJson => "malformed_json",
+            RequestError::InvalidBody(_) => "invalid_body",
+            RequestError::UnsupportedMediaType => "unsupported_media_type",
+            RequestError::PayloadTooLarge => "payload_too_large",
+            RequestError::UnreadableBody => "unreadable_body",
+            RequestError::InvalidQuery(_) => "invalid_query",
+            RequestError::InvalidPath(_) => "invalid_path",
+        }
+    }
+}
+
+impl ResponseError for RequestError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::InvalidPath(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), self.code(), &self.to_string())
+    }
+}
+
+/// For `JsonConfig::error_handler`.
+pub fn json_error_handler(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {
+    let mapped = match &error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            RequestError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => RequestError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
+            RequestError::InvalidBody(inner.to_string())
+        }
+        JsonPayloadError::Deserialize(_) => RequestError::MalformedJson,
+        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
+            RequestError::PayloadTooLarge
+        }
+        _ => RequestError::UnreadableBody,
+    };
+    mapped.into()
+}
+
+/// For `QueryConfig::error_handler`.
+pub fn query_error_handler(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::Error {
+    RequestError::InvalidQuery(error.to_string()).into()
+}
+
+/// For `PathConfig::error_handler`.
+pub fn path_error_handler(error: PathError, _request: &HttpRequest) -> actix_web::Error {
+    RequestError::InvalidPath(error.to_string()).into()
+}
+
+/// For `PayloadConfig` users (raw bodies): maps a payload error.
+pub fn payload_error(error: actix_web::error::PayloadError) -> RequestError {
+    match error {
+        actix_web::error::PayloadError::Overflow => RequestError::PayloadTooLarge,
+        _ => RequestError::UnreadableBody,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(response: HttpResponse) -> serde_json::Value {
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn error_shape() {
+        let response = json_error(StatusCode::CONFLICT, "username_taken", "taken");
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            body_of(response),
+            serde_json::json!({"error": {"code": "username_taken", "message": "taken"}})
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_details() {
+        let response = InternalError("secret detail".into()).error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_of(response);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("secret detail"));
+    }
+}

@@ -1,0 +1,211 @@
+//! `/api/lives/*` and `/api/users/{username}/lives`: going live, ending, listing,
+//! history, and media tokens.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, web};
+use privatehub_protocol::{MediaRole, MediaTokenClaims, issue_media_token};
+use rand::RngCore;
+
+use super::json::{HistoryQuery, LiveJson, MediaTokenJson, StartLiveRequest, rfc3339};
+use crate::auth::{CurrentUser, MaybeUser};
+use crate::db::{self, lives, users};
+use crate::domain::{LiveTitle, LiveTitleError, Username};
+use crate::error::{InternalError, json_error};
+use crate::settings::hex;
+use crate::state::AppState;
+
+/// Default and largest page of `GET /api/users/{username}/lives`.
+const HISTORY_DEFAULT_LIMIT: u16 = 20;
+const HISTORY_MAX_LIMIT: u16 = 100;
+
+/// Why a lives request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The title breaks the rules.
+    #[error("{0}")]
+    InvalidTitle(#[from] LiveTitleError),
+    /// No account has this name.
+    #[error("no such user")]
+    UserNotFound,
+    /// The user exists but is not live now.
+    #[error("this user is not live")]
+    NotLive,
+    /// `stop` while not live.
+    #[error("you are not live")]
+    AlreadyStopped,
+    /// `limit` outside 1..=100.
+    #[error("limit must be between 1 and {HISTORY_MAX_LIMIT}")]
+    InvalidLimit,
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl ResponseError for LiveError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            LiveError::InvalidTitle(_) | LiveError::InvalidLimit => StatusCode::BAD_REQUEST,
+            LiveError::UserNotFound | LiveError::NotLive => StatusCode::NOT_FOUND,
+            LiveError::AlreadyStopped => StatusCode::CONFLICT,
+            LiveError::Internal(inner) => inner.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            LiveError::InvalidTitle(_) => "invalid_title",
+            LiveError::InvalidLimit => "invalid_query",
+            LiveError::UserNotFound => "user_not_found",
+            LiveError::NotLive | LiveError::AlreadyStopped => "not_live",
+            LiveError::Internal(inner) => return inner.error_response(),
+        };
+        json_error(self.status_code(), code, &self.to_string())
+    }
+}
+
+/// `POST /api/lives/start` `{"title"?}`: 201 with the new live, or 200 with the
+/// current one if already live (the title is then left unchanged).
+pub async fn start(
+    state: web::Data<AppState>,
+    CurrentUser(user): CurrentUser,
+    body: web::Json<StartLiveRequest>,
+) -> Result<HttpResponse, LiveError> {
+    let title = match body.into_inner().title.filter(|title| !title.trim().is_empty()) {
+        Some(raw) => LiveTitle::parse(&raw)?,
+        None => LiveTitle::default_for(user.username.as_str()),
+    };
+    let now = db::now_unix();
+    let user_id = user.id;
+    let (live, created) = db::run(&state.pool, move |connection| {
+        lives::start_or_get_current(connection, user_id, &title, now).map_err(InternalError::from)
+    })
+    .await?;
+    let body = LiveJson::new(&live, state.viewers.current(live.id));
+    if created {
+        tracing::info!(username = %live.username, live_id = %live.id, "live started");
+        Ok(HttpResponse::Created().json(body))
+    } else {
+        Ok(HttpResponse::Ok().json(body))
+    }
+}
+
+/// `POST /api/lives/stop`: ends the caller's live; 409 `not_live` if there is none.
+pub async fn stop(state: web::Data<AppState>, CurrentUser(user): CurrentUser) -> Result<HttpResponse, LiveError> {
+    let user_id = user.id;
+    let viewers = state.viewers.clone();
+    let now = db::now_unix();
+    let ended = db::run(&state.pool, move |connection| {
+        // Peek at the id first so the in-memory peak is written with the row.
+        let current = lives::find_current_by_user(connection, user_id)?;
+        let peak = current.map_or(0, |live| viewers.peak(live.id));
+        lives::end_current(connection, user_id, peak, now).map_err(InternalError::from)
+    })
+    .await?;
+    let live = ended.ok_or(LiveError::AlreadyStopped)?;
+    state.viewers.finish(live.id);
+    tracing::info!(username = %live.username, live_id = %live.id, "live ended");
+    Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
+}
+
+/// `GET /api/lives`: everyone live now, newest first.
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, LiveError> {
+    let current = db::run(&state.pool, |connection| {
+        lives::list_current(connection).map_err(InternalError::from)
+    })
+    .await?;
+    let body: Vec<LiveJson> = current
+        .iter()
+        .map(|live| LiveJson::new(live, state.viewers.current(live.id)))
+        .collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /api/lives/{username}`: that user's current live.
+pub async fn get_one(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, LiveError> {
+    let live = current_live_of(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(LiveJson::new(&live, state.viewers.current(live.id))))
+}
+
+/// `POST /api/lives/{username}/token`: a media token for that user's current live,
+/// `publish` for its owner, `watch` for everyone else (signed in or not).
+pub async fn token(
+    state: web::Data<AppState>,
+    MaybeUser(viewer): MaybeUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, LiveError> {
+    let live = current_live_of(&state, &path).await?;
+    let (subject, role) = match &viewer {
+        Some(viewer) if viewer.id == live.user_id => (viewer.username.to_string(), MediaRole::Publish),
+        Some(viewer) => (viewer.username.to_string(), MediaRole::Watch),
+        None => {
+            let mut bytes = [0u8; 8];
+            rand::rng().fill_bytes(&mut bytes);
+            (format!("anon:{}", hex(&bytes)), MediaRole::Watch)
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|error| InternalError(format!("clock: {error}")))?
+        .as_secs();
+    let settings = &state.settings;
+    let claims = MediaTokenClaims::new(
+        live.id,
+        live.username.as_str(),
+        subject,
+        role,
+        now,
+        settings.media_token_ttl.as_secs(),
+    );
+    let token = issue_media_token(&claims, settings.media_token_secret_bytes())
+        .map_err(|error| InternalError(format!("media token: {error}")))?;
+    Ok(HttpResponse::Ok().json(MediaTokenJson {
+        token,
+        media_url: settings.media_public_url.clone(),
+        live_id: live.id.0,
+        role,
+        expires_at: rfc3339(i64::try_from(claims.exp).unwrap_or(i64::MAX)),
+    }))
+}
+
+/// `GET /api/users/{username}/lives?limit=N`: the user's past lives, newest first.
+pub async fn history(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, LiveError> {
+    let limit = query.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+        return Err(LiveError::InvalidLimit);
+    }
+    let username = Username::parse(&path).map_err(|_| LiveError::UserNotFound)?;
+    let past = db::run(&state.pool, move |connection| {
+        let user = users::find_by_username(connection, &username)?.ok_or(LiveError::UserNotFound)?;
+        Ok::<_, LiveError>(lives::list_past_by_user(connection, user.id, i64::from(limit))?)
+    })
+    .await?;
+    let body: Vec<LiveJson> = past.iter().map(|live| LiveJson::new(live, 0)).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The current live of `raw_username`, distinguishing unknown users from offline ones.
+pub(crate) async fn current_live_of(state: &AppState, raw_username: &str) -> Result<lives::Live, LiveError> {
+    let username = Username::parse(raw_username).map_err(|_| LiveError::UserNotFound)?;
+    db::run(&state.pool, move |connection| {
+        if let Some(live) = lives::find_current_by_username(connection, &username)? {
+            return Ok(live);
+        }
+        if users::username_exists(connection, &username)? {
+            Err(LiveError::NotLive)
+        } else {
+            Err(LiveError::UserNotFound)
+        }
+    })
+    .await
+}
+
+impl From<diesel::result::Error> for LiveError {
+    fn from(error: diesel::result::Error) -> Self {
+        LiveError::Internal(error.into())
+    }
+}

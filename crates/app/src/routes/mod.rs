@@ -1,0 +1,56 @@
+//! HTTP routes, one module per resource. [`configure`] is the whole route table.
+
+pub mod accounts;
+pub mod assets;
+pub mod health;
+pub mod json;
+pub mod lives;
+pub mod pages;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::json_error;
+
+/// Registers every route. Unknown `/api` paths get a JSON 404, anything else the
+/// HTML 404 page (see [`not_found`]).
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(
+            web::scope("/api")
+                .service(web::resource("/auth/signup").route(web::post().to(accounts::signup)))
+                .service(web::resource("/auth/login").route(web::post().to(accounts::login)))
+                .service(web::resource("/auth/logout").route(web::post().to(accounts::logout)))
+                .service(web::resource("/auth/me").route(web::get().to(accounts::me)))
+                .service(web::resource("/lives").route(web::get().to(lives::list)))
+                .service(web::resource("/lives/start").route(web::post().to(lives::start)))
+                .service(web::resource("/lives/stop").route(web::post().to(lives::stop)))
+                .service(web::resource("/lives/{username}").route(web::get().to(lives::get_one)))
+                .service(web::resource("/lives/{username}/token").route(web::post().to(lives::token)))
+                .service(web::resource("/users/{username}/lives").route(web::get().to(lives::history)))
+                .default_service(web::to(not_found)),
+        )
+        .service(web::resource("/static/{file}").route(web::get().to(assets::serve)))
+        .service(web::resource("/").route(web::get().to(pages::home)))
+        .service(web::resource("/signup").route(web::get().to(pages::signup)))
+        .service(web::resource("/login").route(web::get().to(pages::login)))
+        .service(web::resource("/{username}/live").route(web::get().to(pages::live)))
+        .service(web::resource("/{username}/start-live").route(web::get().to(pages::start_live)));
+}
+
+/// Whether a path belongs to the JSON API.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// The app's default service: JSON for the API, the HTML page otherwise.
+pub async fn not_found(request: HttpRequest) -> HttpResponse {
+    if is_api_path(request.path()) {
+        json_error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+    } else if request.method() == Method::GET || request.method() == Method::HEAD {
+        pages::error_page(StatusCode::NOT_FOUND, "Page not found", None)
+    } else {
+        pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None)
+    }
+}

@@ -1,0 +1,198 @@
+//! Server-rendered pages (askama templates in `templates/`). Forms and buttons on
+//! them call the JSON API from `static/*.js`; there are no inline scripts, so the
+//! CSP can say `script-src 'self'`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, LOCATION};
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::json::rfc3339;
+use crate::auth::MaybeUser;
+use crate::db::{self, lives, users};
+use crate::domain::Username;
+use crate::error::InternalError;
+use crate::state::AppState;
+
+/// A live as the pages show it.
+pub struct LiveCard {
+    pub id: i64,
+    pub username: String,
+    pub title: String,
+    pub started_at: String,
+    pub viewers: u32,
+}
+
+impl LiveCard {
+    fn new(live: &lives::Live, viewers: u32) -> LiveCard {
+        LiveCard {
+            id: live.id.0,
+            username: live.username.to_string(),
+            title: live.title.clone(),
+            started_at: rfc3339(live.started_at),
+            viewers,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    viewer: Option<String>,
+    lives: Vec<LiveCard>,
+}
+
+#[derive(Template)]
+#[template(path = "auth_form.html")]
+struct AuthFormPage {
+    viewer: Option<String>,
+    /// `signup` or `login`.
+    mode: &'static str,
+    heading: &'static str,
+    submit_label: &'static str,
+    endpoint: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "live.html")]
+struct LivePage {
+    viewer: Option<String>,
+    channel: String,
+    live: Option<LiveCard>,
+    media_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "start_live.html")]
+struct StartLivePage {
+    viewer: Option<String>,
+    channel: String,
+    live: Option<LiveCard>,
+    media_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    viewer: Option<String>,
+    status: u16,
+    title: &'a str,
+}
+
+fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(html) => HttpResponse::build(status)
+            .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+            .body(html),
+        Err(error) => {
+            tracing::error!(%error, "template rendering failed");
+            HttpResponse::InternalServerError()
+                .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+                .body("internal server error")
+        }
+    }
+}
+
+/// An HTML error page.
+pub fn error_page(status: StatusCode, title: &str, viewer: Option<String>) -> HttpResponse {
+    render(status, &ErrorPage { viewer, status: status.as_u16(), title })
+}
+
+fn viewer_name(viewer: &MaybeUser) -> Option<String> {
+    viewer.0.as_ref().map(|user| user.username.to_string())
+}
+
+/// `GET /`: who is live.
+pub async fn home(state: web::Data<AppState>, viewer: MaybeUser) -> Result<HttpResponse, InternalError> {
+    let current = db::run(&state.pool, |connection| lives::list_current(connection).map_err(InternalError::from)).await?;
+    let lives = current
+        .iter()
+        .map(|live| LiveCard::new(live, state.viewers.current(live.id)))
+        .collect();
+    Ok(render(StatusCode::OK, &HomePage { viewer: viewer_name(&viewer), lives }))
+}
+
+/// `GET /signup`.
+pub async fn signup(viewer: MaybeUser) -> HttpResponse {
+    render(
+        StatusCode::OK,
+        &AuthFormPage {
+            viewer: viewer_name(&viewer),
+            mode: "signup",
+            heading: "Create your account",
+            submit_label: "Sign up",
+            endpoint: "/api/auth/signup",
+        },
+    )
+}
+
+/// `GET /login`.
+pub async fn login(viewer: MaybeUser) -> HttpResponse {
+    render(
+        StatusCode::OK,
+        &AuthFormPage {
+            viewer: viewer_name(&viewer),
+            mode: "login",
+            heading: "Log in",
+            submit_label: "Log in",
+            endpoint: "/api/auth/login",
+        },
+    )
+}
+
+/// The channel owner's stored name and current live, or `None` if no such user.
+async fn channel(state: &AppState, raw: &str) -> Result<Option<(String, Option<LiveCard>)>, InternalError> {
+    let Ok(username) = Username::parse(raw) else {
+        return Ok(None);
+    };
+    let viewers = state.viewers.clone();
+    db::run(&state.pool, move |connection| {
+        let Some(owner) = users::find_by_username(connection, &username)? else {
+            return Ok(None);
+        };
+        let live = lives::find_current_by_user(connection, owner.id)?;
+        let card = live.map(|live| LiveCard::new(&live, viewers.current(live.id)));
+        Ok(Some((owner.username.to_string(), card)))
+    })
+    .await
+}
+
+/// `GET /{username}/live`: the viewer page (the player arrives with `static/live.js`).
+pub async fn live(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, InternalError> {
+    let viewer = viewer_name(&viewer);
+    let Some((channel, live)) = channel(&state, &path).await? else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
+    };
+    let media_url = state.settings.media_public_url.clone();
+    Ok(render(StatusCode::OK, &LivePage { viewer, channel, live, media_url }))
+}
+
+/// `GET /{username}/start-live`: the broadcaster page, for its owner only. Signed-out
+/// visitors are sent to the log-in page, other users get 403.
+pub async fn start_live(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, InternalError> {
+    let Some(user) = viewer.0 else {
+        let next = match Username::parse(&path) {
+            Ok(username) => format!("/login?next=/{username}/start-live"),
+            Err(_) => "/login".to_owned(),
+        };
+        return Ok(HttpResponse::SeeOther().insert_header((LOCATION, next)).finish());
+    };
+    let viewer = Some(user.username.to_string());
+    if !user.username.as_str().eq_ignore_ascii_case(&path) {
+        return Ok(error_page(StatusCode::FORBIDDEN, "Only the channel's owner can go live here", viewer));
+    }
+    let Some((channel, live)) = channel(&state, &path).await? else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
+    };
+    let media_url = state.settings.media_public_url.clone();
+    Ok(render(StatusCode::OK, &StartLivePage { viewer, channel, live, media_url }))
+}
+

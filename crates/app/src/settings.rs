@@ -1,0 +1,376 @@
+//! [`Settings`]: the app's whole configuration, read once from the environment (after
+//! loading `.env` with dotenvy). A bad value stops start-up with a [`SettingsError`]
+//! naming the variable. Every variable is documented in `docs/configuration.md`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::Origin;
+
+/// Where the shared media-token secret is kept when `MEDIA_TOKEN_SECRET` is not set.
+pub const DEFAULT_MEDIA_TOKEN_SECRET_FILE: &str = "data/media-token-secret";
+/// Default database file.
+pub const DEFAULT_DATABASE_PATH: &str = "data/privatehub.sqlite";
+/// Shortest accepted media-token secret, in bytes (HS256 wants at least 256 bits).
+pub const MIN_MEDIA_TOKEN_SECRET_LEN: usize = 32;
+
+/// The app's configuration. Fields are public so tests can adjust them after
+/// [`Settings::from_lookup`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `APP_BIND`: address to listen on.
+    pub bind: IpAddr,
+    /// `APP_PORT`: port to listen on (0 picks a free one).
+    pub port: u16,
+    /// `APP_WORKERS`: HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// `DATABASE_URL`: SQLite file path (`sqlite://` prefix optional).
+    pub database_path: PathBuf,
+    /// `APP_PUBLIC_URL`: the origin browsers use; CSRF checks compare against it, and
+    /// cookies are `Secure` when it is https.
+    pub public_origin: Origin,
+    /// `MEDIA_PUBLIC_URL` (alias `NEXT_PUBLIC_MEDIA_SERVER_URL`): the media server as
+    /// browsers reach it. Returned with media tokens.
+    pub media_public_url: String,
+    /// Origin of [`Settings::media_public_url`], for the CSP `connect-src`.
+    pub media_origin: Origin,
+    /// `MEDIA_TOKEN_SECRET` or the content of `MEDIA_TOKEN_SECRET_FILE`.
+    pub media_token_secret: SecretString,
+    /// `MEDIA_TOKEN_TTL_SECONDS`: lifetime of a media token.
+    pub media_token_ttl: Duration,
+    /// `SESSION_TTL_HOURS`: lifetime of a login session.
+    pub session_ttl: Duration,
+    /// `TRUST_PROXY_HEADERS`: take the client address and scheme from
+    /// `X-Forwarded-For`/`X-Forwarded-Proto`. Only enable behind a proxy that sets them.
+    pub trust_proxy_headers: bool,
+    /// `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `LOGIN_MAX_FAILURES_PER_IP`,
+    /// `LOGIN_RATE_WINDOW_SECONDS`.
+    pub login_rate_limit: LoginRateLimitSettings,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+/// Limits on failed log-ins within a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRateLimitSettings {
+    pub max_failures_per_account: u32,
+    pub max_failures_per_ip: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration value that stops start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error in {variable}: {message}")]
+pub struct SettingsError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError {
+        variable,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads `.env` (if present; real environment variables win) and reads the
+    /// process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(error) if error.not_found() => {}
+            Err(error) => return Err(invalid("(.env file)", error.to_string())),
+        }
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads every variable through `lookup` (empty values count as unset).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let bind = parse_or(&get, "APP_BIND", IpAddr::from([127, 0, 0, 1]), |raw| {
+            raw.trim().parse::<IpAddr>().map_err(|_| "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned())
+        })?;
+        let port = parse_or(&get, "APP_PORT", 3000u16, |raw| {
+            raw.trim().parse().map_err(|_| "expected a port number 0-65535".to_owned())
+        })?;
+        let workers = match get("APP_WORKERS") {
+            None => None,
+            Some(raw) => Some(parse_ranged(&raw, "APP_WORKERS", 1, 256)? as usize),
+        };
+        let database_path = parse_or(&get, "DATABASE_URL", PathBuf::from(DEFAULT_DATABASE_PATH), |raw| {
+            parse_database_url(raw)
+        })?;
+        let public_origin = parse_or(
+            &get,
+            "APP_PUBLIC_URL",
+            Origin::parse_url("http://localhost:3000").expect("valid default"),
+            |raw| Origin::parse_url(raw).map_err(|error| error.to_string()),
+        )?;
+        let (media_variable, media_public_url) = match get("MEDIA_PUBLIC_URL") {
+            Some(url) => ("MEDIA_PUBLIC_URL", url),
+            None => match get("NEXT_PUBLIC_MEDIA_SERVER_URL") {
+                Some(url) => ("NEXT_PUBLIC_MEDIA_SERVER_URL", url),
+                None => ("MEDIA_PUBLIC_URL", "http://localhost:5050".to_owned()),
+            },
+        };
+        let media_public_url = media_public_url.trim().trim_end_matches('/').to_owned();
+        let media_origin = Origin::parse_url_or_websocket(&media_public_url)
+            .map_err(|error| invalid(media_variable, error.to_string()))?;
+        let media_token_secret = match get("MEDIA_TOKEN_SECRET") {
+            Some(secret) => check_secret(secret.trim(), "MEDIA_TOKEN_SECRET")?,
+            None => {
+                let path = get("MEDIA_TOKEN_SECRET_FILE").unwrap_or_else(|| DEFAULT_MEDIA_TOKEN_SECRET_FILE.to_owned());
+                load_or_create_secret_file(Path::new(path.trim()))?
+            }
+        };
+        let media_token_ttl = match get("MEDIA_TOKEN_TTL_SECONDS") {
+            None => Duration::from_secs(300),
+            Some(raw) => Duration::from_secs(parse_ranged(&raw, "MEDIA_TOKEN_TTL_SECONDS", 10, 86_400)?),
+        };
+        let session_ttl = match get("SESSION_TTL_HOURS") {
+            None => Duration::from_secs(30 * 24 * 3600),
+            Some(raw) => Duration::from_secs(3600 * parse_ranged(&raw, "SESSION_TTL_HOURS", 1, 24 * 365)?),
+        };
+        let trust_proxy_headers = parse_or(&get, "TRUST_PROXY_HEADERS", false, parse_bool)?;
+        let login_rate_limit = LoginRateLimitSettings {
+            max_failures_per_account: match get("LOGIN_MAX_FAILURES_PER_ACCOUNT") {
+                None => 5,
+                Some(raw) => parse_ranged(&raw, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 1, 1000)? as u32,
+            },
+            max_failures_per_ip: match get("LOGIN_MAX_FAILURES_PER_IP") {
+                None => 20,
+                Some(raw) => parse_ranged(&raw, "LOGIN_MAX_FAILURES_PER_IP", 1, 100_000)? as u32,
+            },
+            window: match get("LOGIN_RATE_WINDOW_SECONDS") {
+                None => Duration::from_secs(15 * 60),
+                Some(raw) => Duration::from_secs(parse_ranged(&raw, "LOGIN_RATE_WINDOW_SECONDS", 1, 86_400)?),
+            },
+        };
+        let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| match raw.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected `text` or `json`".to_owned()),
+        })?;
+
+        Ok(Settings {
+            bind,
+            port,
+            workers,
+            database_path,
+            public_origin,
+            media_public_url,
+            media_origin,
+            media_token_secret,
+            media_token_ttl,
+            session_ttl,
+            trust_proxy_headers,
+            login_rate_limit,
+            log_format,
+        })
+    }
+}
+
+fn parse_or<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, SettingsError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(raw) => parse(&raw).map_err(|message| invalid(variable, message)),
+    }
+}
+
+fn parse_ranged(raw: &str, variable: &'static str, min: u64, max: u64) -> Result<u64, SettingsError> {
+    match raw.trim().parse::<u64>() {
+        Ok(value) if (min..=max).contains(&value) => Ok(value),
+        _ => Err(invalid(variable, format!("expected a whole number from {min} to {max}"))),
+    }
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// Accepts `sqlite://path`, `sqlite:path` or a plain path.
+fn parse_database_url(raw: &str) -> Result<PathBuf, String> {
+    let raw = raw.trim();
+    let path = raw
+        .strip_prefix("sqlite://")
+        .or_else(|| raw.strip_prefix("sqlite:"))
+        .unwrap_or(raw);
+    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
+        return Err("expected a SQLite file path, e.g. sqlite://data/privatehub.sqlite".to_owned());
+    }
+    if raw.contains("://") && !raw.starts_with("sqlite://") {
+        return Err("only SQLite is supported (sqlite://path or a plain path)".to_owned());
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn check_secret(secret: &str, variable: &'static str) -> Result<SecretString, SettingsError> {
+    if secret.len() < MIN_MEDIA_TOKEN_SECRET_LEN {
+        return Err(invalid(
+            variable,
+            format!("the secret must be at least {MIN_MEDIA_TOKEN_SECRET_LEN} bytes long"),
+        ));
+    }
+    Ok(SecretString::from(secret.to_owned()))
+}
+
+/// Reads the shared secret from `path`, creating it (random, mode 0600) on first
+/// start. The media server reads the same file, so `scripts/dev` needs no set-up.
+fn load_or_create_secret_file(path: &Path) -> Result<SecretString, SettingsError> {
+    const VARIABLE: &str = "MEDIA_TOKEN_SECRET_FILE";
+    match std::fs::read_to_string(path) {
+        Ok(content) => check_secret(content.trim(), VARIABLE),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = hex(&bytes);
+            write_private_file(path, &secret)
+                .map_err(|error| invalid(VARIABLE, format!("cannot create {}: {error}", path.display())))?;
+            tracing::warn!(
+                path = %path.display(),
+                "MEDIA_TOKEN_SECRET is not set: generated a random secret into the file; \
+                 the media server must use the same secret (set MEDIA_TOKEN_SECRET in production)"
+            );
+            Ok(SecretString::from(secret))
+        }
+        Err(error) => Err(invalid(VARIABLE, format!("cannot read {}: {error}", path.display()))),
+    }
+}
+
+fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// Lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+impl Settings {
+    /// The secret as bytes, for signing media tokens.
+    pub fn media_token_secret_bytes(&self) -> &[u8] {
+        self.media_token_secret.expose_secret().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[("MEDIA_TOKEN_SECRET", SECRET)]).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1");
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.database_path, PathBuf::from("data/privatehub.sqlite"));
+        assert_eq!(s.public_origin.to_string(), "http://localhost:3000");
+        assert_eq!(s.media_public_url, "http://localhost:5050");
+        assert_eq!(s.media_token_ttl, Duration::from_secs(300));
+        assert!(!s.trust_proxy_headers);
+        assert_eq!(s.media_token_secret_bytes(), SECRET.as_bytes());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (variable, value) in [
+            ("APP_PORT", "70000"),
+            ("APP_BIND", "not-an-ip"),
+            ("APP_PUBLIC_URL", "localhost:3000"),
+            ("MEDIA_PUBLIC_URL", "ftp://x"),
+            ("NEXT_PUBLIC_MEDIA_SERVER_URL", "nope"),
+            ("MEDIA_TOKEN_SECRET", "short"),
+            ("MEDIA_TOKEN_TTL_SECONDS", "0"),
+            ("TRUST_PROXY_HEADERS", "maybe"),
+            ("DATABASE_URL", "postgres://x/y"),
+            ("DATABASE_URL", "sqlite://:memory:"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let mut pairs = vec![(variable, value)];
+            if variable != "MEDIA_TOKEN_SECRET" {
+                pairs.push(("MEDIA_TOKEN_SECRET", SECRET));
+            }
+            let error = settings(&pairs).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(error.to_string().contains(variable));
+        }
+    }
+
+    #[test]
+    fn media_url_alias_and_database_forms() {
+        let s = settings(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("NEXT_PUBLIC_MEDIA_SERVER_URL", "https://sfu.example.com/"),
+            ("DATABASE_URL", "sqlite:///tmp/x.sqlite"),
+        ])
+        .unwrap();
+        assert_eq!(s.media_public_url, "https://sfu.example.com");
+        assert_eq!(s.database_path, PathBuf::from("/tmp/x.sqlite"));
+        let s = settings(&[("MEDIA_TOKEN_SECRET", SECRET), ("DATABASE_URL", "data/a.db")]).unwrap();
+        assert_eq!(s.database_path, PathBuf::from("data/a.db"));
+    }
+
+    #[test]
+    fn secret_file_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/media-token-secret");
+        let path_str = path.to_str().unwrap();
+        let first = settings(&[("MEDIA_TOKEN_SECRET_FILE", path_str)]).unwrap();
+        assert_eq!(first.media_token_secret_bytes().len(), 64);
+        let second = settings(&[("MEDIA_TOKEN_SECRET_FILE", path_str)]).unwrap();
+        assert_eq!(first.media_token_secret_bytes(), second.media_token_secret_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Building and running the server: open and migrate the database, bind, and wire
+//! state, extractor configuration, middleware and routes together.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::auth::csrf::csrf_middleware;
+use crate::db::{self, sessions};
+use crate::error::{MAX_BODY_BYTES, json_error_handler, path_error_handler, query_error_handler};
+use crate::middleware::{api_errors_as_json, request_log, security_headers};
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// A bound, ready-to-run app.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens (creating if needed) and migrates the database, then binds
+    /// `settings.bind:settings.port` (port 0 picks a free port; see [`Self::port`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let pool = db::build_pool(&settings.database_path)
+            .with_context(|| format!("opening the database {}", settings.database_path.display()))?;
+        let migrate_pool = pool.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let applied = db::run_migrations(&migrate_pool)?;
+            let mut connection = migrate_pool.get()?;
+            let expired = sessions::delete_expired(&mut connection, db::now_unix())
+                .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
+            Ok::<_, db::DbSetupError>((applied, expired))
+        })
+        .await
+        .context("database set-up task")??;
+        tracing::info!(migrations = applied.0, expired_sessions = applied.1, "database ready");
+
+        let listener = TcpListener::bind((settings.bind, settings.port))
+            .with_context(|| format!("binding {}:{}", settings.bind, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState::new(pool, settings);
+        let server = run(listener, state.clone())?;
+        Ok(Application { port, server, state })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (database pool, settings, viewer counts).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the process is signalled (or the future is dropped).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Starts serving on `listener`.
+pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let workers = state.settings.workers;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(json_error_handler),
+            )
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::PathConfig::default().error_handler(path_error_handler))
+            .app_data(web::QueryConfig::default().error_handler(query_error_handler))
+            .wrap(from_fn(csrf_middleware))
+            .wrap(from_fn(api_errors_as_json))
+            .wrap(security_headers(&data.settings))
+            .wrap(from_fn(request_log))
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .listen(listener)?;
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}

@@ -1,0 +1,28 @@
+//! [`AppState`]: what every handler can reach, registered once as `web::Data`.
+
+use std::sync::Arc;
+
+use crate::auth::rate_limit::LoginRateLimiter;
+use crate::db::DbPool;
+use crate::settings::Settings;
+use crate::viewers::ViewerCounts;
+
+/// Shared application state. Cloning is cheap (everything is behind `Arc`s).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: DbPool,
+    pub settings: Arc<Settings>,
+    pub login_limiter: Arc<LoginRateLimiter>,
+    pub viewers: ViewerCounts,
+}
+
+impl AppState {
+    pub fn new(pool: DbPool, settings: Settings) -> AppState {
+        AppState {
+            pool,
+            login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
+            settings: Arc::new(settings),
+            viewers: ViewerCounts::default(),
+        }
+    }
+}

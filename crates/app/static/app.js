@@ -1,0 +1,64 @@
+// Shared browser helpers and the account forms. Loaded on every page.
+// No inline scripts anywhere: the CSP is `script-src 'self'`.
+(function () {
+  'use strict';
+
+  // Calls the JSON API with the session cookie. Resolves with the parsed body
+  // (null for 204); rejects with an Error carrying .status and .code.
+  async function api(method, path, body) {
+    const options = { method: method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (body !== undefined) {
+      options.headers['Content-Type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    let data = null;
+    if (response.status !== 204) {
+      try { data = await response.json(); } catch (_) { data = null; }
+    }
+    if (!response.ok) {
+      const detail = data && data.error ? data.error : { code: 'http_' + response.status, message: 'Request failed (' + response.status + ')' };
+      const error = new Error(detail.message);
+      error.status = response.status;
+      error.code = detail.code;
+      throw error;
+    }
+    return data;
+  }
+
+  // Only same-site paths are followed after logging in (no open redirect).
+  function safeNext(raw) {
+    if (raw && raw.charAt(0) === '/' && raw.charAt(1) !== '/' && raw.charAt(1) !== '\\') return raw;
+    return null;
+  }
+
+  window.PrivateHub = { api: api };
+
+  document.querySelectorAll('form[data-auth-form]').forEach(function (form) {
+    form.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      const errorBox = form.querySelector('[data-role=error]');
+      const button = form.querySelector('button[type=submit]');
+      errorBox.textContent = '';
+      button.disabled = true;
+      try {
+        await api('POST', form.dataset.endpoint, {
+          username: form.elements.username.value,
+          password: form.elements.password.value
+        });
+        const next = safeNext(new URLSearchParams(window.location.search).get('next'));
+        window.location.assign(next || '/');
+      } catch (error) {
+        errorBox.textContent = error.message;
+        button.disabled = false;
+      }
+    });
+  });
+
+  document.querySelectorAll('[data-action=logout]').forEach(function (button) {
+    button.addEventListener('click', async function () {
+      button.disabled = true;
+      try { await api('POST', '/api/auth/logout'); } finally { window.location.assign('/'); }
+    });
+  });
+})();
