@@ -156,8 +156,10 @@ pub enum AppSocketErrorCode {
     NotJoined,
     /// The channel has no live now, so there is no chat to post in.
     NotLive,
-    /// No such user / channel.
+    /// No such channel (broadcaster's username).
     UnknownChannel,
+    /// `chat:ban` of a username that does not exist.
+    UnknownUser,
     /// Empty (or only whitespace) message.
     EmptyMessage,
     /// Longer than [`MAX_CHAT_MESSAGE_CHARS`].

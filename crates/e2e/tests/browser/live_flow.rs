@@ -1,0 +1,124 @@
+//! The main scenario: a broadcaster goes live, two viewers watch and chat, the
+//! broadcaster reloads and goes live again, then ends the live.
+
+use std::time::{Duration, Instant};
+
+use privatehub_testkit::{StackOptions, start_stack};
+
+use crate::harness::{Browser, BrowserOptions, ChromeDriver, artifact_path, workspace_root};
+use crate::pages::{self, LIVE_STATUS, PLAYER_FRAMES};
+
+/// A chat message that would run script if it were ever rendered as HTML.
+const HOSTILE_MESSAGE: &str =
+    "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script> <b>bold?</b>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
+    let _guard = crate::exclusive();
+    let started = Instant::now();
+    let stack = start_stack(StackOptions::default());
+    let app = stack.app_url.clone();
+    let driver = ChromeDriver::start().await;
+    let options = BrowserOptions::default();
+
+    // The broadcaster signs up and goes live; the viewers' browsers start meanwhile.
+    let (alice, bob, carol) = tokio::join!(
+        Browser::open(&driver, "alice (broadcaster)", &options),
+        Browser::open(&driver, "bob (viewer)", &options),
+        Browser::open(&driver, "carol (viewer)", &options),
+    );
+    pages::sign_up(&alice, &app, "alice").await;
+    pages::go_live(&alice, &app, "alice", "Morning coffee stream").await;
+    println!("[{:?}] alice is live", started.elapsed());
+
+    // Two viewers (both signed in, so they can chat) open the live page and play it.
+    tokio::join!(
+        pages::sign_up(&bob, &app, "bob"),
+        pages::sign_up(&carol, &app, "carol")
+    );
+    tokio::join!(
+        pages::watch(&bob, &app, "alice"),
+        pages::watch(&carol, &app, "alice")
+    );
+    println!(
+        "[{:?}] both viewers play video and audio",
+        started.elapsed()
+    );
+    for browser in [&alice, &bob, &carol] {
+        pages::wait_viewers(browser, 2).await;
+    }
+
+    // Chat reaches everyone.
+    pages::send_chat(&bob, "hello from bob").await;
+    for browser in [&alice, &bob, &carol] {
+        pages::wait_chat_line(browser, "hello from bob").await;
+    }
+
+    // HTML in a message is shown as text and runs nothing.
+    pages::send_chat(&carol, HOSTILE_MESSAGE).await;
+    for browser in [&alice, &bob, &carol] {
+        pages::wait_chat_line(browser, HOSTILE_MESSAGE).await;
+        let injected = browser
+            .js(
+                "return [window.__pwned === undefined, \
+                 document.querySelector('#chat-log img, #chat-log script, #chat-log b') === null];",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            injected,
+            serde_json::json!([true, true]),
+            "{}: chat HTML was interpreted",
+            browser.name
+        );
+    }
+    println!("[{:?}] chat checked", started.elapsed());
+
+    // Screenshots of both pages for the artifacts and the README.
+    let docs = workspace_root().join("docs").join("screenshots");
+    alice
+        .screenshot(&[artifact_path("start-live.png"), docs.join("start-live.png")])
+        .await;
+    bob.screenshot(&[artifact_path("live.png"), docs.join("live.png")])
+        .await;
+
+    // The broadcaster reloads and goes live again; viewers recover on their own.
+    alice.client.refresh().await.expect("reload start-live");
+    pages::go_live(&alice, &app, "alice", "Morning coffee stream, take two").await;
+    tokio::join!(
+        pages::wait_playing(&bob, Duration::from_secs(20)),
+        pages::wait_playing(&carol, Duration::from_secs(20))
+    );
+    let frames_before = bob.number(PLAYER_FRAMES).await;
+    bob.wait_rising(
+        "frames after the reload",
+        PLAYER_FRAMES,
+        15.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "[{:?}] viewers recovered after the broadcaster reloaded (bob's frames were {frames_before})",
+        started.elapsed()
+    );
+
+    // Ending the live shows the ended state to viewers within a few seconds.
+    pages::end_live(&alice).await;
+    let ended = Instant::now();
+    let is_ended = format!("{LIVE_STATUS} === 'ended'");
+    tokio::join!(
+        bob.wait_js("ended state", &is_ended, Duration::from_secs(5)),
+        carol.wait_js("ended state", &is_ended, Duration::from_secs(5))
+    );
+    println!(
+        "[{:?}] viewers saw the end after {:?}",
+        started.elapsed(),
+        ended.elapsed()
+    );
+    bob.screenshot(&[artifact_path("live-ended.png")]).await;
+
+    for browser in [alice, bob, carol] {
+        browser.close().await;
+    }
+    drop(stack);
+}

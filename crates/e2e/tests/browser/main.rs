@@ -1,0 +1,22 @@
+//! End-to-end tests in real headless Chromium against the real app and media server.
+//!
+//! Each test starts the built binaries (`cargo build --workspace --bins` first), a
+//! chromedriver on a free port, and one Chromium per simulated user with a fake camera
+//! and microphone. Tests in this binary run one at a time: several browsers decoding
+//! video already keep a small machine busy.
+
+mod harness;
+mod live_flow;
+mod pages;
+mod smoke;
+
+use std::sync::{Mutex, MutexGuard};
+
+static ONE_BROWSER_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Held for the whole of a browser test.
+fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_BROWSER_TEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
