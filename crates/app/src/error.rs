@@ -3,9 +3,14 @@
 //! extractor failures (bad JSON, oversized bodies, wrong types) into clean 4xx.
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -115,6 +120,32 @@ impl ResponseError for RequestError {
 
     fn error_response(&self) -> HttpResponse {
         json_error(self.status_code(), self.code(), &self.to_string())
+    }
+}
+
+/// Like `web::Json<T>`, but the body must be a JSON *object*: serde would otherwise
+/// also accept an array of field values for a struct. Errors are [`RequestError`]s.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonObject<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let object = web::Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, payload);
+        Box::pin(async move {
+            let object = object.await?.into_inner();
+            serde_json::from_value(serde_json::Value::Object(object))
+                .map(JsonObject)
+                .map_err(|error| RequestError::InvalidBody(error.to_string()).into())
+        })
+    }
+}
+
+impl<T> JsonObject<T> {
+    pub fn into_inner(self) -> T {
+        self.0
     }
 }
 

@@ -21,7 +21,8 @@ impl ClientInfo {
         resolve(
             request.headers(),
             request.peer_addr().map(|addr| addr.ip()),
-            request.connection_info().scheme() == "https" && !trust_proxy_headers,
+            // Our own TLS listener (not `connection_info()`, which believes headers).
+            request.app_config().secure(),
             trust_proxy_headers,
         )
     }

@@ -11,7 +11,7 @@ use crate::auth::client::ClientInfo;
 use crate::auth::{CurrentUser, password, session};
 use crate::db::{self, users};
 use crate::domain::{Password, PasswordError, Username, UsernameError};
-use crate::error::{InternalError, json_error};
+use crate::error::{InternalError, JsonObject, json_error};
 use crate::state::AppState;
 
 /// Why an account request failed.
@@ -71,7 +71,7 @@ impl ResponseError for AccountError {
 pub async fn signup(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CredentialsRequest>,
+    body: JsonObject<CredentialsRequest>,
 ) -> Result<HttpResponse, AccountError> {
     let CredentialsRequest { username, password } = body.into_inner();
     let username = Username::parse(&username)?;
@@ -109,7 +109,7 @@ pub async fn signup(
 pub async fn login(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CredentialsRequest>,
+    body: JsonObject<CredentialsRequest>,
 ) -> Result<HttpResponse, AccountError> {
     let CredentialsRequest { username: raw_username, password } = body.into_inner();
     let password = Password::for_login(password)?;

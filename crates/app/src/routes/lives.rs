@@ -12,7 +12,7 @@ use super::json::{HistoryQuery, LiveJson, MediaTokenJson, StartLiveRequest, rfc3
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::db::{self, lives, users};
 use crate::domain::{LiveTitle, LiveTitleError, Username};
-use crate::error::{InternalError, json_error};
+use crate::error::{InternalError, JsonObject, json_error};
 use crate::settings::hex;
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ impl ResponseError for LiveError {
 pub async fn start(
     state: web::Data<AppState>,
     CurrentUser(user): CurrentUser,
-    body: web::Json<StartLiveRequest>,
+    body: JsonObject<StartLiveRequest>,
 ) -> Result<HttpResponse, LiveError> {
     let title = match body.into_inner().title.filter(|title| !title.trim().is_empty()) {
         Some(raw) => LiveTitle::parse(&raw)?,

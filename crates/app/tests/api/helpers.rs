@@ -1,0 +1,155 @@
+//! `spawn_app()` and the HTTP/database helpers the tests share.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use privatehub_app::{Application, Settings, state::AppState};
+use reqwest::{Client, Response, redirect};
+use serde_json::Value;
+
+/// The origin the test apps believe they are served at (`APP_PUBLIC_URL`).
+pub const ORIGIN: &str = "http://privatehub.test";
+pub const MEDIA_URL: &str = "http://media.privatehub.test:5050";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub address: String,
+    pub db_path: PathBuf,
+    pub secret: String,
+    pub state: AppState,
+    /// Keeps the temporary directory (and database) alive for the test.
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], letting the test adjust the settings first.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        privatehub_app::telemetry::init_tracing(privatehub_app::settings::LogFormat::Text);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A nested, not-yet-existing directory: start-up must create it.
+    let db_path = dir.path().join("data/nested/test.sqlite");
+    let secret = format!("test-secret-{}", "x".repeat(40));
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("APP_PORT", "0".to_owned()),
+        ("APP_WORKERS", "1".to_owned()),
+        ("DATABASE_URL", format!("sqlite://{}", db_path.display())),
+        ("APP_PUBLIC_URL", ORIGIN.to_owned()),
+        ("MEDIA_PUBLIC_URL", MEDIA_URL.to_owned()),
+        ("MEDIA_TOKEN_SECRET", secret.clone()),
+    ]);
+    let mut settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");
+    customize(&mut settings);
+    let application = Application::build(settings).await.expect("app starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let state = application.state().clone();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        db_path,
+        secret,
+        state,
+        _dir: dir,
+    }
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+pub fn client() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// POST with a JSON body and this site's `Origin`, like a browser page would.
+    pub async fn post(&self, client: &Client, path: &str, body: &Value) -> Response {
+        client
+            .post(self.url(path))
+            .header("Origin", ORIGIN)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, client: &Client, path: &str) -> Response {
+        client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn signup(&self, client: &Client, username: &str) -> Response {
+        self.post(client, "/api/auth/signup", &serde_json::json!({"username": username, "password": PASSWORD}))
+            .await
+    }
+
+    /// A new client signed up (and so signed in) as `username`.
+    pub async fn user(&self, username: &str) -> Client {
+        let client = client();
+        let response = self.signup(&client, username).await;
+        assert_eq!(response.status(), 201, "signup of {username}");
+        client
+    }
+
+    pub async fn start_live(&self, client: &Client, title: &str) -> Value {
+        let response = self.post(client, "/api/lives/start", &serde_json::json!({"title": title})).await;
+        assert!(response.status().is_success(), "start: {}", response.status());
+        response.json().await.expect("json")
+    }
+
+    /// Rows in `table`, read straight from the SQLite file.
+    pub fn count(&self, table: &str) -> i64 {
+        let mut connection =
+            SqliteConnection::establish(self.db_path.to_str().expect("utf-8 path")).expect("open db");
+        diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut connection)
+            .expect("count")
+            .n
+    }
+}
+
+/// Asserts the standard error body and returns the message.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status, "status for expected code {code}");
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json")),
+        "error responses are JSON"
+    );
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    let message = body["error"]["message"].as_str().expect("message").to_owned();
+    assert!(!message.is_empty());
+    message
+}
+
+/// The `Set-Cookie` header for the session cookie.
+pub fn session_set_cookie(response: &Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("privatehub_session="))
+        .expect("session cookie set")
+        .to_owned()
+}

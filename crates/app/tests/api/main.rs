@@ -1,0 +1,12 @@
+//! Black-box tests of privatehub-app over real HTTP: each test starts its own server
+//! on 127.0.0.1, port 0, with a fresh SQLite file (see `helpers::spawn_app`).
+
+mod accounts;
+mod bad_inputs;
+mod csrf;
+mod helpers;
+mod lives;
+mod pages;
+mod rate_limit;
+mod sessions;
+mod tokens;
