@@ -1,1 +1,30 @@
-//! PrivateHub media server. See ARCHITECTURE.md.
+//! PrivateHub media server: a multi-core WebRTC SFU on str0m with WebSocket signaling.
+//!
+//! Code map:
+//! - [`config`]: typed settings from the environment.
+//! - [`sfu`]: the sans-IO core of one worker (peers, rooms, forwarding, keyframe policy).
+//! - `worker`: one thread per UDP port driving a [`sfu::WorkerCore`].
+//! - `engine`: the registry of lives and the handle signaling uses to add/remove peers.
+//! - `signaling`: the `/ws` session.
+//! - `http`: `/healthz`, `/metrics` and server start-up.
+//! - [`metrics`]: counters rendered for Prometheus.
+
+pub mod config;
+mod engine;
+mod http;
+pub mod metrics;
+pub mod sfu;
+mod signaling;
+mod worker;
+
+pub use config::{ConfigError, MediaSettings};
+pub use http::{RunningServer, start};
+
+use std::sync::Arc;
+
+/// State shared by the HTTP handlers.
+pub(crate) struct AppState {
+    pub settings: MediaSettings,
+    pub engine: Arc<engine::Engine>,
+    pub metrics: Arc<metrics::Metrics>,
+}

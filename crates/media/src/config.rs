@@ -1,0 +1,321 @@
+//! Typed settings of the media server, read once from the environment at start-up.
+//!
+//! Every variable is documented in `docs/configuration.md` (section "Media server").
+
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::path::Path;
+
+use secrecy::SecretString;
+
+/// Where the shared token secret is read from when `MEDIA_TOKEN_SECRET` is unset. The app
+/// creates this file in development so both services share one secret.
+pub const DEV_SECRET_FILE: &str = "data/media-token-secret";
+
+/// A bad or missing configuration value; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable holds a value that cannot be parsed or is out of range.
+    #[error("{variable}: {reason} (got {value:?})")]
+    Invalid {
+        variable: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A required variable is missing.
+    #[error("{variable} is required: {hint}")]
+    Missing {
+        variable: &'static str,
+        hint: &'static str,
+    },
+}
+
+/// Everything the media server needs to start.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Address of the HTTP/WebSocket listener (`MEDIA_BIND`).
+    pub bind: IpAddr,
+    /// Port of the HTTP/WebSocket listener (`MEDIA_SERVER_PORT`); 0 picks a free port.
+    pub http_port: u16,
+    /// Number of media worker threads (`MEDIA_WORKERS`).
+    pub workers: usize,
+    /// First UDP port; worker k binds `rtc_min_port + k` (`MEDIA_RTC_MIN_PORT`).
+    pub rtc_min_port: u16,
+    /// Last UDP port that may be used (`MEDIA_RTC_MAX_PORT`).
+    pub rtc_max_port: u16,
+    /// The address browsers send media to (`MEDIA_ANNOUNCED_IP`).
+    pub announced_ip: IpAddr,
+    /// The address the UDP sockets bind (`MEDIA_RTC_BIND_IP`).
+    pub rtc_bind_ip: IpAddr,
+    /// Allowed `Origin` values for `/ws` (`CORS_ORIGIN`).
+    pub cors_origins: Vec<String>,
+    /// Accept WebSocket upgrades without an `Origin` header (`MEDIA_ALLOW_NO_ORIGIN`).
+    pub allow_missing_origin: bool,
+    /// Shared HS256 secret for media tokens (`MEDIA_TOKEN_SECRET`).
+    pub token_secret: SecretString,
+    /// Most peers (publishers + viewers) on the whole server (`MEDIA_MAX_PEERS`).
+    pub max_peers: usize,
+    /// Most viewers of one live (`MEDIA_MAX_VIEWERS_PER_LIVE`).
+    pub max_viewers_per_live: usize,
+    /// Seconds a peer may take to connect after its answer (`MEDIA_CONNECT_TIMEOUT_SECS`).
+    pub connect_timeout_secs: u64,
+}
+
+impl MediaSettings {
+    /// Defaults for tests: loopback everywhere, the given secret and UDP range.
+    pub fn for_tests(secret: &str, rtc_min_port: u16, workers: usize) -> Self {
+        MediaSettings {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 0,
+            workers,
+            rtc_min_port,
+            rtc_max_port: rtc_min_port + workers as u16 - 1,
+            announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            cors_origins: vec!["http://localhost:3000".into()],
+            allow_missing_origin: true,
+            token_secret: SecretString::from(secret.to_owned()),
+            max_peers: 2000,
+            max_viewers_per_live: 1000,
+            connect_timeout_secs: 15,
+        }
+    }
+
+    /// Reads the process environment (after loading `.env` with dotenvy).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok(), Path::new(DEV_SECRET_FILE))
+    }
+
+    /// Parses settings from any variable source; `secret_file` is the fallback for the
+    /// token secret. Pure apart from reading that file and resolving a host name.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        secret_file: &Path,
+    ) -> Result<Self, ConfigError> {
+        let get = |names: &[&'static str]| -> Option<(&'static str, String)> {
+            names.iter().find_map(|name| {
+                lookup(name)
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (*name, v))
+            })
+        };
+        let bind = match get(&["MEDIA_BIND"]) {
+            Some((var, value)) => parse_ip(var, &value)?,
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let http_port = parse_num(get(&["MEDIA_SERVER_PORT"]), 5050u16)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = parse_num(get(&["MEDIA_WORKERS"]), cores)?;
+        if !(1..=64).contains(&workers) {
+            return Err(invalid("MEDIA_WORKERS", workers, "must be between 1 and 64"));
+        }
+        let rtc_min_port = parse_num(
+            get(&["MEDIA_RTC_MIN_PORT", "MEDIASOUP_RTC_MIN_PORT"]),
+            40000u16,
+        )?;
+        let rtc_max_port = parse_num(
+            get(&["MEDIA_RTC_MAX_PORT", "MEDIASOUP_RTC_MAX_PORT"]),
+            49999u16,
+        )?;
+        if rtc_min_port == 0 || rtc_max_port < rtc_min_port {
+            return Err(invalid(
+                "MEDIA_RTC_MAX_PORT",
+                rtc_max_port,
+                "must be at least MEDIA_RTC_MIN_PORT (and the minimum must not be 0)",
+            ));
+        }
+        let span = usize::from(rtc_max_port - rtc_min_port) + 1;
+        if span < workers {
+            return Err(invalid(
+                "MEDIA_WORKERS",
+                workers,
+                &format!(
+                    "needs one UDP port per worker but the range {rtc_min_port}-{rtc_max_port} has {span}"
+                ),
+            ));
+        }
+        let announced_ip = match get(&["MEDIA_ANNOUNCED_IP", "MEDIASOUP_ANNOUNCED_IP"]) {
+            Some((var, value)) => resolve_host(var, &value)?,
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        if announced_ip.is_unspecified() || announced_ip.is_multicast() {
+            return Err(invalid(
+                "MEDIA_ANNOUNCED_IP",
+                announced_ip,
+                "must be an address browsers can reach, not 0.0.0.0 or multicast",
+            ));
+        }
+        let rtc_bind_ip = match get(&["MEDIA_RTC_BIND_IP"]) {
+            Some((var, value)) => parse_ip(var, &value)?,
+            None if announced_ip.is_loopback() => announced_ip,
+            None if announced_ip.is_ipv6() => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let cors_origins: Vec<String> = match get(&["CORS_ORIGIN"]) {
+            Some((_, value)) => value
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => vec![
+                "http://localhost:3000".to_owned(),
+                "http://127.0.0.1:3000".to_owned(),
+            ],
+        };
+        let allow_missing_origin = match get(&["MEDIA_ALLOW_NO_ORIGIN"]) {
+            Some((var, value)) => parse_bool(var, &value)?,
+            None => true,
+        };
+        let token_secret = match get(&["MEDIA_TOKEN_SECRET"]) {
+            Some((_, value)) => value,
+            None => match std::fs::read_to_string(secret_file) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+                _ => {
+                    return Err(ConfigError::Missing {
+                        variable: "MEDIA_TOKEN_SECRET",
+                        hint: "set it to the app's secret (or create data/media-token-secret)",
+                    });
+                }
+            },
+        };
+        let max_peers = parse_num(get(&["MEDIA_MAX_PEERS"]), 2000usize)?;
+        let max_viewers_per_live = parse_num(get(&["MEDIA_MAX_VIEWERS_PER_LIVE"]), 1000usize)?;
+        let connect_timeout_secs = parse_num(get(&["MEDIA_CONNECT_TIMEOUT_SECS"]), 15u64)?;
+        if connect_timeout_secs == 0 {
+            return Err(invalid("MEDIA_CONNECT_TIMEOUT_SECS", 0, "must be positive"));
+        }
+        Ok(MediaSettings {
+            bind,
+            http_port,
+            workers,
+            rtc_min_port,
+            rtc_max_port,
+            announced_ip,
+            rtc_bind_ip,
+            cors_origins,
+            allow_missing_origin,
+            token_secret: SecretString::from(token_secret),
+            max_peers,
+            max_viewers_per_live,
+            connect_timeout_secs,
+        })
+    }
+
+    /// The UDP ports the workers use, in worker order.
+    pub fn rtc_ports(&self) -> Vec<u16> {
+        (0..self.workers)
+            .map(|k| self.rtc_min_port + k as u16)
+            .collect()
+    }
+}
+
+fn invalid(variable: &'static str, value: impl ToString, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        value: value.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(
+    found: Option<(&'static str, String)>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match found {
+        None => Ok(default),
+        Some((var, value)) => value
+            .parse()
+            .map_err(|_| invalid(var, &value, "not a valid number in range")),
+    }
+}
+
+fn parse_ip(variable: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(variable, value, "not an IP address"))
+}
+
+fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(variable, value, "expected true or false")),
+    }
+}
+
+/// An IP literal, or a host name resolved once (IPv4 preferred).
+fn resolve_host(variable: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+    if let Ok(ip) = value.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = (value, 0)
+        .to_socket_addrs()
+        .map_err(|e| invalid(variable, value, &format!("cannot resolve host name: {e}")))?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| invalid(variable, value, "host name has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<MediaSettings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        MediaSettings::from_lookup(|n| map.get(n).cloned(), Path::new("/nonexistent/secret"))
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let s = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIASOUP_RTC_MIN_PORT", "41000"),
+            ("MEDIASOUP_ANNOUNCED_IP", "10.0.0.5"),
+            ("MEDIA_WORKERS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.rtc_min_port, 41000);
+        assert_eq!(s.rtc_max_port, 49999);
+        assert_eq!(s.http_port, 5050);
+        assert_eq!(s.announced_ip.to_string(), "10.0.0.5");
+        assert_eq!(s.rtc_bind_ip.to_string(), "0.0.0.0");
+        assert_eq!(s.rtc_ports(), vec![41000, 41001]);
+        assert_eq!(s.cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn loopback_announced_binds_loopback() {
+        let s = parse(&[("MEDIA_TOKEN_SECRET", "s")]).unwrap();
+        assert!(s.rtc_bind_ip.is_loopback());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = parse(&[("MEDIA_TOKEN_SECRET", "s"), ("MEDIA_SERVER_PORT", "x")]).unwrap_err();
+        assert!(e.to_string().contains("MEDIA_SERVER_PORT"), "{e}");
+        let e = parse(&[]).unwrap_err();
+        assert!(e.to_string().contains("MEDIA_TOKEN_SECRET"), "{e}");
+        let e = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_RTC_MIN_PORT", "40000"),
+            ("MEDIA_RTC_MAX_PORT", "40000"),
+            ("MEDIA_WORKERS", "2"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("MEDIA_WORKERS"), "{e}");
+        let e = parse(&[("MEDIA_TOKEN_SECRET", "s"), ("MEDIA_ANNOUNCED_IP", "0.0.0.0")])
+            .unwrap_err();
+        assert!(e.to_string().contains("MEDIA_ANNOUNCED_IP"), "{e}");
+    }
+}

@@ -1,0 +1,363 @@
+//! The media engine: the handle the signaling sessions use to create and remove peers,
+//! and the registry of lives (who publishes, who watches, on which worker).
+//!
+//! The registry is behind one mutex that is only taken on joins, leaves and connection
+//! state changes, never on the packet path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::{LiveId, MediaServerMessage};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::{Candidate, IceCreds, Rtc};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::MediaSettings;
+use crate::metrics::Metrics;
+use crate::sfu::{Command, CoreOutput, NewPeer, PeerId, RemoveReason, Role};
+
+/// What the engine tells a signaling session.
+#[derive(Debug)]
+pub enum SessionNotice {
+    /// Send this message to the client.
+    Send(MediaServerMessage),
+    /// The peer is gone: close the socket.
+    Close,
+}
+
+pub type NoticeSender = UnboundedSender<SessionNotice>;
+
+/// Why a peer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The server holds `MEDIA_MAX_PEERS` peers already.
+    #[error("the media server is full")]
+    ServerFull,
+    /// The live has `MEDIA_MAX_VIEWERS_PER_LIVE` viewers already.
+    #[error("this live has reached its viewer limit")]
+    LiveFull,
+    /// The offer is not usable SDP or str0m refused it.
+    #[error("invalid SDP offer: {0}")]
+    InvalidSdp(String),
+    /// Something on our side failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One media worker as seen from signaling.
+pub struct WorkerHandle {
+    pub commands: UnboundedSender<Command>,
+    pub rtc_addr: SocketAddr,
+    pub peers: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Registry {
+    lives: HashMap<LiveId, LiveEntry>,
+    peers: HashMap<PeerId, PeerEntry>,
+}
+
+#[derive(Default)]
+struct LiveEntry {
+    publisher: Option<PeerId>,
+    publisher_connected: bool,
+    viewers: HashSet<PeerId>,
+}
+
+struct PeerEntry {
+    live: LiveId,
+    role: Role,
+    worker: usize,
+    notify: NoticeSender,
+}
+
+/// Shared state of the running media server.
+pub struct Engine {
+    pub metrics: Arc<Metrics>,
+    pub workers: Vec<WorkerHandle>,
+    max_peers: usize,
+    max_viewers_per_live: usize,
+    registry: Mutex<Registry>,
+    next_peer: AtomicU64,
+    next_generation: AtomicU64,
+    cert: DtlsCert,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Engine {
+    pub fn new(
+        settings: &MediaSettings,
+        metrics: Arc<Metrics>,
+        workers: Vec<WorkerHandle>,
+    ) -> anyhow::Result<Self> {
+        let provider = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot generate a DTLS certificate"))?;
+        Ok(Engine {
+            metrics,
+            workers,
+            max_peers: settings.max_peers,
+            max_viewers_per_live: settings.max_viewers_per_live,
+            registry: Mutex::new(Registry::default()),
+            next_peer: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            cert,
+            provider,
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Builds the peer's `Rtc` and accepts its offer. Blocking (about a millisecond of
+    /// CPU): call it from `spawn_blocking`, never on a media worker.
+    pub fn prepare_peer(
+        &self,
+        role: Role,
+        live: LiveId,
+        offer_sdp: &str,
+        offered_at: Instant,
+    ) -> Result<(NewPeer, SdpAnswer, usize), PrepareError> {
+        {
+            let registry = self.registry();
+            if registry.peers.len() >= self.max_peers {
+                return Err(PrepareError::ServerFull);
+            }
+            if role == Role::Viewer
+                && registry
+                    .lives
+                    .get(&live)
+                    .is_some_and(|l| l.viewers.len() >= self.max_viewers_per_live)
+            {
+                return Err(PrepareError::LiveFull);
+            }
+        }
+        let offer = SdpOffer::from_sdp_string(offer_sdp)
+            .map_err(|e| PrepareError::InvalidSdp(e.to_string()))?;
+        let worker = self.least_loaded_worker();
+        let rtc_addr = self.workers[worker].rtc_addr;
+        let creds = IceCreds::new();
+        let local_ufrag = creds.ufrag.clone();
+        let config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_dtls_cert(self.cert.clone())
+            .set_crypto_provider(self.provider.clone())
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .set_send_buffer_video(500);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rtc = config.build(offered_at);
+            let candidate = Candidate::host(rtc_addr, "udp")
+                .map_err(|e| PrepareError::Internal(format!("host candidate {rtc_addr}: {e}")))?;
+            rtc.add_local_candidate(candidate);
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| PrepareError::InvalidSdp(e.to_string()))?;
+            Ok::<_, PrepareError>((rtc, answer))
+        }));
+        let (rtc, answer) = match result {
+            Ok(result) => result?,
+            Err(_) => {
+                self.metrics.rtc_panics.fetch_add(1, Relaxed);
+                return Err(PrepareError::InvalidSdp("the offer made str0m panic".into()));
+            }
+        };
+        let id = PeerId(self.next_peer.fetch_add(1, Relaxed));
+        let generation = match role {
+            Role::Publisher => self.next_generation.fetch_add(1, Relaxed),
+            Role::Viewer => 0,
+        };
+        let new_peer = NewPeer {
+            id,
+            live,
+            role,
+            generation,
+            rtc,
+            local_ufrag,
+            offered_at,
+        };
+        Ok((new_peer, answer, worker))
+    }
+
+    fn least_loaded_worker(&self) -> usize {
+        self.workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.peers.load(Relaxed))
+            .map_or(0, |(k, _)| k)
+    }
+
+    /// Registers a prepared peer and hands it to its worker. A publisher replaces the
+    /// live's current publisher, which is told `replaced` and removed.
+    pub fn add_peer(&self, new_peer: NewPeer, worker: usize, notify: NoticeSender) {
+        let id = new_peer.id;
+        let live = new_peer.live;
+        let role = new_peer.role;
+        let mut registry = self.registry();
+        if registry.lives.is_empty() || !registry.lives.contains_key(&live) {
+            self.metrics.rooms.fetch_add(1, Relaxed);
+        }
+        let entry = registry.lives.entry(live).or_default();
+        let mut replaced = None;
+        match role {
+            Role::Publisher => {
+                replaced = entry.publisher.replace(id);
+                entry.publisher_connected = false;
+                self.metrics.publishers.fetch_add(1, Relaxed);
+            }
+            Role::Viewer => {
+                entry.viewers.insert(id);
+                if entry.publisher_connected {
+                    let _ = notify.send(SessionNotice::Send(MediaServerMessage::PublisherJoined {
+                        live_id: live,
+                    }));
+                }
+                self.metrics.viewers.fetch_add(1, Relaxed);
+            }
+        }
+        self.metrics.peers.fetch_add(1, Relaxed);
+        if let Some(old) = replaced
+            && let Some(old_entry) = registry.peers.get(&old)
+        {
+            let _ = old_entry
+                .notify
+                .send(SessionNotice::Send(MediaServerMessage::Replaced { live_id: live }));
+            let _ = old_entry.notify.send(SessionNotice::Close);
+            let _ = self.workers[old_entry.worker].commands.send(Command::RemovePeer {
+                peer: old,
+                reason: RemoveReason::Replaced,
+            });
+        }
+        registry.peers.insert(
+            id,
+            PeerEntry {
+                live,
+                role,
+                worker,
+                notify,
+            },
+        );
+        self.workers[worker].peers.fetch_add(1, Relaxed);
+        drop(registry);
+        let _ = self.workers[worker]
+            .commands
+            .send(Command::AddPeer(Box::new(new_peer)));
+    }
+
+    /// Asks the peer's worker to remove it (the registry is updated when it reports back).
+    pub fn remove_peer(&self, peer: PeerId, reason: RemoveReason) {
+        let worker = self.registry().peers.get(&peer).map(|p| p.worker);
+        if let Some(worker) = worker {
+            let _ = self.workers[worker]
+                .commands
+                .send(Command::RemovePeer { peer, reason });
+        }
+    }
+
+    /// A trickled ICE candidate from the client.
+    pub fn remote_candidate(&self, peer: PeerId, candidate: Candidate) {
+        let worker = self.registry().peers.get(&peer).map(|p| p.worker);
+        if let Some(worker) = worker {
+            let _ = self.workers[worker]
+                .commands
+                .send(Command::RemoteCandidate { peer, candidate });
+        }
+    }
+
+    /// Connection state reports from the workers.
+    pub fn on_core_output(&self, output: &CoreOutput) {
+        match output {
+            CoreOutput::Connected {
+                peer, live, role, setup, ..
+            } => {
+                tracing::debug!(%peer, %live, ?role, setup_ms = setup.as_millis() as u64, "peer connected");
+                if *role != Role::Publisher {
+                    return;
+                }
+                let mut registry = self.registry();
+                let Registry { lives, peers } = &mut *registry;
+                if let Some(entry) = lives.get_mut(live)
+                    && entry.publisher == Some(*peer)
+                {
+                    entry.publisher_connected = true;
+                    for viewer in &entry.viewers {
+                        if let Some(v) = peers.get(viewer) {
+                            let _ = v.notify.send(SessionNotice::Send(
+                                MediaServerMessage::PublisherJoined { live_id: *live },
+                            ));
+                        }
+                    }
+                }
+            }
+            CoreOutput::Removed {
+                peer, live, reason, ..
+            } => {
+                let mut registry = self.registry();
+                let Some(entry) = registry.peers.remove(peer) else { return };
+                self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
+                self.metrics.peers.fetch_sub(1, Relaxed);
+                if *reason != RemoveReason::Left {
+                    let _ = entry.notify.send(SessionNotice::Close);
+                }
+                let Registry { lives, peers } = &mut *registry;
+                let Some(live_entry) = lives.get_mut(live) else { return };
+                match entry.role {
+                    Role::Publisher => {
+                        self.metrics.publishers.fetch_sub(1, Relaxed);
+                        if live_entry.publisher == Some(*peer) {
+                            live_entry.publisher = None;
+                            live_entry.publisher_connected = false;
+                            for viewer in &live_entry.viewers {
+                                if let Some(v) = peers.get(viewer) {
+                                    let _ = v.notify.send(SessionNotice::Send(
+                                        MediaServerMessage::PublisherLeft { live_id: *live },
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Role::Viewer => {
+                        self.metrics.viewers.fetch_sub(1, Relaxed);
+                        live_entry.viewers.remove(peer);
+                    }
+                }
+                if live_entry.publisher.is_none() && live_entry.viewers.is_empty() {
+                    lives.remove(live);
+                    self.metrics.rooms.fetch_sub(1, Relaxed);
+                }
+                let _ = entry.live;
+            }
+            _ => {}
+        }
+    }
+
+    /// Rooms and peers currently registered (for tests and `/healthz`).
+    pub fn counts(&self) -> (usize, usize) {
+        let registry = self.registry();
+        (registry.lives.len(), registry.peers.len())
+    }
+
+    /// Tells every worker to close its peers and stop.
+    pub fn shutdown(&self) {
+        for worker in &self.workers {
+            let _ = worker.commands.send(Command::Shutdown);
+        }
+    }
+}
+
+/// Connect timeout as a `Duration`.
+pub fn connect_timeout(settings: &MediaSettings) -> Duration {
+    Duration::from_secs(settings.connect_timeout_secs)
+}

@@ -1,0 +1,153 @@
+//! HTTP edge and start-up: `/ws`, `/healthz`, `/metrics`, and [`start`], which binds the
+//! UDP sockets, spawns the workers and runs the actix-web server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use tokio::sync::mpsc::{channel, unbounded_channel};
+
+use crate::AppState;
+use crate::config::MediaSettings;
+use crate::engine::{Engine, WorkerHandle, connect_timeout};
+use crate::metrics::Metrics;
+use crate::worker::{self, WORKER_CHANNEL_CAPACITY, WorkerParts};
+
+/// A running media server (HTTP + workers). Drop does not stop it; call [`RunningServer::stop`].
+pub struct RunningServer {
+    /// Where `/ws`, `/healthz` and `/metrics` listen.
+    pub http_addr: SocketAddr,
+    /// The workers' UDP ports, in worker order.
+    pub rtc_ports: Vec<u16>,
+    server: actix_web::dev::ServerHandle,
+    engine: Arc<Engine>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Registered (rooms, peers).
+    pub fn counts(&self) -> (usize, usize) {
+        self.engine.counts()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.engine.metrics
+    }
+
+    /// Stops HTTP, closes every peer and joins the worker threads.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        self.engine.shutdown();
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Starts the media server inside the current tokio runtime.
+pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
+    let metrics = Arc::new(Metrics::default());
+    let ports = settings.rtc_ports();
+    let mut handles = Vec::new();
+    let mut parts = Vec::new();
+    let mut inbound_senders = Vec::new();
+    let mut inbound_receivers = Vec::new();
+    for _ in 0..settings.workers {
+        let (tx, rx) = channel(WORKER_CHANNEL_CAPACITY);
+        inbound_senders.push(tx);
+        inbound_receivers.push(rx);
+    }
+    for (index, (port, inbound)) in ports.iter().zip(inbound_receivers).enumerate() {
+        let bind = SocketAddr::new(settings.rtc_bind_ip, *port);
+        let socket = worker::bind_socket(bind)
+            .with_context(|| format!("cannot bind UDP {bind} (MEDIA_RTC_MIN_PORT/MEDIA_RTC_BIND_IP)"))?;
+        let announced = SocketAddr::new(settings.announced_ip, *port);
+        let (commands_tx, commands_rx) = unbounded_channel();
+        handles.push(WorkerHandle {
+            commands: commands_tx,
+            rtc_addr: announced,
+            peers: Default::default(),
+        });
+        let others = inbound_senders
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != index)
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        parts.push(WorkerParts {
+            index,
+            socket,
+            announced,
+            connect_timeout: connect_timeout(&settings),
+            commands: commands_rx,
+            inbound,
+            others,
+        });
+    }
+    drop(inbound_senders);
+    let engine = Arc::new(Engine::new(&settings, metrics.clone(), handles)?);
+    let mut workers = Vec::new();
+    for part in parts {
+        workers.push(worker::spawn(part, engine.clone()).context("cannot spawn media worker")?);
+    }
+    let state = web::Data::new(AppState {
+        settings: settings.clone(),
+        engine: engine.clone(),
+        metrics,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/ws", web::get().to(crate::signaling::ws_route))
+            .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics_route))
+    })
+    .workers(2)
+    .shutdown_timeout(2)
+    .bind((settings.bind, settings.http_port))
+    .with_context(|| format!("cannot bind HTTP {}:{} (MEDIA_BIND/MEDIA_SERVER_PORT)", settings.bind, settings.http_port))?;
+    let http_addr = *server.addrs().first().context("HTTP server has no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    tracing::info!(
+        http = %http_addr,
+        announced_ip = %settings.announced_ip,
+        rtc_bind_ip = %settings.rtc_bind_ip,
+        rtc_ports = ?ports,
+        workers = settings.workers,
+        "media server started: browsers must reach UDP {}:{:?}",
+        settings.announced_ip,
+        ports,
+    );
+    Ok(RunningServer {
+        http_addr,
+        rtc_ports: ports,
+        server: handle,
+        engine,
+        workers,
+    })
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let (rooms, peers) = state.engine.counts();
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "announced_ip": state.settings.announced_ip.to_string(),
+        "rtc_ports": state.settings.rtc_ports(),
+        "workers": state.settings.workers,
+        "rooms": rooms,
+        "peers": peers,
+    }))
+}
+
+async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,113 @@
+//! Process-wide counters, rendered in the Prometheus text format by `GET /metrics`.
+//!
+//! Plain atomics: the media workers bump them on the packet path without locking.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the peer set-up time histogram buckets.
+const SETUP_BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+
+/// All counters and gauges of the media server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rooms: AtomicI64,
+    pub publishers: AtomicI64,
+    pub viewers: AtomicI64,
+    pub peers: AtomicI64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub udp_send_errors: AtomicU64,
+    pub frames_forwarded: AtomicU64,
+    pub channel_drops: AtomicU64,
+    pub keyframe_requests_sent: AtomicU64,
+    pub keyframe_requests_from_viewers: AtomicU64,
+    pub rtc_panics: AtomicU64,
+    pub rtc_errors: AtomicU64,
+    pub connect_timeouts: AtomicU64,
+    pub stun_bindings_answered: AtomicU64,
+    pub stun_bindings_rate_limited: AtomicU64,
+    pub signaling_errors: AtomicU64,
+    setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
+    setup_count: AtomicU64,
+    setup_sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records the time from the offer reaching the server to `Connected`.
+    pub fn observe_setup(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, bound) in self.setup_buckets.iter().zip(SETUP_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.setup_count.fetch_add(1, Relaxed);
+        self.setup_sum_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauges: [(&str, &str, &AtomicI64); 4] = [
+            ("media_rooms", "Lives with at least one peer.", &self.rooms),
+            ("media_publishers", "Connected or connecting publishers.", &self.publishers),
+            ("media_viewers", "Connected or connecting viewers.", &self.viewers),
+            ("media_peers", "All peers held by the workers.", &self.peers),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
+        }
+        let counters: [(&str, &str, &AtomicU64); 15] = [
+            ("media_packets_in_total", "UDP datagrams received.", &self.packets_in),
+            ("media_bytes_in_total", "UDP bytes received.", &self.bytes_in),
+            ("media_packets_out_total", "UDP datagrams sent.", &self.packets_out),
+            ("media_bytes_out_total", "UDP bytes sent.", &self.bytes_out),
+            ("media_udp_send_errors_total", "Datagrams the socket refused.", &self.udp_send_errors),
+            ("media_frames_forwarded_total", "Media frames written to viewers.", &self.frames_forwarded),
+            ("media_channel_drops_total", "Messages dropped because a worker's inbound channel was full.", &self.channel_drops),
+            ("media_keyframe_requests_sent_total", "Keyframe requests sent to publishers.", &self.keyframe_requests_sent),
+            ("media_keyframe_requests_from_viewers_total", "PLI/FIR received from viewers (coalesced).", &self.keyframe_requests_from_viewers),
+            ("media_rtc_panics_total", "Peers removed because their Rtc panicked.", &self.rtc_panics),
+            ("media_rtc_errors_total", "Peers removed because their Rtc returned an error.", &self.rtc_errors),
+            ("media_connect_timeouts_total", "Peers removed because they never connected.", &self.connect_timeouts),
+            ("media_stun_bindings_answered_total", "Plain STUN binding requests answered.", &self.stun_bindings_answered),
+            ("media_stun_bindings_rate_limited_total", "Plain STUN binding requests ignored by the rate limit.", &self.stun_bindings_rate_limited),
+            ("media_signaling_errors_total", "Error messages sent on signaling sockets.", &self.signaling_errors),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let name = "media_peer_setup_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from offer to ICE+DTLS connected.\n# TYPE {name} histogram");
+        for (bucket, bound) in self.setup_buckets.iter().zip(SETUP_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+        }
+        let count = self.setup_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.setup_sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_histogram_and_counters() {
+        let m = Metrics::default();
+        m.observe_setup(Duration::from_millis(80));
+        m.packets_in.fetch_add(3, Relaxed);
+        let text = m.render();
+        assert!(text.contains("media_packets_in_total 3"));
+        assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.05\"} 0"));
+        assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.1\"} 1"));
+        assert!(text.contains("media_peer_setup_seconds_count 1"));
+    }
+}

@@ -1,0 +1,560 @@
+//! The sans-IO SFU core of one media worker.
+//!
+//! [`WorkerCore`] owns the peers (each wrapping a `str0m::Rtc`) that live on one worker,
+//! the worker's UDP demultiplexing tables, the per-live forwarding state and the keyframe
+//! policy. It is driven by [`WorkerCore::handle_datagram`], [`WorkerCore::handle_command`],
+//! [`WorkerCore::handle_worker_message`] and [`WorkerCore::handle_timeout`], and reports
+//! everything it wants done through [`WorkerCore::poll_output`].
+//!
+//! Architecture invariant: nothing in this module reads a clock, touches a socket or a
+//! channel; time is always the `now` argument. That is what makes it testable with
+//! virtual time (see `tests.rs`).
+
+mod forward;
+pub mod keyframe;
+mod peer;
+pub mod stun;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Rtc, RtcError};
+
+pub use forward::Frame;
+use forward::Room;
+use peer::{Peer, PeerFault};
+
+use crate::metrics::Metrics;
+
+/// Server-wide identity of one peer connection (one publish or one watch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer-{}", self.0)
+    }
+}
+
+/// What a peer does in its live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Publisher,
+    Viewer,
+}
+
+/// Why a peer was removed from its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// The client left (signaling `leave` or WebSocket closed).
+    Left,
+    /// A newer publisher of the same live took over.
+    Replaced,
+    /// The client closed DTLS (e.g. `pc.close()`).
+    DtlsClosed,
+    /// ICE reported the client gone.
+    IceDisconnected,
+    /// The client never connected within the connect timeout.
+    ConnectTimeout,
+    /// The peer's `Rtc` returned an error.
+    RtcError,
+    /// The peer's `Rtc` panicked.
+    RtcPanic,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// A ready-made peer handed to a worker: the `Rtc` was built and the offer accepted off
+/// the worker thread, because building an `Rtc` costs about a millisecond of CPU.
+pub struct NewPeer {
+    pub id: PeerId,
+    pub live: LiveId,
+    pub role: Role,
+    /// Publish generation: increases with every publish, so viewers can tell a new
+    /// publisher of the same live from a stale one.
+    pub generation: u64,
+    pub rtc: Rtc,
+    /// Our ICE ufrag for this peer, for demultiplexing STUN checks.
+    pub local_ufrag: String,
+    /// When the offer reached the server (for the set-up time metric).
+    pub offered_at: Instant,
+}
+
+/// Commands from the signaling side to a worker (unbounded; their rate is limited by the
+/// signaling sessions).
+pub enum Command {
+    AddPeer(Box<NewPeer>),
+    RemovePeer { peer: PeerId, reason: RemoveReason },
+    RemoteCandidate { peer: PeerId, candidate: Candidate },
+    Shutdown,
+}
+
+/// Messages between workers (over bounded channels; dropped when full).
+#[derive(Debug, Clone)]
+pub enum WorkerMessage {
+    /// A frame from a publisher on another worker.
+    Frame(Arc<Frame>),
+    /// Viewers on another worker want a keyframe of this live.
+    KeyframeWanted { live: LiveId },
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug)]
+pub enum CoreOutput {
+    /// Send a datagram from this worker's socket.
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Deliver to every other worker.
+    ToOtherWorkers(WorkerMessage),
+    /// ICE and DTLS are up for this peer.
+    Connected {
+        peer: PeerId,
+        live: LiveId,
+        role: Role,
+        setup: Duration,
+    },
+    /// The peer is gone and everything it held is freed.
+    Removed {
+        peer: PeerId,
+        live: LiveId,
+        role: Role,
+        reason: RemoveReason,
+    },
+}
+
+/// Deferred work, so that handling one peer's event never re-enters another peer.
+enum Action {
+    Deliver(Arc<Frame>),
+    WantKeyframe(LiveId),
+    /// A viewer connected and waits for a keyframe: start the retry episode.
+    ViewerGated(LiveId),
+    Remove(PeerId, RemoveReason),
+}
+
+/// Counters a test or the stats call can read without the metrics registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    pub peers: usize,
+    pub rooms: usize,
+    pub addr_entries: usize,
+    pub ufrag_entries: usize,
+    pub deadlines: usize,
+}
+
+/// One worker's SFU state. See the module docs.
+pub struct WorkerCore {
+    /// The address this worker announces (host candidate); every received datagram is
+    /// given to str0m with this as its destination.
+    local_addr: SocketAddr,
+    connect_timeout: Duration,
+    metrics: Arc<Metrics>,
+    peers: HashMap<PeerId, Peer>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    deadlines: BTreeSet<(Instant, PeerId)>,
+    rooms: HashMap<LiveId, Room>,
+    stun_limiter: stun::StunRateLimiter,
+    out: VecDeque<CoreOutput>,
+    actions: VecDeque<Action>,
+}
+
+impl WorkerCore {
+    pub fn new(local_addr: SocketAddr, connect_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        WorkerCore {
+            local_addr,
+            connect_timeout,
+            metrics,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            rooms: HashMap::new(),
+            stun_limiter: stun::StunRateLimiter::default(),
+            out: VecDeque::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_output(&mut self) -> Option<CoreOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`WorkerCore::handle_timeout`] must next be called.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let peers = self.deadlines.first().map(|(t, _)| *t);
+        let rooms = self.rooms.values().filter_map(Room::next_timeout).min();
+        match (peers, rooms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            peers: self.peers.len(),
+            rooms: self.rooms.len(),
+            addr_entries: self.by_addr.len(),
+            ufrag_entries: self.by_ufrag.len(),
+            deadlines: self.deadlines.len(),
+        }
+    }
+
+    /// A command from signaling.
+    pub fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::AddPeer(new_peer) => self.add_peer(now, *new_peer),
+            Command::RemovePeer { peer, reason } => self.actions.push_back(Action::Remove(peer, reason)),
+            Command::RemoteCandidate { peer, candidate } => {
+                self.with_rtc(now, peer, |rtc| {
+                    rtc.add_remote_candidate(candidate);
+                    Ok(())
+                });
+            }
+            Command::Shutdown => {
+                let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+                for id in ids {
+                    self.actions.push_back(Action::Remove(id, RemoveReason::Shutdown));
+                }
+            }
+        }
+        self.run_actions(now);
+    }
+
+    /// A message from another worker.
+    pub fn handle_worker_message(&mut self, now: Instant, message: WorkerMessage) {
+        match message {
+            WorkerMessage::Frame(frame) => {
+                if self.rooms.get(&frame.live).is_some_and(Room::has_viewers) {
+                    self.actions.push_back(Action::Deliver(frame));
+                }
+            }
+            WorkerMessage::KeyframeWanted { live } => {
+                if self.rooms.get(&live).is_some_and(|r| r.publisher.is_some()) {
+                    self.actions.push_back(Action::WantKeyframe(live));
+                }
+            }
+        }
+        self.run_actions(now);
+    }
+
+    /// A datagram that arrived on this worker's socket from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        self.metrics.packets_in.fetch_add(1, Relaxed);
+        self.metrics.bytes_in.fetch_add(buf.len() as u64, Relaxed);
+        let peer_id = match self.by_addr.get(&source) {
+            Some(id) => *id,
+            None => match stun::classify(buf) {
+                stun::StunKind::PlainBinding => {
+                    if self.stun_limiter.allow(source.ip(), now) {
+                        self.metrics.stun_bindings_answered.fetch_add(1, Relaxed);
+                        self.out.push_back(CoreOutput::Transmit {
+                            destination: source,
+                            contents: stun::binding_success(buf, source),
+                        });
+                    } else {
+                        self.metrics.stun_bindings_rate_limited.fetch_add(1, Relaxed);
+                    }
+                    return;
+                }
+                stun::StunKind::NotStun => return,
+                stun::StunKind::Ice => {
+                    let Some(id) = self.peer_for_ice_check(source, buf) else {
+                        return;
+                    };
+                    id
+                }
+            },
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+            return;
+        };
+        self.with_rtc(now, peer_id, |rtc| rtc.handle_input(Input::Receive(now, receive)));
+        self.run_actions(now);
+    }
+
+    /// Timers: peers' str0m timeouts, connect timeouts and the rooms' keyframe timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            due.push(id);
+        }
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.deadline = None;
+                if !peer.connected && now >= peer.connect_deadline {
+                    self.metrics.connect_timeouts.fetch_add(1, Relaxed);
+                    self.actions.push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
+                    continue;
+                }
+            }
+            self.with_rtc(now, id, |rtc| rtc.handle_input(Input::Timeout(now)));
+        }
+        let lives: Vec<LiveId> = self.rooms.keys().copied().collect();
+        for live in lives {
+            let Some(room) = self.rooms.get_mut(&live) else { continue };
+            if room.throttle.poll(now)
+                && let Some(publisher) = room.publisher
+            {
+                self.send_pli(now, publisher);
+            }
+            let Some(room) = self.rooms.get_mut(&live) else { continue };
+            if room.gate_retry.poll(now) && room.gated_viewers(&self.peers) > 0 {
+                self.actions.push_back(Action::WantKeyframe(live));
+            }
+        }
+        self.run_actions(now);
+    }
+
+    /// Finds the peer a STUN check with USERNAME `ours:theirs` is for, and remembers the
+    /// source address only once str0m confirms the message integrity.
+    fn peer_for_ice_check(&mut self, source: SocketAddr, buf: &[u8]) -> Option<PeerId> {
+        let message = str0m::ice::StunMessage::parse(buf).ok()?;
+        let (ours, _theirs) = message.split_username()?;
+        let id = *self.by_ufrag.get(ours)?;
+        let receive = Receive::new(Protocol::Udp, source, self.local_addr, buf).ok()?;
+        let peer = self.peers.get_mut(&id)?;
+        let input = Input::Receive(peer.last_now, receive);
+        let accepted = catch_unwind(AssertUnwindSafe(|| peer.rtc.accepts(&input))).unwrap_or(false);
+        if !accepted {
+            return None;
+        }
+        if peer.addrs.len() < 8 {
+            peer.addrs.push(source);
+            self.by_addr.insert(source, id);
+        }
+        Some(id)
+    }
+
+    fn add_peer(&mut self, now: Instant, new_peer: NewPeer) {
+        let id = new_peer.id;
+        let live = new_peer.live;
+        let role = new_peer.role;
+        let peer = Peer::new(new_peer, now, now + self.connect_timeout);
+        self.by_ufrag.insert(peer.local_ufrag.clone(), id);
+        self.peers.insert(id, peer);
+        let room = self.rooms.entry(live).or_default();
+        match role {
+            Role::Publisher => room.publisher = Some(id),
+            Role::Viewer => room.viewers.push(id),
+        }
+        self.with_rtc(now, id, |rtc| rtc.handle_input(Input::Timeout(now)));
+        self.run_actions(now);
+    }
+
+    /// Runs `f` on a peer's `Rtc`, then drains it (the single-mutation invariant), all
+    /// inside `catch_unwind`. A panic or error schedules the removal of that peer only.
+    fn with_rtc(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        f: impl FnOnce(&mut Rtc) -> Result<(), RtcError>,
+    ) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        peer.last_now = peer.last_now.max(now);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            f(&mut peer.rtc).map_err(PeerFault::Rtc)?;
+            peer.drain(now, &mut self.out, &mut self.actions, &self.metrics)
+        }));
+        let fault = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(PeerFault::Rtc(error))) => {
+                tracing::info!(peer = %id, %error, "rtc error, removing peer");
+                self.metrics.rtc_errors.fetch_add(1, Relaxed);
+                Some(RemoveReason::RtcError)
+            }
+            Err(_) => {
+                tracing::error!(peer = %id, "rtc panicked, removing peer");
+                self.metrics.rtc_panics.fetch_add(1, Relaxed);
+                Some(RemoveReason::RtcPanic)
+            }
+        };
+        if let Some(reason) = fault {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.faulted = true;
+            }
+            self.actions.push_back(Action::Remove(id, reason));
+        }
+        self.update_deadline(id);
+    }
+
+    fn update_deadline(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let mut want = peer.rtc_timeout;
+        if !peer.connected {
+            want = Some(want.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
+        }
+        if want != peer.deadline {
+            if let Some(old) = peer.deadline {
+                self.deadlines.remove(&(old, id));
+            }
+            if let Some(new) = want {
+                self.deadlines.insert((new, id));
+            }
+            peer.deadline = want;
+        }
+    }
+
+    fn run_actions(&mut self, now: Instant) {
+        while let Some(action) = self.actions.pop_front() {
+            match action {
+                Action::Deliver(frame) => self.deliver(now, frame),
+                Action::WantKeyframe(live) => self.want_keyframe(now, live),
+                Action::ViewerGated(live) => {
+                    if let Some(room) = self.rooms.get_mut(&live) {
+                        room.gate_retry.gated(now);
+                    }
+                    self.want_keyframe(now, live);
+                }
+                Action::Remove(id, reason) => self.remove_peer(now, id, reason),
+            }
+        }
+    }
+
+    fn want_keyframe(&mut self, now: Instant, live: LiveId) {
+        let Some(room) = self.rooms.get_mut(&live) else {
+            self.out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted { live }));
+            return;
+        };
+        match room.publisher {
+            Some(publisher) => {
+                if room.throttle.request(now) {
+                    self.send_pli(now, publisher);
+                }
+            }
+            None => self
+                .out
+                .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted { live })),
+        }
+    }
+
+    fn send_pli(&mut self, now: Instant, publisher: PeerId) {
+        let Some(mid) = self.peers.get(&publisher).and_then(|p| p.video_mid) else { return };
+        let metrics = self.metrics.clone();
+        self.with_rtc(now, publisher, |rtc| {
+            let Some(mut writer) = rtc.writer(mid) else { return Ok(()) };
+            if writer.is_request_keyframe_possible(str0m::media::KeyframeRequestKind::Pli)
+                && writer
+                    .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+                    .is_ok()
+            {
+                metrics.keyframe_requests_sent.fetch_add(1, Relaxed);
+            }
+            Ok(())
+        });
+    }
+
+    /// Forwards one publisher frame to this worker's viewers of its live.
+    fn deliver(&mut self, now: Instant, frame: Arc<Frame>) {
+        let Some(room) = self.rooms.get_mut(&frame.live) else { return };
+        if frame.generation < room.generation {
+            return;
+        }
+        if frame.generation > room.generation {
+            // A new publisher: hold everyone's video until its first keyframe.
+            room.generation = frame.generation;
+            for id in &room.viewers {
+                if let Some(peer) = self.peers.get_mut(id) {
+                    peer.video_gated = true;
+                }
+            }
+            if room.has_viewers() && room.gate_retry.gated(now) {
+                self.actions.push_back(Action::WantKeyframe(frame.live));
+            }
+        }
+        let viewers = room.viewers.clone();
+        if frame.keyframe {
+            room.throttle.keyframe_seen();
+        }
+        for id in viewers {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if !peer.connected || peer.faulted {
+                continue;
+            }
+            let metrics = &self.metrics;
+            let frame_ref = &frame;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                if peer.write_frame(frame_ref) {
+                    metrics.frames_forwarded.fetch_add(1, Relaxed);
+                    peer.drain(now, &mut self.out, &mut self.actions, metrics)
+                } else {
+                    Ok(())
+                }
+            }));
+            if !matches!(result, Ok(Ok(()))) {
+                let reason = if result.is_err() {
+                    self.metrics.rtc_panics.fetch_add(1, Relaxed);
+                    RemoveReason::RtcPanic
+                } else {
+                    self.metrics.rtc_errors.fetch_add(1, Relaxed);
+                    RemoveReason::RtcError
+                };
+                peer.faulted = true;
+                self.actions.push_back(Action::Remove(id, reason));
+            }
+            self.update_deadline(id);
+        }
+        if let Some(room) = self.rooms.get_mut(&frame.live)
+            && room.gated_viewers(&self.peers) == 0
+        {
+            room.gate_retry.clear();
+        }
+    }
+
+    fn remove_peer(&mut self, now: Instant, id: PeerId, reason: RemoveReason) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        self.by_ufrag.remove(&peer.local_ufrag);
+        if let Some(deadline) = peer.deadline {
+            self.deadlines.remove(&(deadline, id));
+        }
+        if let Some(room) = self.rooms.get_mut(&peer.live) {
+            if room.publisher == Some(id) {
+                room.publisher = None;
+            }
+            room.viewers.retain(|v| *v != id);
+            if room.is_empty() {
+                self.rooms.remove(&peer.live);
+            }
+        }
+        // A graceful close sends DTLS close_notify so the client notices at once.
+        let graceful = matches!(
+            reason,
+            RemoveReason::Left | RemoveReason::Replaced | RemoveReason::Shutdown | RemoveReason::ConnectTimeout
+        );
+        if graceful && !peer.faulted {
+            let out = &mut self.out;
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                if peer.rtc.close().is_ok() {
+                    peer.drain_transmits(now, out);
+                }
+            }));
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| peer.rtc.disconnect()));
+        tracing::debug!(peer = %id, live = %peer.live, ?reason, "peer removed");
+        self.out.push_back(CoreOutput::Removed {
+            peer: id,
+            live: peer.live,
+            role: peer.role,
+            reason,
+        });
+    }
+}

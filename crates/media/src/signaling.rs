@@ -1,0 +1,387 @@
+//! The signaling WebSocket (`/ws`): one session per client, translating protocol
+//! messages into engine calls and engine notices into protocol messages.
+//!
+//! Order of a session: the first message is `publish` or `watch` (token + SDP offer);
+//! the server answers with `answer`; then `candidate`, `ping` and `leave` are accepted
+//! and the server may push `publisher_joined`, `publisher_left`, `replaced`. Errors are
+//! `error{code,message,close}`; see `docs/protocol.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use futures_util::StreamExt;
+use privatehub_protocol::{
+    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole,
+    MediaServerMessage, MediaTokenClaims, MediaTokenError, SdpKind, SessionDescription,
+    verify_media_token,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc::unbounded_channel;
+
+use crate::AppState;
+use crate::engine::{PrepareError, SessionNotice};
+use crate::sfu::{PeerId, RemoveReason, Role};
+
+/// Messages a client may send in a burst.
+const RATE_BURST: f64 = 40.0;
+/// Sustained messages per second.
+const RATE_PER_SECOND: f64 = 20.0;
+/// Server WebSocket ping interval.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A client silent this long is disconnected.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Names of the client message types, to tell "unknown type" from "malformed".
+const KNOWN_TYPES: [&str; 5] = ["publish", "watch", "candidate", "leave", "ping"];
+
+/// `GET /ws`: upgrades, then runs the session on the current actix worker.
+pub async fn ws_route(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let origin_allowed = origin_allowed(&req, &state);
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_SIGNALING_MESSAGE_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_SIGNALING_MESSAGE_BYTES);
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        let mut signaling = Signaling {
+            session,
+            state,
+            peer: None,
+            bucket: RATE_BURST,
+            bucket_at: Instant::now(),
+        };
+        if !origin_allowed {
+            signaling
+                .error(MediaErrorCode::Forbidden, "origin not allowed", true)
+                .await;
+            signaling.close().await;
+            return;
+        }
+        signaling.run(stream).await;
+    });
+    Ok(response)
+}
+
+fn origin_allowed(req: &HttpRequest, state: &AppState) -> bool {
+    match req.headers().get(actix_web::http::header::ORIGIN) {
+        None => state.settings.allow_missing_origin,
+        Some(origin) => {
+            let Ok(origin) = origin.to_str() else { return false };
+            let origin = origin.trim_end_matches('/');
+            state
+                .settings
+                .cors_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+        }
+    }
+}
+
+/// A refusal to send back to the client.
+struct Refusal {
+    code: MediaErrorCode,
+    message: String,
+    close: bool,
+}
+
+impl Refusal {
+    fn new(code: MediaErrorCode, message: impl Into<String>, close: bool) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            close,
+        }
+    }
+}
+
+struct Signaling {
+    session: Session,
+    state: Arc<AppState>,
+    peer: Option<PeerId>,
+    bucket: f64,
+    bucket_at: Instant,
+}
+
+impl Signaling {
+    async fn run(&mut self, mut stream: AggregatedMessageStream) {
+        let (notify, mut notices) = unbounded_channel();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    last_heard = Instant::now();
+                    let Some(message) = message else { break };
+                    let keep_going = match message {
+                        Ok(AggregatedMessage::Text(text)) => self.on_text(&text, &notify).await,
+                        Ok(AggregatedMessage::Binary(_)) => {
+                            self.error(MediaErrorCode::MessageTooLarge, "binary frames are not accepted", true).await;
+                            false
+                        }
+                        Ok(AggregatedMessage::Ping(bytes)) => self.session.pong(&bytes).await.is_ok(),
+                        Ok(AggregatedMessage::Pong(_)) => true,
+                        Ok(AggregatedMessage::Close(_)) => false,
+                        Err(actix_ws::ProtocolError::Overflow) => {
+                            self.error(MediaErrorCode::MessageTooLarge, "message too large", true).await;
+                            false
+                        }
+                        Err(_) => false,
+                    };
+                    if !keep_going {
+                        break;
+                    }
+                }
+                notice = notices.recv() => match notice {
+                    Some(SessionNotice::Send(message)) => {
+                        if self.send(&message).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(SessionNotice::Close) | None => {
+                        self.peer = None;
+                        break;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > CLIENT_TIMEOUT || self.session.ping(b"").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(peer) = self.peer.take() {
+            self.state.engine.remove_peer(peer, RemoveReason::Left);
+        }
+        self.close().await;
+    }
+
+    /// Handles one text message; returns false when the socket must close.
+    async fn on_text(
+        &mut self,
+        text: &str,
+        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
+    ) -> bool {
+        if !self.take_token() {
+            self.error(MediaErrorCode::RateLimited, "too many messages", true)
+                .await;
+            return false;
+        }
+        let result = match parse_message(text) {
+            Ok(message) => self.on_message(message, notify).await,
+            Err(refusal) => Err(refusal),
+        };
+        match result {
+            Ok(keep_going) => keep_going,
+            Err(refusal) => {
+                self.error(refusal.code, &refusal.message, refusal.close)
+                    .await;
+                !refusal.close
+            }
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        message: MediaClientMessage,
+        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
+    ) -> Result<bool, Refusal> {
+        match message {
+            MediaClientMessage::Ping => {
+                let _ = self.send(&MediaServerMessage::Pong).await;
+                Ok(true)
+            }
+            MediaClientMessage::Leave => {
+                if let Some(peer) = self.peer.take() {
+                    self.state.engine.remove_peer(peer, RemoveReason::Left);
+                }
+                Ok(false)
+            }
+            MediaClientMessage::Candidate { candidate } => {
+                let Some(peer) = self.peer else {
+                    return Err(Refusal::new(
+                        MediaErrorCode::WrongState,
+                        "candidate before publish or watch",
+                        false,
+                    ));
+                };
+                let line = candidate.trim();
+                let line = line.strip_prefix("a=").unwrap_or(line);
+                // mDNS (.local) and end-of-candidates lines do not parse: ignore them.
+                if let Ok(candidate) = str0m::Candidate::from_sdp_string(line) {
+                    self.state.engine.remote_candidate(peer, candidate);
+                }
+                Ok(true)
+            }
+            MediaClientMessage::Publish { token, offer } => {
+                self.start(Role::Publisher, &token, offer, notify).await
+            }
+            MediaClientMessage::Watch { token, offer } => {
+                self.start(Role::Viewer, &token, offer, notify).await
+            }
+        }
+    }
+
+    async fn start(
+        &mut self,
+        role: Role,
+        token: &str,
+        offer: SessionDescription,
+        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
+    ) -> Result<bool, Refusal> {
+        let offered_at = Instant::now();
+        if self.peer.is_some() {
+            return Err(Refusal::new(
+                MediaErrorCode::WrongState,
+                "this socket already publishes or watches",
+                false,
+            ));
+        }
+        let claims = self.verify(token)?;
+        if role == Role::Publisher && claims.role != MediaRole::Publish {
+            return Err(Refusal::new(
+                MediaErrorCode::Forbidden,
+                "this token may only watch",
+                true,
+            ));
+        }
+        if offer.kind != SdpKind::Offer {
+            return Err(Refusal::new(MediaErrorCode::InvalidSdp, "expected an offer", false));
+        }
+        let engine = self.state.engine.clone();
+        let live = claims.live_id;
+        let prepared = tokio::task::spawn_blocking(move || {
+            engine.prepare_peer(role, live, &offer.sdp, offered_at)
+        })
+        .await
+        .map_err(|_| Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true))?;
+        let (new_peer, answer, worker) = prepared.map_err(|error| match error {
+            PrepareError::ServerFull | PrepareError::LiveFull => {
+                Refusal::new(MediaErrorCode::ServerFull, error.to_string(), true)
+            }
+            PrepareError::InvalidSdp(_) => {
+                Refusal::new(MediaErrorCode::InvalidSdp, error.to_string(), false)
+            }
+            PrepareError::Internal(_) => {
+                Refusal::new(MediaErrorCode::Internal, error.to_string(), true)
+            }
+        })?;
+        let peer = new_peer.id;
+        tracing::debug!(%peer, %live, ?role, worker, sub = %claims.sub, "peer prepared");
+        // Register first so the worker knows the peer before the client's first STUN
+        // check; notices queued meanwhile are only read after the answer is sent.
+        self.peer = Some(peer);
+        self.state.engine.add_peer(new_peer, worker, notify.clone());
+        let answer = MediaServerMessage::Answer {
+            answer: SessionDescription {
+                kind: SdpKind::Answer,
+                sdp: answer.to_sdp_string(),
+            },
+            live_id: live,
+        };
+        Ok(self.send(&answer).await.is_ok())
+    }
+
+    fn verify(&self, token: &str) -> Result<MediaTokenClaims, Refusal> {
+        let secret = self.state.settings.token_secret.expose_secret().as_bytes();
+        verify_media_token(token, secret).map_err(|error| match error {
+            MediaTokenError::Expired => {
+                Refusal::new(MediaErrorCode::TokenExpired, error.to_string(), true)
+            }
+            _ => Refusal::new(MediaErrorCode::InvalidToken, error.to_string(), true),
+        })
+    }
+
+    fn take_token(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.bucket_at).as_secs_f64() * RATE_PER_SECOND;
+        self.bucket = (self.bucket + refill).min(RATE_BURST);
+        self.bucket_at = now;
+        if self.bucket >= 1.0 {
+            self.bucket -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn send(&mut self, message: &MediaServerMessage) -> Result<(), actix_ws::Closed> {
+        let text = serde_json::to_string(message).unwrap_or_default();
+        self.session.text(text).await
+    }
+
+    async fn error(&mut self, code: MediaErrorCode, message: &str, close: bool) {
+        self.state.metrics.signaling_errors.fetch_add(1, Relaxed);
+        let _ = self
+            .send(&MediaServerMessage::Error {
+                code,
+                message: message.to_owned(),
+                close,
+            })
+            .await;
+    }
+
+    async fn close(&mut self) {
+        let _ = self
+            .session
+            .clone()
+            .close(Some(CloseReason {
+                code: CloseCode::Normal,
+                description: None,
+            }))
+            .await;
+    }
+}
+
+/// Parses a client message, telling malformed JSON from an unknown `type`.
+fn parse_message(text: &str) -> Result<MediaClientMessage, Refusal> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Refusal::new(MediaErrorCode::MalformedMessage, format!("not JSON: {e}"), false))?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err(Refusal::new(
+            MediaErrorCode::MalformedMessage,
+            "expected an object with a string \"type\"",
+            false,
+        ));
+    };
+    if !KNOWN_TYPES.contains(&kind.as_str()) {
+        return Err(Refusal::new(
+            MediaErrorCode::UnknownMessageType,
+            format!("unknown message type {kind:?}"),
+            false,
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        Refusal::new(
+            MediaErrorCode::MalformedMessage,
+            format!("bad {kind} message: {e}"),
+            false,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> Option<MediaErrorCode> {
+        parse_message(text).err().map(|r| r.code)
+    }
+
+    #[test]
+    fn parse_errors_have_codes() {
+        assert_eq!(code("{"), Some(MediaErrorCode::MalformedMessage));
+        assert_eq!(code("[1]"), Some(MediaErrorCode::MalformedMessage));
+        assert_eq!(code(r#"{"type":"dance"}"#), Some(MediaErrorCode::UnknownMessageType));
+        assert_eq!(code(r#"{"type":"watch"}"#), Some(MediaErrorCode::MalformedMessage));
+        assert_eq!(code(r#"{"type":"ping"}"#), None);
+    }
+}

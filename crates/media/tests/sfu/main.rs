@@ -1,0 +1,8 @@
+//! Black-box tests of the media server: real WebSocket signaling, real loopback UDP,
+//! str0m client bots. Each test uses its own UDP port range so they can run in parallel.
+
+mod bad_input;
+mod bot;
+mod helpers;
+mod media_flow;
+mod stun;
