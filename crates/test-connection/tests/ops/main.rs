@@ -1,0 +1,12 @@
+//! Operations tests: the shipped nginx site (rendered and checked by `nginx -t`, then run
+//! for real on loopback with a self-signed certificate), the services behind it over
+//! HTTPS, and `privatehub-test-connection` against that setup, passing and failing.
+//!
+//! Needs nginx and openssl (scripts/install-test-deps) and, for the tests with the real
+//! services, the built binaries (`cargo build --workspace --bins`).
+
+mod fake_upstream;
+mod nginx_config;
+mod support;
+mod test_connection;
+mod through_nginx;

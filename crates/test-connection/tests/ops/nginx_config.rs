@@ -1,0 +1,130 @@
+//! The shipped nginx site, rendered as an operator would, passes `nginx -t`; the renderer
+//! refuses values that would break the configuration.
+
+use std::path::Path;
+
+use privatehub_testkit::nginx::{
+    render_site, self_signed_certificate, test_config, write_main_config,
+};
+
+/// The shipped vars as they are (production domains, ports 80/443 and IPv6), with only
+/// the certificate paths pointed at a generated certificate.
+fn render_production_like(dir: &Path) -> String {
+    let (cert, key) = self_signed_certificate(dir);
+    let cert = cert.display().to_string();
+    let key = key.display().to_string();
+    render_site(
+        dir,
+        &[
+            ("APP_TLS_CERT", cert.clone()),
+            ("APP_TLS_KEY", key.clone()),
+            ("MEDIA_TLS_CERT", cert),
+            ("MEDIA_TLS_KEY", key),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn shipped_site_passes_nginx_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = render_production_like(dir.path());
+    for expected in [
+        "server_name privatehub.com.br sfu.privatehub.com.br;",
+        "server_name sfu.privatehub.com.br;",
+        "listen 443 ssl http2;",
+        "listen [::]:443 ssl http2;",
+        "server 127.0.0.1:3000;",
+        "server 127.0.0.1:5050;",
+        "return 301 https://$host$request_uri;",
+    ] {
+        assert!(site.contains(expected), "rendered site lacks {expected:?}");
+    }
+    assert!(!site.contains('@'), "unrendered placeholder left:\n{site}");
+    let site_path = dir.path().join("privatehub.conf");
+    std::fs::write(&site_path, &site).unwrap();
+    let config = write_main_config(dir.path(), &site_path);
+    let output = test_config(dir.path(), &config);
+    assert!(
+        output.status.success(),
+        "nginx -t failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Debian's own nginx.conf with the site in place of sites-enabled: no clash with the
+/// distribution's http-level settings. Needs to read /var/log/nginx, so root only.
+#[test]
+fn shipped_site_fits_debians_nginx_conf() {
+    let debian = Path::new("/etc/nginx/nginx.conf");
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    if !debian.is_file() || !is_root {
+        eprintln!("skipped: needs /etc/nginx/nginx.conf and root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site_path = dir.path().join("privatehub.conf");
+    std::fs::write(&site_path, render_production_like(dir.path())).unwrap();
+    let config = std::fs::read_to_string(debian)
+        .unwrap()
+        .replace("include /etc/nginx/sites-enabled/*;", "")
+        .replace(
+            "include /etc/nginx/conf.d/*.conf;",
+            &format!(
+                "include /etc/nginx/conf.d/*.conf;\ninclude {};",
+                site_path.display()
+            ),
+        );
+    let config_path = dir.path().join("debian-nginx.conf");
+    std::fs::write(&config_path, config).unwrap();
+    let output = std::process::Command::new(privatehub_testkit::nginx::nginx_binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "nginx -t with Debian's nginx.conf failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn optional_lines_drop_and_ports_follow_the_vars() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = render_site(
+        dir.path(),
+        &[
+            ("LISTEN_HTTPS", "127.0.0.1:8443".into()),
+            ("LISTEN_HTTPS_V6", String::new()),
+            ("HTTPS_PORT_SUFFIX", ":8443".into()),
+            ("MEDIA_UPSTREAM", "127.0.0.1:6060".into()),
+        ],
+    )
+    .unwrap();
+    assert!(site.contains("listen 127.0.0.1:8443 ssl http2;"));
+    assert!(!site.contains("[::]:443"));
+    assert!(
+        site.contains("listen [::]:80;"),
+        "other optional lines stay"
+    );
+    assert!(site.contains("return 301 https://$host:8443$request_uri;"));
+    assert!(site.contains("server 127.0.0.1:6060;"));
+}
+
+#[test]
+fn renderer_refuses_broken_values() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, expected) in [
+        ("APP_DOMAIN", "a.example; include /etc/shadow", "APP_DOMAIN"),
+        ("MEDIA_DOMAIN", "", "MEDIA_DOMAIN must be set"),
+        ("APP_UPSTREAM", "127.0.0.1:3000}", "APP_UPSTREAM"),
+    ] {
+        let error = render_site(dir.path(), &[(name, value.into())]).expect_err(name);
+        assert!(error.contains(expected), "{name}={value:?}: {error}");
+    }
+}
