@@ -86,6 +86,8 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
     let mut core = WorkerCore::new(announced, connect_timeout, metrics.clone());
     let mut buf = vec![0u8; 2048];
     let mut shutting_down = false;
+    // With one worker nobody else holds a sender and the channel is closed at once.
+    let mut inbound_open = !others.is_empty();
     loop {
         let deadline = core
             .next_timeout()
@@ -99,6 +101,7 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
                 }
                 Some(command) => core.handle_command(Instant::now(), command),
             },
+            _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
             readable = socket.readable() => {
                 if readable.is_ok() {
                     for _ in 0..RECV_BATCH {
@@ -111,12 +114,10 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
                     }
                 }
             }
-            message = inbound.recv() => {
-                if let Some(message) = message {
-                    core.handle_worker_message(Instant::now(), message);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+            message = inbound.recv(), if inbound_open => match message {
+                Some(message) => core.handle_worker_message(Instant::now(), message),
+                None => inbound_open = false,
+            },
         }
         flush(&mut core, &socket, &others, &engine).await;
         if shutting_down {

@@ -294,6 +294,7 @@ impl WorkerCore {
             due.push(id);
         }
         for id in due {
+            tracing::trace!(peer = %id, "timeout due");
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.deadline = None;
                 if !peer.connected && now >= peer.connect_deadline {
@@ -345,6 +346,7 @@ impl WorkerCore {
         let live = new_peer.live;
         let role = new_peer.role;
         let peer = Peer::new(new_peer, now, now + self.connect_timeout);
+        tracing::trace!(peer = %id, "added");
         self.by_ufrag.insert(peer.local_ufrag.clone(), id);
         self.peers.insert(id, peer);
         let room = self.rooms.entry(live).or_default();
