@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::{LiveId, MediaServerMessage};
-use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::{Candidate, IceCreds, Rtc};
+use str0m::Candidate;
+use str0m::change::SdpAnswer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::MediaSettings;
 use crate::metrics::Metrics;
-use crate::sfu::{Command, CoreOutput, NewPeer, PeerId, RemoveReason, Role};
+use crate::sfu::{Command, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate};
 
 /// What the engine tells a signaling session.
 #[derive(Debug)]
@@ -85,8 +84,7 @@ pub struct Engine {
     registry: Mutex<Registry>,
     next_peer: AtomicU64,
     next_generation: AtomicU64,
-    cert: DtlsCert,
-    provider: Arc<CryptoProvider>,
+    template: RtcTemplate,
 }
 
 impl Engine {
@@ -95,11 +93,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         workers: Vec<WorkerHandle>,
     ) -> anyhow::Result<Self> {
-        let provider = Arc::new(str0m::crypto::from_feature_flags());
-        let cert = provider
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| anyhow::anyhow!("the crypto provider cannot generate a DTLS certificate"))?;
+        let template = RtcTemplate::generate()?;
         Ok(Engine {
             metrics,
             workers,
@@ -108,8 +102,7 @@ impl Engine {
             registry: Mutex::new(Registry::default()),
             next_peer: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
-            cert,
-            provider,
+            template,
         })
     }
 
@@ -140,40 +133,20 @@ impl Engine {
                 return Err(PrepareError::LiveFull);
             }
         }
-        let offer = SdpOffer::from_sdp_string(offer_sdp)
-            .map_err(|e| PrepareError::InvalidSdp(e.to_string()))?;
+        // Reserve a place on the least-loaded worker now, so a burst of joins spreads.
         let worker = self.least_loaded_worker();
+        self.workers[worker].peers.fetch_add(1, Relaxed);
         let rtc_addr = self.workers[worker].rtc_addr;
-        let creds = IceCreds::new();
-        let local_ufrag = creds.ufrag.clone();
-        let config = Rtc::builder()
-            .set_ice_lite(true)
-            .set_dtls_cert(self.cert.clone())
-            .set_crypto_provider(self.provider.clone())
-            .set_local_ice_credentials(creds)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .set_send_buffer_video(500);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut rtc = config.build(offered_at);
-            let candidate = Candidate::host(rtc_addr, "udp")
-                .map_err(|e| PrepareError::Internal(format!("host candidate {rtc_addr}: {e}")))?;
-            rtc.add_local_candidate(candidate);
-            let answer = rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| PrepareError::InvalidSdp(e.to_string()))?;
-            Ok::<_, PrepareError>((rtc, answer))
-        }));
-        let (rtc, answer) = match result {
-            Ok(result) => result?,
-            Err(_) => {
-                self.metrics.rtc_panics.fetch_add(1, Relaxed);
-                return Err(PrepareError::InvalidSdp("the offer made str0m panic".into()));
-            }
-        };
+        let (rtc, answer, local_ufrag) = self
+            .template
+            .accept_offer(rtc_addr, offer_sdp, offered_at)
+            .map_err(|e| {
+                self.workers[worker].peers.fetch_sub(1, Relaxed);
+                match e {
+                    OfferError::InvalidSdp(m) => PrepareError::InvalidSdp(m),
+                    OfferError::Internal(m) => PrepareError::Internal(m),
+                }
+            })?;
         let id = PeerId(self.next_peer.fetch_add(1, Relaxed));
         let generation = match role {
             Role::Publisher => self.next_generation.fetch_add(1, Relaxed),
@@ -199,14 +172,15 @@ impl Engine {
             .map_or(0, |(k, _)| k)
     }
 
-    /// Registers a prepared peer and hands it to its worker. A publisher replaces the
+    /// Registers a prepared peer (whose worker place [`Engine::prepare_peer`] reserved)
+    /// and hands it to its worker. A publisher replaces the
     /// live's current publisher, which is told `replaced` and removed.
     pub fn add_peer(&self, new_peer: NewPeer, worker: usize, notify: NoticeSender) {
         let id = new_peer.id;
         let live = new_peer.live;
         let role = new_peer.role;
         let mut registry = self.registry();
-        if registry.lives.is_empty() || !registry.lives.contains_key(&live) {
+        if !registry.lives.contains_key(&live) {
             self.metrics.rooms.fetch_add(1, Relaxed);
         }
         let entry = registry.lives.entry(live).or_default();
@@ -249,7 +223,6 @@ impl Engine {
                 notify,
             },
         );
-        self.workers[worker].peers.fetch_add(1, Relaxed);
         drop(registry);
         let _ = self.workers[worker]
             .commands

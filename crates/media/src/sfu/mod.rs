@@ -12,6 +12,7 @@
 
 mod forward;
 pub mod keyframe;
+mod offer;
 mod peer;
 pub mod stun;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc, RtcError};
 
 pub use forward::Frame;
+pub use offer::{OfferError, RtcTemplate};
 use forward::Room;
 use peer::{Peer, PeerFault};
 

@@ -1,1 +1,382 @@
-//! Deterministic tests of the core with virtual time (see below).
+//! Deterministic tests of [`WorkerCore`]: str0m client `Rtc`s as peers, packets moved in
+//! memory, virtual time advanced by the harness. No sockets, no threads, no clock reads
+//! apart from the single `Instant::now()` that anchors virtual time.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use super::*;
+use crate::metrics::Metrics;
+
+const LIVE: LiveId = LiveId(1);
+const STEP: Duration = Duration::from_millis(2);
+
+#[derive(Default, Debug)]
+struct ClientStats {
+    connected: bool,
+    audio_frames: u64,
+    /// (publisher tag, keyframe) of every video frame received.
+    video: Vec<(u8, bool)>,
+    keyframe_requests: u64,
+}
+
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    peer: PeerId,
+    audio: Mid,
+    video: Mid,
+    /// Publisher tag, or `None` for a viewer.
+    tag: Option<u8>,
+    want_keyframe: bool,
+    frame_no: u64,
+    next_video: Instant,
+    next_audio: Instant,
+    next_timeout: Instant,
+    /// Network cut: nothing to or from this client is delivered.
+    silenced: bool,
+    stats: ClientStats,
+}
+
+struct Harness {
+    start: Instant,
+    now: Instant,
+    server_addr: SocketAddr,
+    core: WorkerCore,
+    template: RtcTemplate,
+    metrics: Arc<Metrics>,
+    clients: Vec<Client>,
+    next_peer: u64,
+    next_generation: u64,
+    removed: Vec<(PeerId, RemoveReason)>,
+}
+
+fn vp8_frame(keyframe: bool, tag: u8) -> Vec<u8> {
+    let mut data = vec![0u8; if keyframe { 3000 } else { 1200 }];
+    if keyframe {
+        data[..10].copy_from_slice(&[0x50, 0x2d, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+    } else {
+        data[..3].copy_from_slice(&[0x51, 0x2d, 0x00]);
+    }
+    data[10] = tag;
+    data
+}
+
+impl Harness {
+    fn new() -> Self {
+        let start = Instant::now();
+        let metrics = Arc::new(Metrics::default());
+        let server_addr: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        Harness {
+            start,
+            now: start,
+            server_addr,
+            core: WorkerCore::new(server_addr, Duration::from_secs(15), metrics.clone()),
+            template: RtcTemplate::generate().unwrap(),
+            metrics,
+            clients: Vec::new(),
+            next_peer: 1,
+            next_generation: 1,
+            removed: Vec::new(),
+        }
+    }
+
+    /// Adds a publisher (`tag` set) or viewer; returns its client index.
+    fn add(&mut self, tag: Option<u8>) -> usize {
+        let n = self.clients.len();
+        let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().unwrap();
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let dir = if tag.is_some() { Direction::SendOnly } else { Direction::RecvOnly };
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let (server_rtc, answer, local_ufrag) = self
+            .template
+            .accept_offer(self.server_addr, &offer.to_sdp_string(), self.now)
+            .unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let (role, generation) = match tag {
+            Some(_) => {
+                self.next_generation += 1;
+                (Role::Publisher, self.next_generation)
+            }
+            None => (Role::Viewer, 0),
+        };
+        self.core.handle_command(
+            self.now,
+            Command::AddPeer(Box::new(NewPeer {
+                id: peer,
+                live: LIVE,
+                role,
+                generation,
+                rtc: server_rtc,
+                local_ufrag,
+                offered_at: self.now,
+            })),
+        );
+        self.clients.push(Client {
+            rtc,
+            addr,
+            peer,
+            audio,
+            video,
+            tag,
+            want_keyframe: false,
+            frame_no: 0,
+            next_video: self.now,
+            next_audio: self.now,
+            next_timeout: self.now,
+            silenced: false,
+            stats: ClientStats::default(),
+        });
+        n
+    }
+
+    /// Moves packets until quiet, then advances virtual time by one step.
+    fn step(&mut self) {
+        let now = self.now;
+        // Publishers write media when due.
+        for client in &mut self.clients {
+            let Some(tag) = client.tag else { continue };
+            if !client.rtc.is_connected() {
+                continue;
+            }
+            if now >= client.next_video {
+                let keyframe = std::mem::take(&mut client.want_keyframe);
+                if let Some(writer) = client.rtc.writer(client.video) {
+                    let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).unwrap().pt();
+                    let time = MediaTime::from_90khz(client.frame_no * 3000);
+                    writer.write(pt, now, time, vp8_frame(keyframe, tag)).unwrap();
+                }
+                client.frame_no += 1;
+                client.next_video = now + Duration::from_millis(33);
+            }
+            if now >= client.next_audio {
+                if let Some(writer) = client.rtc.writer(client.audio) {
+                    let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
+                    let ms = now.duration_since(self.start).as_millis() as u64;
+                    let time = MediaTime::new(ms * 48, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                    writer.write(pt, now, time, vec![1u8; 80]).unwrap();
+                }
+                client.next_audio = now + Duration::from_millis(20);
+            }
+        }
+        for client in &mut self.clients {
+            if now >= client.next_timeout {
+                client.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+        }
+        if self.core.next_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        // Shuttle packets until nobody has anything to send.
+        loop {
+            let mut to_server = Vec::new();
+            for client in &mut self.clients {
+                loop {
+                    match client.rtc.poll_output().unwrap() {
+                        Output::Timeout(t) => {
+                            client.next_timeout = t;
+                            break;
+                        }
+                        Output::Transmit(t) => {
+                            if !client.silenced {
+                                to_server.push((client.addr, Vec::from(t.contents)));
+                            }
+                        }
+                        Output::Event(event) => match event {
+                            Event::Connected => client.stats.connected = true,
+                            Event::KeyframeRequest(_) => {
+                                client.stats.keyframe_requests += 1;
+                                client.want_keyframe = true;
+                            }
+                            Event::MediaData(d) if d.mid == client.video => {
+                                client.stats.video.push((d.data[10], d.is_keyframe()));
+                            }
+                            Event::MediaData(d) if d.mid == client.audio => client.stats.audio_frames += 1,
+                            _ => {}
+                        },
+                    }
+                }
+            }
+            for (source, contents) in &to_server {
+                self.core.handle_datagram(now, *source, contents);
+            }
+            let mut delivered = 0;
+            while let Some(output) = self.core.poll_output() {
+                match output {
+                    CoreOutput::Transmit { destination, contents } => {
+                        let Some(client) = self.clients.iter_mut().find(|c| c.addr == destination) else {
+                            continue;
+                        };
+                        if client.silenced {
+                            continue;
+                        }
+                        let receive = Receive::new(Protocol::Udp, self.server_addr, client.addr, &contents).unwrap();
+                        client.rtc.handle_input(Input::Receive(now, receive)).unwrap();
+                        delivered += 1;
+                    }
+                    CoreOutput::Removed { peer, reason, .. } => self.removed.push((peer, reason)),
+                    CoreOutput::Connected { .. } | CoreOutput::ToOtherWorkers(_) => {}
+                }
+            }
+            if to_server.is_empty() && delivered == 0 {
+                break;
+            }
+        }
+        self.now += STEP;
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Harness) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "condition not reached within {limit:?}");
+            self.step();
+        }
+    }
+
+    fn viewer_request_keyframe(&mut self, index: usize) {
+        let client = &mut self.clients[index];
+        let mut writer = client.rtc.writer(client.video).unwrap();
+        let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+    }
+}
+
+#[test]
+fn viewers_receive_and_start_on_a_keyframe_with_coalesced_plis() {
+    let mut h = Harness::new();
+    let publisher = h.add(Some(1));
+    let viewers: Vec<usize> = (0..4).map(|_| h.add(None)).collect();
+    h.run_until(Duration::from_secs(3), |h| {
+        viewers.iter().all(|v| h.clients[*v].stats.video.len() >= 5 && h.clients[*v].stats.audio_frames >= 10)
+    });
+    for v in &viewers {
+        let video = &h.clients[*v].stats.video;
+        assert!(video[0].1, "first video frame is a keyframe: {video:?}");
+        assert!(video.iter().all(|(tag, _)| *tag == 1));
+    }
+    // The publisher only sends keyframes on request, so viewers got video only because
+    // the SFU asked; four viewers joining at once cost at most a couple of PLIs.
+    let initial = h.clients[publisher].stats.keyframe_requests;
+    assert!((1..=3).contains(&initial), "PLIs at join: {initial}");
+
+    // A storm of viewer PLIs is coalesced, never forwarded one to one.
+    for _ in 0..10 {
+        for v in &viewers {
+            h.viewer_request_keyframe(*v);
+        }
+        h.step();
+    }
+    h.run_for(Duration::from_millis(600));
+    let storm = h.clients[publisher].stats.keyframe_requests - initial;
+    assert!((1..=2).contains(&storm), "40 viewer PLIs became {storm} upstream");
+    assert!(h.metrics.keyframe_requests_from_viewers.load(Relaxed) >= 4);
+}
+
+#[test]
+fn new_publisher_regates_viewers_until_its_keyframe() {
+    let mut h = Harness::new();
+    let first = h.add(Some(1));
+    let viewer = h.add(None);
+    h.run_until(Duration::from_secs(3), |h| h.clients[viewer].stats.video.len() >= 10);
+    let second = h.add(Some(2));
+    h.core.handle_command(
+        h.now,
+        Command::RemovePeer { peer: h.clients[first].peer, reason: RemoveReason::Replaced },
+    );
+    h.clients[first].silenced = true;
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer].stats.video.iter().filter(|(tag, _)| *tag == 2).count() >= 10
+    });
+    let video = &h.clients[viewer].stats.video;
+    let first_new = video.iter().position(|(tag, _)| *tag == 2).unwrap();
+    assert!(video[first_new].1, "first frame of the new publisher is a keyframe");
+    assert!(video[first_new..].iter().all(|(tag, _)| *tag == 2), "no stale frames after the switch");
+    assert!(h.clients[second].stats.keyframe_requests >= 1);
+    assert!(h.removed.contains(&(h.clients[first].peer, RemoveReason::Replaced)));
+}
+
+#[test]
+fn panic_in_one_peer_removes_only_that_peer() {
+    let mut h = Harness::new();
+    h.add(Some(1));
+    let doomed = h.add(None);
+    let survivor = h.add(None);
+    h.run_until(Duration::from_secs(3), |h| h.clients[survivor].stats.video.len() >= 5);
+    let doomed_peer = h.clients[doomed].peer;
+    let now = h.now;
+    h.core.with_rtc(now, doomed_peer, |_| panic!("injected failure"));
+    h.core.run_actions(now);
+    let before = h.clients[survivor].stats.video.len();
+    h.run_for(Duration::from_millis(500));
+    assert!(h.removed.contains(&(doomed_peer, RemoveReason::RtcPanic)));
+    assert_eq!(h.metrics.rtc_panics.load(Relaxed), 1);
+    assert_eq!(h.core.stats().peers, 2);
+    assert!(h.clients[survivor].stats.video.len() >= before + 10, "survivor keeps receiving");
+}
+
+#[test]
+fn silent_and_never_connecting_peers_are_freed() {
+    let mut h = Harness::new();
+    let publisher = h.add(Some(1));
+    let viewer = h.add(None);
+    h.run_until(Duration::from_secs(3), |h| h.clients[viewer].stats.video.len() >= 3);
+    // A viewer whose network never works: connect timeout.
+    let ghost = h.add(None);
+    h.clients[ghost].silenced = true;
+    // The connected viewer goes silent: ICE reports it disconnected.
+    h.clients[viewer].silenced = true;
+    h.run_for(Duration::from_secs(21));
+    assert!(h.removed.contains(&(h.clients[ghost].peer, RemoveReason::ConnectTimeout)), "{:?}", h.removed);
+    assert!(h.removed.contains(&(h.clients[viewer].peer, RemoveReason::IceDisconnected)), "{:?}", h.removed);
+    // Finally the publisher leaves: the worker is back to its initial state.
+    let now = h.now;
+    h.core.handle_command(now, Command::RemovePeer { peer: h.clients[publisher].peer, reason: RemoveReason::Left });
+    h.step();
+    assert_eq!(h.core.stats(), CoreStats::default());
+    let peers: HashSet<PeerId> = h.removed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(peers.len(), 3);
+}
+
+#[test]
+fn plain_stun_binding_is_answered_and_unknown_traffic_ignored() {
+    let mut h = Harness::new();
+    let source: SocketAddr = "192.0.2.7:9999".parse().unwrap();
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(&[9u8; 12]);
+    h.core.handle_datagram(h.now, source, &request);
+    match h.core.poll_output() {
+        Some(CoreOutput::Transmit { destination, contents }) => {
+            assert_eq!(destination, source);
+            assert_eq!(&contents[8..20], &[9u8; 12]);
+        }
+        other => panic!("expected a binding response, got {other:?}"),
+    }
+    // RTP-looking garbage from an unknown address is dropped silently.
+    h.core.handle_datagram(h.now, source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert!(h.core.poll_output().is_none());
+}
