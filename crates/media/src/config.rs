@@ -51,7 +51,8 @@ pub struct MediaSettings {
     pub cors_origins: Vec<String>,
     /// Accept WebSocket upgrades without an `Origin` header (`MEDIA_ALLOW_NO_ORIGIN`).
     pub allow_missing_origin: bool,
-    /// Shared HS256 secret for media tokens (`MEDIA_TOKEN_SECRET`).
+    /// Shared HS256 secret for media tokens (`MEDIA_TOKEN_SECRET`, else the file named by
+    /// `MEDIA_TOKEN_SECRET_FILE`).
     pub token_secret: SecretString,
     /// Most peers (publishers + viewers) on the whole server (`MEDIA_MAX_PEERS`).
     pub max_peers: usize,
@@ -168,14 +169,18 @@ impl MediaSettings {
             Some((var, value)) => parse_bool(var, &value)?,
             None => true,
         };
+        let secret_file = match get(&["MEDIA_TOKEN_SECRET_FILE"]) {
+            Some((_, path)) => std::path::PathBuf::from(path),
+            None => secret_file.to_path_buf(),
+        };
         let token_secret = match get(&["MEDIA_TOKEN_SECRET"]) {
             Some((_, value)) => value,
-            None => match std::fs::read_to_string(secret_file) {
+            None => match std::fs::read_to_string(&secret_file) {
                 Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
                 _ => {
                     return Err(ConfigError::Missing {
                         variable: "MEDIA_TOKEN_SECRET",
-                        hint: "set it to the app's secret (or create data/media-token-secret)",
+                        hint: "set it to the app's secret, or start the app first so it creates MEDIA_TOKEN_SECRET_FILE (default data/media-token-secret)",
                     });
                 }
             },
@@ -298,6 +303,18 @@ mod tests {
     fn loopback_announced_binds_loopback() {
         let s = parse(&[("MEDIA_TOKEN_SECRET", "s")]).unwrap();
         assert!(s.rtc_bind_ip.is_loopback());
+    }
+
+    #[test]
+    fn secret_falls_back_to_the_shared_file() {
+        let dir = std::env::temp_dir().join(format!("media-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "abc123\n").unwrap();
+        let s = parse(&[("MEDIA_TOKEN_SECRET_FILE", file.to_str().unwrap())]).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(s.token_secret.expose_secret(), "abc123");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
