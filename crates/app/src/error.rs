@@ -133,7 +133,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonObject<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let object = web::Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, payload);
+        let object =
+            web::Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, payload);
         Box::pin(async move {
             let object = object.await?.into_inner();
             serde_json::from_value(serde_json::Value::Object(object))

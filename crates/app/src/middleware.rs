@@ -58,7 +58,10 @@ pub async fn api_errors_as_json(
         StatusCode::NOT_FOUND => ("not_found", "no such API endpoint"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed here"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "expected Content-Type: application/json"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
         status if status.is_server_error() => ("internal", "internal server error"),
         _ => ("bad_request", "the request could not be understood"),
     };
@@ -82,7 +85,10 @@ pub fn security_headers(settings: &Settings) -> DefaultHeaders {
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::REFERRER_POLICY, "same-origin"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
-        .add(("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()"))
+        .add((
+            "Permissions-Policy",
+            "camera=(self), microphone=(self), geolocation=()",
+        ))
         .add(("Cross-Origin-Opener-Policy", "same-origin"));
     if let Ok(value) = HeaderValue::from_str(&csp) {
         headers = headers.add((header::CONTENT_SECURITY_POLICY, value));

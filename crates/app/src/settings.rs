@@ -101,18 +101,25 @@ impl Settings {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
 
         let bind = parse_or(&get, "APP_BIND", IpAddr::from([127, 0, 0, 1]), |raw| {
-            raw.trim().parse::<IpAddr>().map_err(|_| "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned())
+            raw.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| "expected an IP address such as 127.0.0.1 or 0.0.0.0".to_owned())
         })?;
         let port = parse_or(&get, "APP_PORT", 3000u16, |raw| {
-            raw.trim().parse().map_err(|_| "expected a port number 0-65535".to_owned())
+            raw.trim()
+                .parse()
+                .map_err(|_| "expected a port number 0-65535".to_owned())
         })?;
         let workers = match get("APP_WORKERS") {
             None => None,
             Some(raw) => Some(parse_ranged(&raw, "APP_WORKERS", 1, 256)? as usize),
         };
-        let database_path = parse_or(&get, "DATABASE_URL", PathBuf::from(DEFAULT_DATABASE_PATH), |raw| {
-            parse_database_url(raw)
-        })?;
+        let database_path = parse_or(
+            &get,
+            "DATABASE_URL",
+            PathBuf::from(DEFAULT_DATABASE_PATH),
+            parse_database_url,
+        )?;
         let public_origin = parse_or(
             &get,
             "APP_PUBLIC_URL",
@@ -132,17 +139,22 @@ impl Settings {
         let media_token_secret = match get("MEDIA_TOKEN_SECRET") {
             Some(secret) => check_secret(secret.trim(), "MEDIA_TOKEN_SECRET")?,
             None => {
-                let path = get("MEDIA_TOKEN_SECRET_FILE").unwrap_or_else(|| DEFAULT_MEDIA_TOKEN_SECRET_FILE.to_owned());
+                let path = get("MEDIA_TOKEN_SECRET_FILE")
+                    .unwrap_or_else(|| DEFAULT_MEDIA_TOKEN_SECRET_FILE.to_owned());
                 load_or_create_secret_file(Path::new(path.trim()))?
             }
         };
         let media_token_ttl = match get("MEDIA_TOKEN_TTL_SECONDS") {
             None => Duration::from_secs(300),
-            Some(raw) => Duration::from_secs(parse_ranged(&raw, "MEDIA_TOKEN_TTL_SECONDS", 10, 86_400)?),
+            Some(raw) => {
+                Duration::from_secs(parse_ranged(&raw, "MEDIA_TOKEN_TTL_SECONDS", 10, 86_400)?)
+            }
         };
         let session_ttl = match get("SESSION_TTL_HOURS") {
             None => Duration::from_secs(30 * 24 * 3600),
-            Some(raw) => Duration::from_secs(3600 * parse_ranged(&raw, "SESSION_TTL_HOURS", 1, 24 * 365)?),
+            Some(raw) => {
+                Duration::from_secs(3600 * parse_ranged(&raw, "SESSION_TTL_HOURS", 1, 24 * 365)?)
+            }
         };
         let trust_proxy_headers = parse_or(&get, "TRUST_PROXY_HEADERS", false, parse_bool)?;
         let login_rate_limit = LoginRateLimitSettings {
@@ -156,13 +168,17 @@ impl Settings {
             },
             window: match get("LOGIN_RATE_WINDOW_SECONDS") {
                 None => Duration::from_secs(15 * 60),
-                Some(raw) => Duration::from_secs(parse_ranged(&raw, "LOGIN_RATE_WINDOW_SECONDS", 1, 86_400)?),
+                Some(raw) => {
+                    Duration::from_secs(parse_ranged(&raw, "LOGIN_RATE_WINDOW_SECONDS", 1, 86_400)?)
+                }
             },
         };
-        let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| match raw.trim() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("expected `text` or `json`".to_owned()),
+        let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| {
+            match raw.trim() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected `text` or `json`".to_owned()),
+            }
         })?;
 
         Ok(Settings {
@@ -195,10 +211,18 @@ fn parse_or<T>(
     }
 }
 
-fn parse_ranged(raw: &str, variable: &'static str, min: u64, max: u64) -> Result<u64, SettingsError> {
+fn parse_ranged(
+    raw: &str,
+    variable: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<u64, SettingsError> {
     match raw.trim().parse::<u64>() {
         Ok(value) if (min..=max).contains(&value) => Ok(value),
-        _ => Err(invalid(variable, format!("expected a whole number from {min} to {max}"))),
+        _ => Err(invalid(
+            variable,
+            format!("expected a whole number from {min} to {max}"),
+        )),
     }
 }
 
@@ -246,8 +270,12 @@ fn load_or_create_secret_file(path: &Path) -> Result<SecretString, SettingsError
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let secret = hex(&bytes);
-            write_private_file(path, &secret)
-                .map_err(|error| invalid(VARIABLE, format!("cannot create {}: {error}", path.display())))?;
+            write_private_file(path, &secret).map_err(|error| {
+                invalid(
+                    VARIABLE,
+                    format!("cannot create {}: {error}", path.display()),
+                )
+            })?;
             tracing::warn!(
                 path = %path.display(),
                 "MEDIA_TOKEN_SECRET is not set: generated a random secret into the file; \
@@ -255,13 +283,19 @@ fn load_or_create_secret_file(path: &Path) -> Result<SecretString, SettingsError
             );
             Ok(SecretString::from(secret))
         }
-        Err(error) => Err(invalid(VARIABLE, format!("cannot read {}: {error}", path.display()))),
+        Err(error) => Err(invalid(
+            VARIABLE,
+            format!("cannot read {}: {error}", path.display()),
+        )),
     }
 }
 
 fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)?;
     }
     let mut options = std::fs::OpenOptions::new();
@@ -279,10 +313,12 @@ fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
 /// Lowercase hexadecimal.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 impl Settings {
@@ -300,8 +336,10 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -353,7 +391,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.media_public_url, "https://sfu.example.com");
         assert_eq!(s.database_path, PathBuf::from("/tmp/x.sqlite"));
-        let s = settings(&[("MEDIA_TOKEN_SECRET", SECRET), ("DATABASE_URL", "data/a.db")]).unwrap();
+        let s = settings(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("DATABASE_URL", "data/a.db"),
+        ])
+        .unwrap();
         assert_eq!(s.database_path, PathBuf::from("data/a.db"));
     }
 
@@ -365,7 +407,10 @@ mod tests {
         let first = settings(&[("MEDIA_TOKEN_SECRET_FILE", path_str)]).unwrap();
         assert_eq!(first.media_token_secret_bytes().len(), 64);
         let second = settings(&[("MEDIA_TOKEN_SECRET_FILE", path_str)]).unwrap();
-        assert_eq!(first.media_token_secret_bytes(), second.media_token_secret_bytes());
+        assert_eq!(
+            first.media_token_secret_bytes(),
+            second.media_token_secret_bytes()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -27,8 +27,9 @@ impl Application {
     /// Opens (creating if needed) and migrates the database, then binds
     /// `settings.bind:settings.port` (port 0 picks a free port; see [`Self::port`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let pool = db::build_pool(&settings.database_path)
-            .with_context(|| format!("opening the database {}", settings.database_path.display()))?;
+        let pool = db::build_pool(&settings.database_path).with_context(|| {
+            format!("opening the database {}", settings.database_path.display())
+        })?;
         let migrate_pool = pool.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let applied = db::run_migrations(&migrate_pool)?;
@@ -39,14 +40,22 @@ impl Application {
         })
         .await
         .context("database set-up task")??;
-        tracing::info!(migrations = applied.0, expired_sessions = applied.1, "database ready");
+        tracing::info!(
+            migrations = applied.0,
+            expired_sessions = applied.1,
+            "database ready"
+        );
 
         let listener = TcpListener::bind((settings.bind, settings.port))
             .with_context(|| format!("binding {}:{}", settings.bind, settings.port))?;
         let port = listener.local_addr()?.port();
         let state = AppState::new(pool, settings);
         let server = run(listener, state.clone())?;
-        Ok(Application { port, server, state })
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
     }
 
     /// The port actually bound.

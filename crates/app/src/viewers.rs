@@ -47,7 +47,9 @@ impl ViewerCounts {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LiveId, Count>> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -28,7 +28,12 @@ impl ClientInfo {
     }
 
     pub fn from_service_request(request: &ServiceRequest, trust_proxy_headers: bool) -> ClientInfo {
-        resolve(request.headers(), request.peer_addr().map(|addr| addr.ip()), false, trust_proxy_headers)
+        resolve(
+            request.headers(),
+            request.peer_addr().map(|addr| addr.ip()),
+            false,
+            trust_proxy_headers,
+        )
     }
 }
 
@@ -37,7 +42,10 @@ impl ClientInfo {
 /// left were supplied by the client and could be forged.
 fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, tls: bool, trust: bool) -> ClientInfo {
     if !trust {
-        return ClientInfo { ip: peer, https: tls };
+        return ClientInfo {
+            ip: peer,
+            https: tls,
+        };
     }
     let forwarded_ip = headers
         .get("x-forwarded-for")
@@ -62,7 +70,10 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+            map.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         map
     }
@@ -70,8 +81,17 @@ mod tests {
     #[test]
     fn proxy_headers_are_ignored_unless_trusted() {
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
-        assert_eq!(resolve(&h, Some(peer), false, false), ClientInfo { ip: Some(peer), https: false });
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            resolve(&h, Some(peer), false, false),
+            ClientInfo {
+                ip: Some(peer),
+                https: false
+            }
+        );
         let trusted = resolve(&h, Some(peer), false, true);
         assert_eq!(trusted.ip, Some("1.2.3.4".parse().unwrap()));
         assert!(trusted.https);
@@ -80,7 +100,10 @@ mod tests {
     #[test]
     fn rightmost_forwarded_entry_wins() {
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")]);
-        assert_eq!(resolve(&h, None, false, true).ip, Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            resolve(&h, None, false, true).ip,
+            Some("1.2.3.4".parse().unwrap())
+        );
         let garbage = headers(&[("x-forwarded-for", "nonsense")]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(resolve(&garbage, Some(peer), false, true).ip, Some(peer));

@@ -69,7 +69,12 @@ pub async fn csrf_middleware(
         let expected = request
             .app_data::<web::Data<AppState>>()
             .map(|state| state.settings.public_origin.clone());
-        let header_text = |name| request.headers().get(name).map(|value| value.to_str().unwrap_or("\u{0}"));
+        let header_text = |name| {
+            request
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().unwrap_or("\u{0}"))
+        };
         match expected {
             Some(expected) => check_origin(
                 request.method(),
@@ -81,10 +86,15 @@ pub async fn csrf_middleware(
         }
     };
     match verdict {
-        Ok(()) => next.call(request).await.map(ServiceResponse::map_into_left_body),
+        Ok(()) => next
+            .call(request)
+            .await
+            .map(ServiceResponse::map_into_left_body),
         Err(error) => {
             tracing::warn!(method = %request.method(), path = request.path(), %error, "refused by the CSRF check");
-            Ok(request.into_response(error.error_response()).map_into_right_body())
+            Ok(request
+                .into_response(error.error_response())
+                .map_into_right_body())
         }
     }
 }
@@ -100,18 +110,49 @@ mod tests {
     #[test]
     fn table() {
         let post = Method::POST;
-        let cases: &[(&Method, Option<&str>, Option<&str>, Result<(), CsrfError>)] = &[
+        type Case<'a> = (
+            &'a Method,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<(), CsrfError>,
+        );
+        let cases: &[Case<'_>] = &[
             (&Method::GET, None, None, Ok(())),
             (&post, Some("https://privatehub.example"), None, Ok(())),
             (&post, Some("https://PRIVATEHUB.example:443"), None, Ok(())),
-            (&post, None, Some("https://privatehub.example/alice/start-live"), Ok(())),
+            (
+                &post,
+                None,
+                Some("https://privatehub.example/alice/start-live"),
+                Ok(()),
+            ),
             (&post, None, None, Err(CsrfError::MissingOrigin)),
-            (&post, Some("https://evil.example"), None, Err(CsrfError::OriginMismatch)),
-            (&post, Some("http://privatehub.example"), None, Err(CsrfError::OriginMismatch)),
+            (
+                &post,
+                Some("https://evil.example"),
+                None,
+                Err(CsrfError::OriginMismatch),
+            ),
+            (
+                &post,
+                Some("http://privatehub.example"),
+                None,
+                Err(CsrfError::OriginMismatch),
+            ),
             (&post, Some("null"), None, Err(CsrfError::OriginMismatch)),
             // A present but wrong Origin is not rescued by a good Referer.
-            (&post, Some("https://evil.example"), Some("https://privatehub.example/"), Err(CsrfError::OriginMismatch)),
-            (&post, None, Some("https://privatehub.example.evil.example/"), Err(CsrfError::OriginMismatch)),
+            (
+                &post,
+                Some("https://evil.example"),
+                Some("https://privatehub.example/"),
+                Err(CsrfError::OriginMismatch),
+            ),
+            (
+                &post,
+                None,
+                Some("https://privatehub.example.evil.example/"),
+                Err(CsrfError::OriginMismatch),
+            ),
             (&Method::DELETE, None, None, Err(CsrfError::MissingOrigin)),
         ];
         for (method, origin, referer, expected) in cases {

@@ -3,8 +3,8 @@
 
 use std::sync::LazyLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 
 use crate::domain::Password;
@@ -14,7 +14,8 @@ use crate::error::InternalError;
 pub fn hash_password(password: &Password) -> Result<String, InternalError> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|error| InternalError(format!("salt: {error}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|error| InternalError(format!("salt: {error}")))?;
     Argon2::default()
         .hash_password(password.expose().as_bytes(), &salt)
         .map(|hash| hash.to_string())

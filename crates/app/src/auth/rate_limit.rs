@@ -81,9 +81,15 @@ impl LoginRateLimiter {
             windows.retain(|_, window| now.saturating_duration_since(window.started) < period);
         }
         for (key, _) in self.keys(account, ip) {
-            let window = windows.entry(key).or_insert(Window { started: now, failures: 0 });
+            let window = windows.entry(key).or_insert(Window {
+                started: now,
+                failures: 0,
+            });
             if now.saturating_duration_since(window.started) >= self.settings.window {
-                *window = Window { started: now, failures: 0 };
+                *window = Window {
+                    started: now,
+                    failures: 0,
+                };
             }
             window.failures = window.failures.saturating_add(1);
         }
@@ -91,20 +97,29 @@ impl LoginRateLimiter {
 
     /// A successful log-in clears the account's failures (not the address's).
     pub fn record_success(&self, account: &str) {
-        self.lock().remove(&Key::Account(account.to_ascii_lowercase()));
+        self.lock()
+            .remove(&Key::Account(account.to_ascii_lowercase()));
     }
 
     fn keys(&self, account: &str, ip: Option<IpAddr>) -> Vec<(Key, u32)> {
-        let mut keys = vec![(Key::Account(account.to_ascii_lowercase()), self.settings.max_failures_per_account)];
+        let mut keys = vec![(
+            Key::Account(account.to_ascii_lowercase()),
+            self.settings.max_failures_per_account,
+        )];
         if let Some(ip) = ip {
-            keys.push((Key::Network(network_of(ip)), self.settings.max_failures_per_ip));
+            keys.push((
+                Key::Network(network_of(ip)),
+                self.settings.max_failures_per_ip,
+            ));
         }
         keys
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Window>> {
         // A panic while holding the lock cannot leave the map inconsistent.
-        self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -113,7 +128,16 @@ fn network_of(ip: IpAddr) -> IpAddr {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
             let segments = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0))
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
         }
     }
 }
@@ -148,7 +172,11 @@ mod tests {
         // Another account from the first address is fine (3 < 5).
         assert!(limiter.check("bob", ip("1.1.1.1"), start).is_ok());
         // After the window, allowed again.
-        assert!(limiter.check("alice", ip("2.2.2.2"), start + Duration::from_secs(60)).is_ok());
+        assert!(
+            limiter
+                .check("alice", ip("2.2.2.2"), start + Duration::from_secs(60))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -158,8 +186,16 @@ mod tests {
         for n in 0..5 {
             limiter.record_failure(&format!("user{n}"), ip("2001:db8:1:2::1"), now);
         }
-        assert!(limiter.check("someone-else", ip("2001:db8:1:2::ffff"), now).is_err());
-        assert!(limiter.check("someone-else", ip("2001:db8:1:3::1"), now).is_ok());
+        assert!(
+            limiter
+                .check("someone-else", ip("2001:db8:1:2::ffff"), now)
+                .is_err()
+        );
+        assert!(
+            limiter
+                .check("someone-else", ip("2001:db8:1:3::1"), now)
+                .is_ok()
+        );
     }
 
     #[test]

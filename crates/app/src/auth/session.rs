@@ -59,7 +59,8 @@ pub async fn start_session(
     let now = db::now_unix();
     let expires_at = now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
     db::run(&state.pool, move |connection| {
-        sessions::create_session(connection, user_id, &token_hash, now, expires_at).map_err(InternalError::from)
+        sessions::create_session(connection, user_id, &token_hash, now, expires_at)
+            .map_err(InternalError::from)
     })
     .await?;
     Ok(Cookie::build(SESSION_COOKIE, token)
@@ -67,12 +68,17 @@ pub async fn start_session(
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(cookie_secure(request, state))
-        .max_age(CookieDuration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)))
+        .max_age(CookieDuration::seconds(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+        ))
         .finish())
 }
 
 /// Deletes the request's session (if any) and returns a cookie that clears it.
-pub async fn end_session(request: &HttpRequest, state: &AppState) -> Result<Cookie<'static>, InternalError> {
+pub async fn end_session(
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<Cookie<'static>, InternalError> {
     if let Some(token) = token_from_request(request) {
         let token_hash = hash_token(&token);
         db::run(&state.pool, move |connection| {
@@ -125,7 +131,9 @@ impl ResponseError for AuthError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            AuthError::Unauthenticated => json_error(self.status_code(), "unauthenticated", &self.to_string()),
+            AuthError::Unauthenticated => {
+                json_error(self.status_code(), "unauthenticated", &self.to_string())
+            }
             AuthError::Internal(inner) => inner.error_response(),
         }
     }

@@ -54,7 +54,10 @@ fn to_live((id, user_id, username, title, started_at, ended_at, peak): LiveRow) 
 }
 
 /// The user's current live, if any.
-pub fn find_current_by_user(connection: &mut SqliteConnection, user: UserId) -> QueryResult<Option<Live>> {
+pub fn find_current_by_user(
+    connection: &mut SqliteConnection,
+    user: UserId,
+) -> QueryResult<Option<Live>> {
     lives::table
         .inner_join(users::table)
         .filter(lives::user_id.eq(user.0))

@@ -64,7 +64,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 
 /// Creates the file's directory if needed and opens a pool on it.
 pub fn build_pool(path: &Path) -> Result<DbPool, DbSetupError> {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent).map_err(|source| DbSetupError::CreateDirectory {
             path: parent.display().to_string(),
             source,
@@ -150,11 +153,17 @@ mod tests {
         let mut first = pool.get().unwrap();
         let mut second = pool.get().unwrap();
         for connection in [&mut first, &mut second] {
-            let fk: ForeignKeys = diesel::sql_query("PRAGMA foreign_keys").get_result(&mut **connection).unwrap();
+            let fk: ForeignKeys = diesel::sql_query("PRAGMA foreign_keys")
+                .get_result(&mut **connection)
+                .unwrap();
             assert_eq!(fk.foreign_keys, 1);
-            let mode: JournalMode = diesel::sql_query("PRAGMA journal_mode").get_result(&mut **connection).unwrap();
+            let mode: JournalMode = diesel::sql_query("PRAGMA journal_mode")
+                .get_result(&mut **connection)
+                .unwrap();
             assert_eq!(mode.journal_mode, "wal");
-            let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout").get_result(&mut **connection).unwrap();
+            let busy: BusyTimeout = diesel::sql_query("PRAGMA busy_timeout")
+                .get_result(&mut **connection)
+                .unwrap();
             assert_eq!(busy.timeout, 5000);
         }
     }

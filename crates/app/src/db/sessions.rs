@@ -35,7 +35,12 @@ pub fn find_user_by_session(
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::expires_at.gt(now))
-        .select((users::id, users::username, users::password_hash, users::created_at))
+        .select((
+            users::id,
+            users::username,
+            users::password_hash,
+            users::created_at,
+        ))
         .first::<(i64, String, String, i64)>(connection)
         .optional()
         .map(|row| {

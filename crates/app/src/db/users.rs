@@ -86,7 +86,10 @@ pub fn find_by_username(
         .map(|row| row.map(User::from))
 }
 
-pub fn username_exists(connection: &mut SqliteConnection, username: &Username) -> QueryResult<bool> {
+pub fn username_exists(
+    connection: &mut SqliteConnection,
+    username: &Username,
+) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         users::table.filter(users::username.eq(username.as_str())),
     ))

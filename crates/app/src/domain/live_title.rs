@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn trims_and_accepts() {
-        assert_eq!(LiveTitle::parse("  Hello world ").unwrap().as_str(), "Hello world");
+        assert_eq!(
+            LiveTitle::parse("  Hello world ").unwrap().as_str(),
+            "Hello world"
+        );
         assert_eq!(LiveTitle::parse("<b>ok</b>").unwrap().as_str(), "<b>ok</b>");
         assert!(LiveTitle::parse(&"é".repeat(120)).is_ok());
     }
@@ -73,9 +76,18 @@ mod tests {
     #[test]
     fn refuses_bad_titles() {
         assert_eq!(LiveTitle::parse("   "), Err(LiveTitleError::Empty));
-        assert_eq!(LiveTitle::parse(&"a".repeat(121)), Err(LiveTitleError::TooLong));
-        assert_eq!(LiveTitle::parse("a\nb"), Err(LiveTitleError::ControlCharacters));
-        assert_eq!(LiveTitle::parse("a\u{0}b"), Err(LiveTitleError::ControlCharacters));
+        assert_eq!(
+            LiveTitle::parse(&"a".repeat(121)),
+            Err(LiveTitleError::TooLong)
+        );
+        assert_eq!(
+            LiveTitle::parse("a\nb"),
+            Err(LiveTitleError::ControlCharacters)
+        );
+        assert_eq!(
+            LiveTitle::parse("a\u{0}b"),
+            Err(LiveTitleError::ControlCharacters)
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ impl Origin {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = rest[..end].to_ascii_lowercase();
-        if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        if authority.is_empty()
+            || authority.contains('@')
+            || authority.contains(char::is_whitespace)
+        {
             return Err(OriginError::Authority);
         }
         // Split a trailing `:port`, taking care of bracketed IPv6 hosts.
@@ -99,7 +102,10 @@ mod tests {
     #[test]
     fn normalises() {
         assert_eq!(origin("http://localhost:3000"), "http://localhost:3000");
-        assert_eq!(origin("HTTPS://Example.COM:443/path?q#f"), "https://example.com");
+        assert_eq!(
+            origin("HTTPS://Example.COM:443/path?q#f"),
+            "https://example.com"
+        );
         assert_eq!(origin("http://example.com:80/"), "http://example.com");
         assert_eq!(origin("http://[::1]:8080/x"), "http://[::1]:8080");
         assert_eq!(origin("http://[::1]"), "http://[::1]");
@@ -107,7 +113,16 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for raw in ["", "null", "localhost:3000", "ftp://x", "http://", "http://u@h", "http://h:x", "http://h:99999"] {
+        for raw in [
+            "",
+            "null",
+            "localhost:3000",
+            "ftp://x",
+            "http://",
+            "http://u@h",
+            "http://h:x",
+            "http://h:99999",
+        ] {
             assert!(Origin::parse_url(raw).is_err(), "{raw:?}");
         }
         assert!(Origin::parse_url("ws://h").is_err());

@@ -55,15 +55,30 @@ mod tests {
 
     #[test]
     fn length_policy() {
-        assert_eq!(Password::parse("short".into()).unwrap_err(), PasswordError::Length);
-        assert_eq!(Password::parse("x".repeat(129)).unwrap_err(), PasswordError::Length);
-        assert_eq!(Password::parse("x".repeat(128)).unwrap().expose().len(), 128);
-        assert_eq!(Password::parse("12345678".into()).unwrap().expose(), "12345678");
+        assert_eq!(
+            Password::parse("short".into()).unwrap_err(),
+            PasswordError::Length
+        );
+        assert_eq!(
+            Password::parse("x".repeat(129)).unwrap_err(),
+            PasswordError::Length
+        );
+        assert_eq!(
+            Password::parse("x".repeat(128)).unwrap().expose().len(),
+            128
+        );
+        assert_eq!(
+            Password::parse("12345678".into()).unwrap().expose(),
+            "12345678"
+        );
     }
 
     #[test]
     fn blank_is_refused() {
-        assert_eq!(Password::parse(" ".repeat(10)).unwrap_err(), PasswordError::Blank);
+        assert_eq!(
+            Password::parse(" ".repeat(10)).unwrap_err(),
+            PasswordError::Blank
+        );
     }
 
     #[test]

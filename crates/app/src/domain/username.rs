@@ -46,7 +46,9 @@ pub enum UsernameError {
     #[error("a username must have between {MIN_USERNAME_LEN} and {MAX_USERNAME_LEN} characters")]
     Length,
     /// A character outside `A-Z a-z 0-9 _ -`, or a first character that is `_` or `-`.
-    #[error("a username may contain only letters, digits, '_' and '-', and must start with a letter or digit")]
+    #[error(
+        "a username may contain only letters, digits, '_' and '-', and must start with a letter or digit"
+    )]
     Characters,
     /// One of the reserved words.
     #[error("this username is reserved")]
@@ -61,7 +63,10 @@ impl Username {
             return Err(UsernameError::Length);
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        let first_ok = raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let first_ok = raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
         if !first_ok || !raw.chars().all(allowed) {
             return Err(UsernameError::Characters);
         }
@@ -112,7 +117,11 @@ mod tests {
     #[test]
     fn refuses_bad_lengths() {
         for name in ["", "ab", &"a".repeat(31)] {
-            assert_eq!(Username::parse(name), Err(UsernameError::Length), "{name:?}");
+            assert_eq!(
+                Username::parse(name),
+                Err(UsernameError::Length),
+                "{name:?}"
+            );
         }
     }
 
@@ -131,8 +140,20 @@ mod tests {
 
     #[test]
     fn refuses_reserved_words_in_any_case() {
-        for name in ["api", "API", "Login", "start-live", "STATIC", "healthz", "admin"] {
-            assert_eq!(Username::parse(name), Err(UsernameError::Reserved), "{name:?}");
+        for name in [
+            "api",
+            "API",
+            "Login",
+            "start-live",
+            "STATIC",
+            "healthz",
+            "admin",
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(UsernameError::Reserved),
+                "{name:?}"
+            );
         }
     }
 

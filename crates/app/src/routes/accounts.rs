@@ -39,7 +39,9 @@ pub enum AccountError {
 impl ResponseError for AccountError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AccountError::InvalidUsername(_) | AccountError::InvalidPassword(_) => StatusCode::BAD_REQUEST,
+            AccountError::InvalidUsername(_) | AccountError::InvalidPassword(_) => {
+                StatusCode::BAD_REQUEST
+            }
             AccountError::UsernameTaken => StatusCode::CONFLICT,
             AccountError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             AccountError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -93,16 +95,20 @@ pub async fn signup(
         .map_err(InternalError::from)??;
     let now = db::now_unix();
     let user = db::run(&state.pool, move |connection| {
-        users::create_user(connection, &username, &password_hash, now).map_err(|error| match error {
-            users::CreateUserError::UsernameTaken => AccountError::UsernameTaken,
-            users::CreateUserError::Database(error) => InternalError::from(error).into(),
-        })
+        users::create_user(connection, &username, &password_hash, now).map_err(
+            |error| match error {
+                users::CreateUserError::UsernameTaken => AccountError::UsernameTaken,
+                users::CreateUserError::Database(error) => InternalError::from(error).into(),
+            },
+        )
     })
     .await?;
     tracing::info!(username = %user.username, "account created");
 
     let cookie = session::start_session(&request, &state, &user).await?;
-    Ok(HttpResponse::Created().cookie(cookie).json(UserJson::from(&user)))
+    Ok(HttpResponse::Created()
+        .cookie(cookie)
+        .json(UserJson::from(&user)))
 }
 
 /// `POST /api/auth/login`.
@@ -111,7 +117,10 @@ pub async fn login(
     state: web::Data<AppState>,
     body: JsonObject<CredentialsRequest>,
 ) -> Result<HttpResponse, AccountError> {
-    let CredentialsRequest { username: raw_username, password } = body.into_inner();
+    let CredentialsRequest {
+        username: raw_username,
+        password,
+    } = body.into_inner();
     let password = Password::for_login(password)?;
     let client = ClientInfo::from_request(&request, state.settings.trust_proxy_headers);
     let limiter = &state.login_limiter;
@@ -145,11 +154,16 @@ pub async fn login(
     };
     limiter.record_success(&raw_username);
     let cookie = session::start_session(&request, &state, &user).await?;
-    Ok(HttpResponse::Ok().cookie(cookie).json(UserJson::from(&user)))
+    Ok(HttpResponse::Ok()
+        .cookie(cookie)
+        .json(UserJson::from(&user)))
 }
 
 /// `POST /api/auth/logout`: ends the session if there is one (204 either way).
-pub async fn logout(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AccountError> {
+pub async fn logout(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AccountError> {
     let removal = session::end_session(&request, &state).await?;
     Ok(HttpResponse::NoContent().cookie(removal).finish())
 }

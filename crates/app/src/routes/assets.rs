@@ -1,8 +1,8 @@
 //! `/static/{file}`: the CSS and browser scripts, compiled into the binary so the
 //! app runs from any directory. Add new files to [`ASSETS`].
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpResponse, web};
 
 const CSS: &str = "text/css; charset=utf-8";
@@ -13,7 +13,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.css", CSS, include_str!("../../static/app.css")),
     ("app.js", JS, include_str!("../../static/app.js")),
     ("live.js", JS, include_str!("../../static/live.js")),
-    ("start-live.js", JS, include_str!("../../static/start-live.js")),
+    (
+        "start-live.js",
+        JS,
+        include_str!("../../static/start-live.js"),
+    ),
 ];
 
 pub async fn serve(path: web::Path<String>) -> HttpResponse {

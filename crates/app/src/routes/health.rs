@@ -8,9 +8,15 @@ use crate::error::InternalError;
 use crate::state::AppState;
 
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let result = db::run(&state.pool, |connection| db::ping(connection).map_err(InternalError::from)).await;
+    let result = db::run(&state.pool, |connection| {
+        db::ping(connection).map_err(InternalError::from)
+    })
+    .await;
     match result {
-        Ok(()) => HttpResponse::Ok().json(HealthJson { status: "ok", database: "ok" }),
+        Ok(()) => HttpResponse::Ok().json(HealthJson {
+            status: "ok",
+            database: "ok",
+        }),
         Err(error) => {
             tracing::error!(%error, "health check: database unreachable");
             HttpResponse::ServiceUnavailable().json(HealthJson {

@@ -71,7 +71,11 @@ pub async fn start(
     CurrentUser(user): CurrentUser,
     body: JsonObject<StartLiveRequest>,
 ) -> Result<HttpResponse, LiveError> {
-    let title = match body.into_inner().title.filter(|title| !title.trim().is_empty()) {
+    let title = match body
+        .into_inner()
+        .title
+        .filter(|title| !title.trim().is_empty())
+    {
         Some(raw) => LiveTitle::parse(&raw)?,
         None => LiveTitle::default_for(user.username.as_str()),
     };
@@ -91,7 +95,10 @@ pub async fn start(
 }
 
 /// `POST /api/lives/stop`: ends the caller's live; 409 `not_live` if there is none.
-pub async fn stop(state: web::Data<AppState>, CurrentUser(user): CurrentUser) -> Result<HttpResponse, LiveError> {
+pub async fn stop(
+    state: web::Data<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<HttpResponse, LiveError> {
     let user_id = user.id;
     let viewers = state.viewers.clone();
     let now = db::now_unix();
@@ -122,7 +129,10 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, LiveError>
 }
 
 /// `GET /api/lives/{username}`: that user's current live.
-pub async fn get_one(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, LiveError> {
+pub async fn get_one(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, LiveError> {
     let live = current_live_of(&state, &path).await?;
     Ok(HttpResponse::Ok().json(LiveJson::new(&live, state.viewers.current(live.id))))
 }
@@ -136,7 +146,9 @@ pub async fn token(
 ) -> Result<HttpResponse, LiveError> {
     let live = current_live_of(&state, &path).await?;
     let (subject, role) = match &viewer {
-        Some(viewer) if viewer.id == live.user_id => (viewer.username.to_string(), MediaRole::Publish),
+        Some(viewer) if viewer.id == live.user_id => {
+            (viewer.username.to_string(), MediaRole::Publish)
+        }
         Some(viewer) => (viewer.username.to_string(), MediaRole::Watch),
         None => {
             let mut bytes = [0u8; 8];
@@ -180,8 +192,13 @@ pub async fn history(
     }
     let username = Username::parse(&path).map_err(|_| LiveError::UserNotFound)?;
     let past = db::run(&state.pool, move |connection| {
-        let user = users::find_by_username(connection, &username)?.ok_or(LiveError::UserNotFound)?;
-        Ok::<_, LiveError>(lives::list_past_by_user(connection, user.id, i64::from(limit))?)
+        let user =
+            users::find_by_username(connection, &username)?.ok_or(LiveError::UserNotFound)?;
+        Ok::<_, LiveError>(lives::list_past_by_user(
+            connection,
+            user.id,
+            i64::from(limit),
+        )?)
     })
     .await?;
     let body: Vec<LiveJson> = past.iter().map(|live| LiveJson::new(live, 0)).collect();
@@ -189,7 +206,10 @@ pub async fn history(
 }
 
 /// The current live of `raw_username`, distinguishing unknown users from offline ones.
-pub(crate) async fn current_live_of(state: &AppState, raw_username: &str) -> Result<lives::Live, LiveError> {
+pub(crate) async fn current_live_of(
+    state: &AppState,
+    raw_username: &str,
+) -> Result<lives::Live, LiveError> {
     let username = Username::parse(raw_username).map_err(|_| LiveError::UserNotFound)?;
     db::run(&state.pool, move |connection| {
         if let Some(live) = lives::find_current_by_username(connection, &username)? {

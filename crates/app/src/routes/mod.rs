@@ -27,8 +27,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(web::resource("/lives/start").route(web::post().to(lives::start)))
                 .service(web::resource("/lives/stop").route(web::post().to(lives::stop)))
                 .service(web::resource("/lives/{username}").route(web::get().to(lives::get_one)))
-                .service(web::resource("/lives/{username}/token").route(web::post().to(lives::token)))
-                .service(web::resource("/users/{username}/lives").route(web::get().to(lives::history)))
+                .service(
+                    web::resource("/lives/{username}/token").route(web::post().to(lives::token)),
+                )
+                .service(
+                    web::resource("/users/{username}/lives").route(web::get().to(lives::history)),
+                )
                 .default_service(web::to(not_found)),
         )
         .service(web::resource("/static/{file}").route(web::get().to(assets::serve)))

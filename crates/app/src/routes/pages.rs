@@ -95,7 +95,14 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
 
 /// An HTML error page.
 pub fn error_page(status: StatusCode, title: &str, viewer: Option<String>) -> HttpResponse {
-    render(status, &ErrorPage { viewer, status: status.as_u16(), title })
+    render(
+        status,
+        &ErrorPage {
+            viewer,
+            status: status.as_u16(),
+            title,
+        },
+    )
 }
 
 fn viewer_name(viewer: &MaybeUser) -> Option<String> {
@@ -103,13 +110,25 @@ fn viewer_name(viewer: &MaybeUser) -> Option<String> {
 }
 
 /// `GET /`: who is live.
-pub async fn home(state: web::Data<AppState>, viewer: MaybeUser) -> Result<HttpResponse, InternalError> {
-    let current = db::run(&state.pool, |connection| lives::list_current(connection).map_err(InternalError::from)).await?;
+pub async fn home(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+) -> Result<HttpResponse, InternalError> {
+    let current = db::run(&state.pool, |connection| {
+        lives::list_current(connection).map_err(InternalError::from)
+    })
+    .await?;
     let lives = current
         .iter()
         .map(|live| LiveCard::new(live, state.viewers.current(live.id)))
         .collect();
-    Ok(render(StatusCode::OK, &HomePage { viewer: viewer_name(&viewer), lives }))
+    Ok(render(
+        StatusCode::OK,
+        &HomePage {
+            viewer: viewer_name(&viewer),
+            lives,
+        },
+    ))
 }
 
 /// `GET /signup`.
@@ -141,7 +160,10 @@ pub async fn login(viewer: MaybeUser) -> HttpResponse {
 }
 
 /// The channel owner's stored name and current live, or `None` if no such user.
-async fn channel(state: &AppState, raw: &str) -> Result<Option<(String, Option<LiveCard>)>, InternalError> {
+async fn channel(
+    state: &AppState,
+    raw: &str,
+) -> Result<Option<(String, Option<LiveCard>)>, InternalError> {
     let Ok(username) = Username::parse(raw) else {
         return Ok(None);
     };
@@ -168,7 +190,15 @@ pub async fn live(
         return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
     };
     let media_url = state.settings.media_public_url.clone();
-    Ok(render(StatusCode::OK, &LivePage { viewer, channel, live, media_url }))
+    Ok(render(
+        StatusCode::OK,
+        &LivePage {
+            viewer,
+            channel,
+            live,
+            media_url,
+        },
+    ))
 }
 
 /// `GET /{username}/start-live`: the broadcaster page, for its owner only. Signed-out
@@ -183,16 +213,29 @@ pub async fn start_live(
             Ok(username) => format!("/login?next=/{username}/start-live"),
             Err(_) => "/login".to_owned(),
         };
-        return Ok(HttpResponse::SeeOther().insert_header((LOCATION, next)).finish());
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((LOCATION, next))
+            .finish());
     };
     let viewer = Some(user.username.to_string());
     if !user.username.as_str().eq_ignore_ascii_case(&path) {
-        return Ok(error_page(StatusCode::FORBIDDEN, "Only the channel's owner can go live here", viewer));
+        return Ok(error_page(
+            StatusCode::FORBIDDEN,
+            "Only the channel's owner can go live here",
+            viewer,
+        ));
     }
     let Some((channel, live)) = channel(&state, &path).await? else {
         return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
     };
     let media_url = state.settings.media_public_url.clone();
-    Ok(render(StatusCode::OK, &StartLivePage { viewer, channel, live, media_url }))
+    Ok(render(
+        StatusCode::OK,
+        &StartLivePage {
+            viewer,
+            channel,
+            live,
+            media_url,
+        },
+    ))
 }
-

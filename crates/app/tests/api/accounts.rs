@@ -35,14 +35,27 @@ async fn login_checks_the_password() {
 
     let wrong = client();
     let response = app
-        .post(&wrong, "/api/auth/login", &json!({"username": "alice", "password": "wrong password"}))
+        .post(
+            &wrong,
+            "/api/auth/login",
+            &json!({"username": "alice", "password": "wrong password"}),
+        )
         .await;
     assert_error(response, 401, "invalid_credentials").await;
-    assert_error(app.get(&wrong, "/api/auth/me").await, 401, "unauthenticated").await;
+    assert_error(
+        app.get(&wrong, "/api/auth/me").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 
     // Unknown users look exactly like wrong passwords.
     let response = app
-        .post(&wrong, "/api/auth/login", &json!({"username": "nobody", "password": PASSWORD}))
+        .post(
+            &wrong,
+            "/api/auth/login",
+            &json!({"username": "nobody", "password": PASSWORD}),
+        )
         .await;
     let message = assert_error(response, 401, "invalid_credentials").await;
     assert_eq!(message, "wrong username or password");
@@ -50,7 +63,11 @@ async fn login_checks_the_password() {
     // Right password, any case of the name.
     let right = client();
     let response = app
-        .post(&right, "/api/auth/login", &json!({"username": "ALICE", "password": PASSWORD}))
+        .post(
+            &right,
+            "/api/auth/login",
+            &json!({"username": "ALICE", "password": PASSWORD}),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -73,7 +90,12 @@ async fn logout_ends_the_session_on_the_server() {
     let removal = crate::helpers::session_set_cookie(&response);
     assert!(removal.contains("Max-Age=0"), "{removal}");
     assert_eq!(app.count("sessions"), 0);
-    assert_error(app.get(&client, "/api/auth/me").await, 401, "unauthenticated").await;
+    assert_error(
+        app.get(&client, "/api/auth/me").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 
     // Replaying the old cookie does not work either.
     let replay = reqwest::Client::new()
@@ -85,13 +107,23 @@ async fn logout_ends_the_session_on_the_server() {
     assert_error(replay, 401, "unauthenticated").await;
 
     // Logging out again is harmless.
-    assert_eq!(app.post(&client, "/api/auth/logout", &json!({})).await.status(), 204);
+    assert_eq!(
+        app.post(&client, "/api/auth/logout", &json!({}))
+            .await
+            .status(),
+        204
+    );
 }
 
 #[tokio::test]
 async fn me_requires_a_session() {
     let app = spawn_app().await;
-    assert_error(app.get(&client(), "/api/auth/me").await, 401, "unauthenticated").await;
+    assert_error(
+        app.get(&client(), "/api/auth/me").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -101,5 +133,8 @@ async fn health_reports_the_database() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"status": "ok", "database": "ok"}));
-    assert!(app.db_path.exists(), "database created in a fresh nested directory");
+    assert!(
+        app.db_path.exists(),
+        "database created in a fresh nested directory"
+    );
 }

@@ -19,42 +19,169 @@ async fn bad_signups_are_refused_and_write_nothing() {
     let sessions_before = app.count("sessions");
 
     let cases: Vec<(&str, Body, u16, &str)> = vec![
-        ("malformed JSON", Body::Raw("application/json", r#"{"username": "x", "password""#.into()), 400, "malformed_json"),
-        ("empty body", Body::Raw("application/json", String::new()), 400, "malformed_json"),
-        ("not JSON at all", Body::Raw("application/json", "username=a&password=b".into()), 400, "malformed_json"),
-        ("wrong type", Body::Json(json!({"username": 42, "password": PASSWORD})), 400, "invalid_body"),
-        ("null field", Body::Json(json!({"username": null, "password": PASSWORD})), 400, "invalid_body"),
-        ("missing field", Body::Json(json!({"username": "newuser"})), 400, "invalid_body"),
-        ("unknown field", Body::Json(json!({"username": "newuser", "password": PASSWORD, "admin": true})), 400, "invalid_body"),
-        ("array body", Body::Json(json!(["newuser", PASSWORD])), 400, "invalid_body"),
-        ("form encoding", Body::Raw("application/x-www-form-urlencoded", "username=newuser&password=12345678".into()), 415, "unsupported_media_type"),
-        ("text/plain", Body::Raw("text/plain", json!({"username": "newuser", "password": PASSWORD}).to_string()), 415, "unsupported_media_type"),
-        ("oversized body", Body::Json(json!({"username": "newuser", "password": "p".repeat(20_000)})), 413, "payload_too_large"),
-        ("short username", Body::Json(json!({"username": "ab", "password": PASSWORD})), 400, "invalid_username"),
-        ("long username", Body::Json(json!({"username": "a".repeat(31), "password": PASSWORD})), 400, "invalid_username"),
-        ("username with space", Body::Json(json!({"username": "new user", "password": PASSWORD})), 400, "invalid_username"),
-        ("username with markup", Body::Json(json!({"username": "<script>", "password": PASSWORD})), 400, "invalid_username"),
-        ("non-ASCII username", Body::Json(json!({"username": "jos\u{e9}", "password": PASSWORD})), 400, "invalid_username"),
-        ("reserved username", Body::Json(json!({"username": "api", "password": PASSWORD})), 400, "invalid_username"),
-        ("reserved, other case", Body::Json(json!({"username": "Start-Live", "password": PASSWORD})), 400, "invalid_username"),
-        ("short password", Body::Json(json!({"username": "newuser", "password": "1234567"})), 400, "invalid_password"),
-        ("long password", Body::Json(json!({"username": "newuser", "password": "p".repeat(129)})), 400, "invalid_password"),
-        ("blank password", Body::Json(json!({"username": "newuser", "password": " ".repeat(12)})), 400, "invalid_password"),
-        ("duplicate, other case", Body::Json(json!({"username": "TAKEN", "password": PASSWORD})), 409, "username_taken"),
+        (
+            "malformed JSON",
+            Body::Raw("application/json", r#"{"username": "x", "password""#.into()),
+            400,
+            "malformed_json",
+        ),
+        (
+            "empty body",
+            Body::Raw("application/json", String::new()),
+            400,
+            "malformed_json",
+        ),
+        (
+            "not JSON at all",
+            Body::Raw("application/json", "username=a&password=b".into()),
+            400,
+            "malformed_json",
+        ),
+        (
+            "wrong type",
+            Body::Json(json!({"username": 42, "password": PASSWORD})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "null field",
+            Body::Json(json!({"username": null, "password": PASSWORD})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "missing field",
+            Body::Json(json!({"username": "newuser"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "unknown field",
+            Body::Json(json!({"username": "newuser", "password": PASSWORD, "admin": true})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "array body",
+            Body::Json(json!(["newuser", PASSWORD])),
+            400,
+            "invalid_body",
+        ),
+        (
+            "form encoding",
+            Body::Raw(
+                "application/x-www-form-urlencoded",
+                "username=newuser&password=12345678".into(),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "text/plain",
+            Body::Raw(
+                "text/plain",
+                json!({"username": "newuser", "password": PASSWORD}).to_string(),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "oversized body",
+            Body::Json(json!({"username": "newuser", "password": "p".repeat(20_000)})),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "short username",
+            Body::Json(json!({"username": "ab", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "long username",
+            Body::Json(json!({"username": "a".repeat(31), "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "username with space",
+            Body::Json(json!({"username": "new user", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "username with markup",
+            Body::Json(json!({"username": "<script>", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "non-ASCII username",
+            Body::Json(json!({"username": "jos\u{e9}", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "reserved username",
+            Body::Json(json!({"username": "api", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "reserved, other case",
+            Body::Json(json!({"username": "Start-Live", "password": PASSWORD})),
+            400,
+            "invalid_username",
+        ),
+        (
+            "short password",
+            Body::Json(json!({"username": "newuser", "password": "1234567"})),
+            400,
+            "invalid_password",
+        ),
+        (
+            "long password",
+            Body::Json(json!({"username": "newuser", "password": "p".repeat(129)})),
+            400,
+            "invalid_password",
+        ),
+        (
+            "blank password",
+            Body::Json(json!({"username": "newuser", "password": " ".repeat(12)})),
+            400,
+            "invalid_password",
+        ),
+        (
+            "duplicate, other case",
+            Body::Json(json!({"username": "TAKEN", "password": PASSWORD})),
+            409,
+            "username_taken",
+        ),
     ];
 
     for (name, body, status, code) in cases {
-        let request = client().post(app.url("/api/auth/signup")).header("Origin", ORIGIN);
+        let request = client()
+            .post(app.url("/api/auth/signup"))
+            .header("Origin", ORIGIN);
         let request = match body {
             Body::Json(value) => request.json(&value),
-            Body::Raw(content_type, text) => request.header("Content-Type", content_type).body(text),
+            Body::Raw(content_type, text) => {
+                request.header("Content-Type", content_type).body(text)
+            }
         };
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "case: {name}");
-        assert!(response.headers().get("set-cookie").is_none(), "case {name} set a cookie");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "case {name} set a cookie"
+        );
         assert_error(response, status, code).await;
         assert_eq!(app.count("users"), users_before, "case {name} wrote a user");
-        assert_eq!(app.count("sessions"), sessions_before, "case {name} wrote a session");
+        assert_eq!(
+            app.count("sessions"),
+            sessions_before,
+            "case {name} wrote a session"
+        );
     }
 }
 
@@ -63,11 +190,36 @@ async fn bad_logins_are_refused_and_write_nothing() {
     let app = spawn_app().await;
     app.user("alice").await;
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("wrong password", json!({"username": "alice", "password": "nope nope"}), 401, "invalid_credentials"),
-        ("unknown user", json!({"username": "zed", "password": PASSWORD}), 401, "invalid_credentials"),
-        ("impossible username", json!({"username": "../etc", "password": PASSWORD}), 401, "invalid_credentials"),
-        ("password too long", json!({"username": "alice", "password": "p".repeat(200)}), 400, "invalid_password"),
-        ("wrong type", json!({"username": "alice", "password": 12345678}), 400, "invalid_body"),
+        (
+            "wrong password",
+            json!({"username": "alice", "password": "nope nope"}),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "unknown user",
+            json!({"username": "zed", "password": PASSWORD}),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "impossible username",
+            json!({"username": "../etc", "password": PASSWORD}),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "password too long",
+            json!({"username": "alice", "password": "p".repeat(200)}),
+            400,
+            "invalid_password",
+        ),
+        (
+            "wrong type",
+            json!({"username": "alice", "password": 12345678}),
+            400,
+            "invalid_body",
+        ),
     ];
     for (name, body, status, code) in cases {
         let response = app.post(&client(), "/api/auth/login", &body).await;
@@ -82,10 +234,25 @@ async fn bad_live_requests_are_refused_and_write_nothing() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("title too long", json!({"title": "t".repeat(121)}), 400, "invalid_title"),
-        ("title with newline", json!({"title": "a\nb"}), 400, "invalid_title"),
+        (
+            "title too long",
+            json!({"title": "t".repeat(121)}),
+            400,
+            "invalid_title",
+        ),
+        (
+            "title with newline",
+            json!({"title": "a\nb"}),
+            400,
+            "invalid_title",
+        ),
         ("title wrong type", json!({"title": 5}), 400, "invalid_body"),
-        ("unknown field", json!({"title": "ok", "private": true}), 400, "invalid_body"),
+        (
+            "unknown field",
+            json!({"title": "ok", "private": true}),
+            400,
+            "invalid_body",
+        ),
         ("not an object", json!("title"), 400, "invalid_body"),
     ];
     for (name, body, status, code) in cases {
@@ -101,15 +268,39 @@ async fn bad_queries_paths_and_methods() {
     let app = spawn_app().await;
     app.user("alice").await;
     let anonymous = client();
-    for query in ["limit=abc", "limit=-1", "limit=0", "limit=101", "limit=99999999", "other=1"] {
-        let response = app.get(&anonymous, &format!("/api/users/alice/lives?{query}")).await;
+    for query in [
+        "limit=abc",
+        "limit=-1",
+        "limit=0",
+        "limit=101",
+        "limit=99999999",
+        "other=1",
+    ] {
+        let response = app
+            .get(&anonymous, &format!("/api/users/alice/lives?{query}"))
+            .await;
         assert_error(response, 400, "invalid_query").await;
     }
-    assert_eq!(app.get(&anonymous, "/api/users/alice/lives?limit=5").await.status(), 200);
+    assert_eq!(
+        app.get(&anonymous, "/api/users/alice/lives?limit=5")
+            .await
+            .status(),
+        200
+    );
 
-    assert_error(app.get(&anonymous, "/api/nothing/here").await, 404, "not_found").await;
+    assert_error(
+        app.get(&anonymous, "/api/nothing/here").await,
+        404,
+        "not_found",
+    )
+    .await;
     assert_error(app.get(&anonymous, "/api").await, 404, "not_found").await;
-    assert_error(app.get(&anonymous, "/api/auth/signup").await, 405, "method_not_allowed").await;
+    assert_error(
+        app.get(&anonymous, "/api/auth/signup").await,
+        405,
+        "method_not_allowed",
+    )
+    .await;
     let response = anonymous
         .delete(app.url("/api/lives"))
         .header("Origin", ORIGIN)
@@ -142,6 +333,9 @@ async fn huge_chunked_body_is_refused_cleanly() {
     let _ = stream.read_to_end(&mut response).await;
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(response.contains(r#""code":"payload_too_large""#), "{response}");
+    assert!(
+        response.contains(r#""code":"payload_too_large""#),
+        "{response}"
+    );
     assert_eq!(app.count("users"), 0);
 }

@@ -22,7 +22,12 @@ async fn state_changing_requests_without_origin_or_referer_are_refused() {
 #[tokio::test]
 async fn wrong_origin_is_refused_even_with_a_good_referer() {
     let app = spawn_app().await;
-    for origin in ["http://evil.test", "https://privatehub.test", "http://privatehub.test:8080", "null"] {
+    for origin in [
+        "http://evil.test",
+        "https://privatehub.test",
+        "http://privatehub.test:8080",
+        "null",
+    ] {
         let response = client()
             .post(app.url("/api/auth/signup"))
             .header("Origin", origin)
@@ -74,7 +79,11 @@ async fn signed_in_writes_need_the_origin_too() {
         .await
         .unwrap();
     assert_error(response, 403, "csrf_origin_mismatch").await;
-    let response = alice.post(app.url("/api/auth/logout")).send().await.unwrap();
+    let response = alice
+        .post(app.url("/api/auth/logout"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 403, "csrf_origin_missing").await;
     assert_eq!(app.count("lives"), 0);
     assert_eq!(app.count("sessions"), 1, "logout without proof did nothing");

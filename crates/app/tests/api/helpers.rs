@@ -44,7 +44,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         ("MEDIA_PUBLIC_URL", MEDIA_URL.to_owned()),
         ("MEDIA_TOKEN_SECRET", secret.clone()),
     ]);
-    let mut settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");
+    let mut settings =
+        Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");
     customize(&mut settings);
     let application = Application::build(settings).await.expect("app starts");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -95,8 +96,12 @@ impl TestApp {
     }
 
     pub async fn signup(&self, client: &Client, username: &str) -> Response {
-        self.post(client, "/api/auth/signup", &serde_json::json!({"username": username, "password": PASSWORD}))
-            .await
+        self.post(
+            client,
+            "/api/auth/signup",
+            &serde_json::json!({"username": username, "password": PASSWORD}),
+        )
+        .await
     }
 
     /// A new client signed up (and so signed in) as `username`.
@@ -108,15 +113,26 @@ impl TestApp {
     }
 
     pub async fn start_live(&self, client: &Client, title: &str) -> Value {
-        let response = self.post(client, "/api/lives/start", &serde_json::json!({"title": title})).await;
-        assert!(response.status().is_success(), "start: {}", response.status());
+        let response = self
+            .post(
+                client,
+                "/api/lives/start",
+                &serde_json::json!({"title": title}),
+            )
+            .await;
+        assert!(
+            response.status().is_success(),
+            "start: {}",
+            response.status()
+        );
         response.json().await.expect("json")
     }
 
     /// Rows in `table`, read straight from the SQLite file.
     pub fn count(&self, table: &str) -> i64 {
         let mut connection =
-            SqliteConnection::establish(self.db_path.to_str().expect("utf-8 path")).expect("open db");
+            SqliteConnection::establish(self.db_path.to_str().expect("utf-8 path"))
+                .expect("open db");
         diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
             .get_result::<Count>(&mut connection)
             .expect("count")
@@ -126,7 +142,11 @@ impl TestApp {
 
 /// Asserts the standard error body and returns the message.
 pub async fn assert_error(response: Response, status: u16, code: &str) -> String {
-    assert_eq!(response.status().as_u16(), status, "status for expected code {code}");
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status for expected code {code}"
+    );
     assert!(
         response
             .headers()
@@ -137,7 +157,10 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> String
     );
     let body: Value = response.json().await.expect("json error body");
     assert_eq!(body["error"]["code"], code, "body: {body}");
-    let message = body["error"]["message"].as_str().expect("message").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
     assert!(!message.is_empty());
     message
 }

@@ -4,7 +4,10 @@ use crate::helpers::{client, spawn_app};
 
 async fn html(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
     response.text().await.unwrap()
 }
@@ -13,7 +16,10 @@ async fn html(response: reqwest::Response, status: u16) -> String {
 fn assert_no_inline_scripts(page: &str) {
     for tag in page.split("<script").skip(1) {
         let open_tag = &tag[..tag.find('>').unwrap()];
-        assert!(open_tag.contains("src=\"/static/"), "inline script: <script{open_tag}>");
+        assert!(
+            open_tag.contains("src=\"/static/"),
+            "inline script: <script{open_tag}>"
+        );
     }
 }
 
@@ -24,10 +30,14 @@ async fn home_lists_who_is_live_escaping_titles() {
     assert!(page.contains("Nobody is live"));
 
     let alice = app.user("alice").await;
-    app.start_live(&alice, "<script>alert(1)</script> & friends").await;
+    app.start_live(&alice, "<script>alert(1)</script> & friends")
+        .await;
     let page = html(app.get(&client(), "/").await, 200).await;
     assert!(page.contains("href=\"/alice/live\""));
-    assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; friends"), "{page}");
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; friends"),
+        "{page}"
+    );
     assert!(!page.contains("<script>alert(1)"));
     assert_no_inline_scripts(&page);
     // Signed-in navigation.
@@ -70,7 +80,10 @@ async fn start_live_page_is_for_its_owner_only() {
 
     let response = app.get(&client(), "/alice/start-live").await;
     assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()["location"], "/login?next=/alice/start-live");
+    assert_eq!(
+        response.headers()["location"],
+        "/login?next=/alice/start-live"
+    );
 
     html(app.get(&bob, "/alice/start-live").await, 403).await;
 
@@ -88,13 +101,21 @@ async fn security_headers_everywhere() {
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
         assert!(csp.contains("frame-ancestors 'none'"));
-        assert!(csp.contains("http://media.privatehub.test:5050") && csp.contains("ws://media.privatehub.test:5050"));
+        assert!(
+            csp.contains("http://media.privatehub.test:5050")
+                && csp.contains("ws://media.privatehub.test:5050")
+        );
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["referrer-policy"], "same-origin");
     }
     // Also on refusals produced by middleware.
-    let response = client().post(app.url("/api/lives/start")).json(&json!({})).send().await.unwrap();
+    let response = client()
+        .post(app.url("/api/lives/start"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     assert!(response.headers().contains_key("content-security-policy"));
 }
@@ -110,7 +131,12 @@ async fn static_files_and_html_404() {
     ] {
         let response = app.get(&client(), path).await;
         assert_eq!(response.status(), 200, "{path}");
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
     }
     html(app.get(&client(), "/static/missing.js").await, 404).await;
     html(app.get(&client(), "/static/../Cargo.toml").await, 404).await;

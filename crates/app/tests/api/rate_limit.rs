@@ -16,20 +16,36 @@ async fn failed_logins_are_limited_per_account() {
     let attacker = client();
     for _ in 0..3 {
         let response = app
-            .post(&attacker, "/api/auth/login", &json!({"username": "alice", "password": "guess guess"}))
+            .post(
+                &attacker,
+                "/api/auth/login",
+                &json!({"username": "alice", "password": "guess guess"}),
+            )
             .await;
         assert_error(response, 401, "invalid_credentials").await;
     }
     // Now even the right password is refused for a while, in any case of the name.
     let response = app
-        .post(&client(), "/api/auth/login", &json!({"username": "ALICE", "password": PASSWORD}))
+        .post(
+            &client(),
+            "/api/auth/login",
+            &json!({"username": "ALICE", "password": PASSWORD}),
+        )
         .await;
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
     assert_error(response, 429, "rate_limited").await;
     // Other accounts are unaffected.
     let response = app
-        .post(&client(), "/api/auth/login", &json!({"username": "bob", "password": PASSWORD}))
+        .post(
+            &client(),
+            "/api/auth/login",
+            &json!({"username": "bob", "password": PASSWORD}),
+        )
         .await;
     assert_eq!(response.status(), 200);
 }
@@ -58,12 +74,27 @@ async fn failed_logins_are_limited_per_address() {
         }
     };
     for name in ["nobody1", "nobody2", "nobody3"] {
-        assert_error(login("203.0.113.9", name, "whatever1").await, 401, "invalid_credentials").await;
+        assert_error(
+            login("203.0.113.9", name, "whatever1").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
     }
     // That address is blocked, whichever account it tries...
-    assert_error(login("203.0.113.9", "carol", PASSWORD).await, 429, "rate_limited").await;
+    assert_error(
+        login("203.0.113.9", "carol", PASSWORD).await,
+        429,
+        "rate_limited",
+    )
+    .await;
     // ...a spoofed left-most entry does not help (the proxy appends the real one)...
-    assert_error(login("198.51.100.1, 203.0.113.9", "carol", PASSWORD).await, 429, "rate_limited").await;
+    assert_error(
+        login("198.51.100.1, 203.0.113.9", "carol", PASSWORD).await,
+        429,
+        "rate_limited",
+    )
+    .await;
     // ...while other addresses may still log in.
     assert_eq!(login("198.51.100.7", "carol", PASSWORD).await.status(), 200);
 }

@@ -7,7 +7,11 @@ async fn session_cookie_flags_over_http() {
     let app = spawn_app().await;
     let response = app.signup(&client(), "alice").await;
     let cookie = session_set_cookie(&response);
-    let value = cookie.split(';').next().unwrap().trim_start_matches("privatehub_session=");
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("privatehub_session=");
     assert_eq!(value.len(), 64, "256-bit random token, hex");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
@@ -19,7 +23,8 @@ async fn session_cookie_flags_over_http() {
 #[tokio::test]
 async fn session_cookie_is_secure_when_the_public_url_is_https() {
     let app = spawn_app_with(|settings| {
-        settings.public_origin = privatehub_app::domain::Origin::parse_url("https://privatehub.test").unwrap();
+        settings.public_origin =
+            privatehub_app::domain::Origin::parse_url("https://privatehub.test").unwrap();
     })
     .await;
     let response = reqwest::Client::new()
@@ -32,7 +37,10 @@ async fn session_cookie_is_secure_when_the_public_url_is_https() {
     assert_eq!(response.status(), 201);
     let cookie = session_set_cookie(&response);
     assert!(cookie.contains("Secure"), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +56,11 @@ async fn forwarded_https_makes_cookies_secure_only_when_trusted() {
             .await
             .unwrap();
         let cookie = session_set_cookie(&response);
-        assert_eq!(cookie.contains("Secure"), expect_secure, "trust={trust}: {cookie}");
+        assert_eq!(
+            cookie.contains("Secure"),
+            expect_secure,
+            "trust={trust}: {cookie}"
+        );
     }
 }
 
@@ -57,8 +69,15 @@ async fn only_a_hash_of_the_token_is_stored() {
     let app = spawn_app().await;
     let response = app.signup(&client(), "alice").await;
     let cookie = session_set_cookie(&response);
-    let token = cookie.split(';').next().unwrap().trim_start_matches("privatehub_session=");
-    assert_eq!(app.count(&format!("sessions WHERE token_hash = '{token}'")), 0);
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("privatehub_session=");
+    assert_eq!(
+        app.count(&format!("sessions WHERE token_hash = '{token}'")),
+        0
+    );
     assert_eq!(app.count("sessions"), 1);
 }
 
@@ -89,7 +108,14 @@ async fn expired_sessions_are_refused() {
     {
         use diesel::prelude::*;
         let mut connection = SqliteConnection::establish(app.db_path.to_str().unwrap()).unwrap();
-        diesel::sql_query("UPDATE sessions SET expires_at = 0").execute(&mut connection).unwrap();
+        diesel::sql_query("UPDATE sessions SET expires_at = 0")
+            .execute(&mut connection)
+            .unwrap();
     }
-    assert_error(app.get(&client, "/api/auth/me").await, 401, "unauthenticated").await;
+    assert_error(
+        app.get(&client, "/api/auth/me").await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 }

@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use crate::helpers::{MEDIA_URL, assert_error, client, spawn_app};
 
 async fn token(app: &crate::helpers::TestApp, client: &reqwest::Client, channel: &str) -> Value {
-    let response = app.post(client, &format!("/api/lives/{channel}/token"), &json!({})).await;
+    let response = app
+        .post(client, &format!("/api/lives/{channel}/token"), &json!({}))
+        .await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -21,30 +23,44 @@ async fn owner_publishes_everyone_else_watches() {
     assert_eq!(owner["role"], "publish");
     assert_eq!(owner["media_url"], MEDIA_URL);
     assert_eq!(owner["live_id"], live_id.0);
-    let claims = verify_media_token(owner["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
+    let claims =
+        verify_media_token(owner["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
     assert_eq!(claims.live_id, live_id);
     assert_eq!(claims.channel, "alice");
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.role, MediaRole::Publish);
-    assert_eq!(claims.exp - claims.iat, 300, "MEDIA_TOKEN_TTL_SECONDS default");
+    assert_eq!(
+        claims.exp - claims.iat,
+        300,
+        "MEDIA_TOKEN_TTL_SECONDS default"
+    );
 
     let viewer = token(&app, &bob, "ALICE").await;
     assert_eq!(viewer["role"], "watch");
-    let claims = verify_media_token(viewer["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
-    assert_eq!((claims.role, claims.sub.as_str(), claims.live_id), (MediaRole::Watch, "bob", live_id));
+    let claims =
+        verify_media_token(viewer["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
+    assert_eq!(
+        (claims.role, claims.sub.as_str(), claims.live_id),
+        (MediaRole::Watch, "bob", live_id)
+    );
 
     // Signed-out viewers get a watch token with a random anonymous subject.
     let first = token(&app, &client(), "alice").await;
     let second = token(&app, &client(), "alice").await;
-    let first = verify_media_token(first["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
-    let second = verify_media_token(second["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
+    let first =
+        verify_media_token(first["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
+    let second =
+        verify_media_token(second["token"].as_str().unwrap(), app.secret.as_bytes()).unwrap();
     assert_eq!(first.role, MediaRole::Watch);
     assert!(first.sub.starts_with("anon:") && second.sub.starts_with("anon:"));
     assert_ne!(first.sub, second.sub);
 
     // The token is bound to the shared secret.
     assert_eq!(
-        verify_media_token(owner["token"].as_str().unwrap(), b"some-other-secret-some-other-secret"),
+        verify_media_token(
+            owner["token"].as_str().unwrap(),
+            b"some-other-secret-some-other-secret"
+        ),
         Err(MediaTokenError::BadSignature)
     );
 }
@@ -54,12 +70,33 @@ async fn no_token_without_a_current_live() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;
     let anonymous = client();
-    assert_error(app.post(&anonymous, "/api/lives/alice/token", &json!({})).await, 404, "not_live").await;
-    assert_error(app.post(&anonymous, "/api/lives/ghost/token", &json!({})).await, 404, "user_not_found").await;
+    assert_error(
+        app.post(&anonymous, "/api/lives/alice/token", &json!({}))
+            .await,
+        404,
+        "not_live",
+    )
+    .await;
+    assert_error(
+        app.post(&anonymous, "/api/lives/ghost/token", &json!({}))
+            .await,
+        404,
+        "user_not_found",
+    )
+    .await;
     app.start_live(&alice, "x").await;
     app.post(&alice, "/api/lives/stop", &json!({})).await;
-    assert_error(app.post(&alice, "/api/lives/alice/token", &json!({})).await, 404, "not_live").await;
+    assert_error(
+        app.post(&alice, "/api/lives/alice/token", &json!({})).await,
+        404,
+        "not_live",
+    )
+    .await;
     // Token requests are POSTs: the CSRF check applies.
-    let response = anonymous.post(app.url("/api/lives/alice/token")).send().await.unwrap();
+    let response = anonymous
+        .post(app.url("/api/lives/alice/token"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 403, "csrf_origin_missing").await;
 }
