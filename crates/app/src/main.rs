@@ -5,7 +5,16 @@ use privatehub_app::settings::LogFormat;
 use privatehub_app::{Application, Settings, telemetry};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(error) = run().await {
+        // `{:#}` prints the whole cause chain on one line, e.g.
+        // "reading the configuration: configuration error in APP_PORT: ...".
+        eprintln!("privatehub-app: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     // Logs first, so warnings while reading the settings show. LOG_FORMAT is peeked
     // here and validated properly by `Settings::from_env`.
     let _ = dotenvy::dotenv();
