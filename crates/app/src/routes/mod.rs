@@ -8,7 +8,7 @@ pub mod lives;
 pub mod pages;
 
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 use crate::error::json_error;
 
@@ -16,7 +16,7 @@ use crate::error::json_error;
 /// HTML 404 page (see [`not_found`]).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/healthz").route(get_or_head().to(health::healthz)))
         .service(
             web::scope("/api")
                 .service(web::resource("/auth/signup").route(web::post().to(accounts::signup)))
@@ -35,12 +35,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 )
                 .default_service(web::to(not_found)),
         )
-        .service(web::resource("/static/{file}").route(web::get().to(assets::serve)))
-        .service(web::resource("/").route(web::get().to(pages::home)))
-        .service(web::resource("/signup").route(web::get().to(pages::signup)))
-        .service(web::resource("/login").route(web::get().to(pages::login)))
-        .service(web::resource("/{username}/live").route(web::get().to(pages::live)))
-        .service(web::resource("/{username}/start-live").route(web::get().to(pages::start_live)));
+        .service(web::resource("/static/{file}").route(get_or_head().to(assets::serve)))
+        .service(web::resource("/").route(get_or_head().to(pages::home)))
+        .service(web::resource("/signup").route(get_or_head().to(pages::signup)))
+        .service(web::resource("/login").route(get_or_head().to(pages::login)))
+        .service(web::resource("/{username}/live").route(get_or_head().to(pages::live)))
+        .service(
+            web::resource("/{username}/start-live").route(get_or_head().to(pages::start_live)),
+        );
+}
+
+/// GET, and HEAD (answered with the same headers and no body) for pages and probes.
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Whether a path belongs to the JSON API.

@@ -141,4 +141,9 @@ async fn static_files_and_html_404() {
     html(app.get(&client(), "/static/missing.js").await, 404).await;
     html(app.get(&client(), "/static/../Cargo.toml").await, 404).await;
     html(app.get(&client(), "/a/b/c").await, 404).await;
+    // Pages and probes answer HEAD too.
+    for path in ["/", "/login", "/healthz", "/static/app.css"] {
+        let response = client().head(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+    }
 }
