@@ -22,6 +22,8 @@ pub struct RunReport {
     pub window_s: f64,
     /// Media packets received by all viewers inside the window.
     pub packets_forwarded: u64,
+    /// Fewest media packets any viewer received inside the window.
+    pub packets_min_viewer: u64,
     /// Media packets per second per receiving viewer.
     pub packets_per_viewer_per_s: f64,
     /// Server CPU (user + system, all threads) over the window, seconds.

@@ -379,6 +379,15 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         publisher_kbps: publisher.window_media_bytes as f64 * 8.0 / 1000.0 / window_s,
         window_s,
         packets_forwarded,
+        packets_min_viewer: if viewers.len() < config.viewers {
+            0
+        } else {
+            viewers
+                .iter()
+                .map(|viewer| viewer.packets_in_window)
+                .min()
+                .unwrap_or(0)
+        },
         packets_per_viewer_per_s: if receiving == 0 {
             0.0
         } else {

@@ -254,6 +254,12 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
             ratio(&|r| r.rss_kb_per_viewer),
         );
     }
+    let _ = writeln!(md, "\n### Targets\n");
+    let _ = writeln!(md, "| target | measured | verdict |");
+    let _ = writeln!(md, "|---|---|---|");
+    for (target, measured, verdict) in targets(groups) {
+        let _ = writeln!(md, "| {target} | {measured} | {verdict} |");
+    }
     let _ = writeln!(md, "\n### Spread over runs\n");
     let _ = writeln!(
         md,
@@ -291,6 +297,103 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
         }
     }
     md
+}
+
+/// The targets, evaluated on the medians: (target, measured, verdict).
+fn targets(groups: &[Group<'_>]) -> Vec<(String, String, String)> {
+    let ours = |viewers: usize| {
+        groups
+            .iter()
+            .find(|g| g.server == "privatehub" && g.viewers == viewers)
+    };
+    let verdict = |met: bool| if met { "met" } else { "**missed**" }.to_owned();
+    let not_measured = || "not measured".to_owned();
+    let mut rows = Vec::new();
+
+    let mut ratios = Vec::new();
+    for group in groups.iter().filter(|g| g.server == "privatehub") {
+        if let Some(janus) = groups
+            .iter()
+            .find(|g| g.server == "janus" && g.viewers == group.viewers)
+        {
+            let mine = group.metric(|r| r.cpu_us_per_packet).median;
+            let theirs = janus.metric(|r| r.cpu_us_per_packet).median;
+            if mine > 0.0 {
+                ratios.push((group.viewers, theirs / mine));
+            }
+        }
+    }
+    let measured = ratios
+        .iter()
+        .map(|(viewers, ratio)| format!("{ratio:.2}x at {viewers}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    rows.push((
+        "CPU per forwarded packet ≥ 2x lower than Janus".to_owned(),
+        if ratios.is_empty() {
+            not_measured()
+        } else {
+            measured
+        },
+        if ratios.is_empty() {
+            not_measured()
+        } else {
+            verdict(ratios.iter().all(|(_, ratio)| *ratio >= 2.0))
+        },
+    ));
+
+    let loss_400 = ours(400).map(|g| g.metric(|r| r.loss_pct_worst).median);
+    rows.push((
+        "zero loss at 400 viewers of 2 Mbit/s".to_owned(),
+        loss_400.map_or_else(not_measured, |loss| format!("worst viewer {loss:.3} %")),
+        loss_400.map_or_else(not_measured, |loss| verdict(loss == 0.0)),
+    ));
+
+    let delay_200 = ours(200).map(|g| g.metric(|r| r.delay_p99_ms).median);
+    rows.push((
+        "p99 forwarding delay < 5 ms at 200 viewers".to_owned(),
+        delay_200.map_or_else(not_measured, |delay| format!("{delay:.2} ms")),
+        delay_200.map_or_else(not_measured, |delay| verdict(delay < 5.0)),
+    ));
+
+    let joins: Vec<(usize, f64)> = groups
+        .iter()
+        .filter(|g| g.server == "privatehub")
+        .map(|g| (g.viewers, g.metric(|r| r.join_p95_ms).median))
+        .collect();
+    rows.push((
+        "join time p95 < 300 ms".to_owned(),
+        joins
+            .iter()
+            .map(|(viewers, join)| format!("{join:.0} ms at {viewers}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if joins.is_empty() {
+            not_measured()
+        } else {
+            verdict(joins.iter().all(|(_, join)| *join < 300.0))
+        },
+    ));
+
+    let memory: Vec<(usize, f64)> = groups
+        .iter()
+        .filter(|g| g.server == "privatehub")
+        .map(|g| (g.viewers, g.metric(|r| r.rss_kb_per_viewer).median))
+        .collect();
+    rows.push((
+        "< 300 KB of server memory per viewer".to_owned(),
+        memory
+            .iter()
+            .map(|(viewers, kb)| format!("{kb:.0} KB at {viewers}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if memory.is_empty() {
+            not_measured()
+        } else {
+            verdict(memory.iter().all(|(_, kb)| *kb < 300.0))
+        },
+    ));
+    rows
 }
 
 const PLOT_WIDTH: f64 = 640.0;
