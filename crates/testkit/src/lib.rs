@@ -72,7 +72,7 @@ pub struct RunningStack {
 /// Starts the media server, then the app, and waits until both answer `/healthz`.
 pub fn start_stack(options: StackOptions) -> RunningStack {
     let data = tempfile::tempdir().expect("create temporary data directory");
-    let token_secret = format!("test-secret-{}", std::process::id());
+    let token_secret = format!("privatehub-test-secret-{:032}", std::process::id());
     let media = start_media(&options, data.path().join("media"), &token_secret);
     let app_port = free_tcp_port();
     let app_url = format!("http://127.0.0.1:{app_port}");
