@@ -262,7 +262,7 @@ pub fn status_failure(
     };
     CheckResult::fail(
         check_name,
-        format!("{url} answered {status}{what}: {}", snippet(body)),
+        format!("{url} answered {status}{what}{}", body_note(body)),
         hint,
     )
 }
@@ -279,6 +279,16 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     parts.join(": ")
+}
+
+/// `: <first line of the body>`, or nothing for an HTML error page (nginx's own pages
+/// only repeat the status).
+pub fn body_note(body: &str) -> String {
+    if body.trim_start().starts_with('<') || body.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", snippet(body))
+    }
 }
 
 /// First line of a body, at most 120 characters.

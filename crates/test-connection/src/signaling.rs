@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::health::{error_chain, join, snippet};
+use crate::health::{body_note, error_chain, join, snippet};
 use crate::options::Options;
 use crate::report::CheckResult;
 use crate::tls::client_config;
@@ -138,10 +138,10 @@ where
         })?;
         match message {
             Message::Text(text) => {
-                let kind = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|value| value.get("type")?.as_str().map(str::to_owned));
-                if kind.as_deref() == Some("pong") {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+                let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
+                if field("type") == "pong" {
                     let _ = socket.close(None).await;
                     let via = peer.map(|peer| format!(" via {peer}")).unwrap_or_default();
                     return Ok(CheckResult::pass(
@@ -150,6 +150,22 @@ where
                             "{url} upgraded in {} ms{via}, ping answered with pong",
                             upgraded_in.as_millis()
                         ),
+                    ));
+                }
+                if field("type") == "error" {
+                    let (code, message) = (field("code"), field("message"));
+                    let hint = if code == "forbidden" || message.contains("origin") {
+                        format!(
+                            "the media server refused Origin {}: add it to CORS_ORIGIN in media.env",
+                            options.origin
+                        )
+                    } else {
+                        "journalctl -u privatehub-media -n 50".to_owned()
+                    };
+                    return Err(CheckResult::fail(
+                        NAME,
+                        format!("the media server answered ping with error {code}: {message}"),
+                        hint,
                     ));
                 }
                 return Err(CheckResult::fail(
@@ -177,7 +193,7 @@ fn handshake_failure(options: &Options, url: &Url, error: tungstenite::Error) ->
             let body = response
                 .body()
                 .as_deref()
-                .map(|bytes| snippet(&String::from_utf8_lossy(bytes)))
+                .map(|bytes| body_note(&String::from_utf8_lossy(bytes)))
                 .unwrap_or_default();
             let hint = match status.as_u16() {
                 403 => format!(
@@ -195,7 +211,7 @@ fn handshake_failure(options: &Options, url: &Url, error: tungstenite::Error) ->
             };
             CheckResult::fail(
                 NAME,
-                format!("WebSocket upgrade of {url} refused with {status}: {body}"),
+                format!("WebSocket upgrade of {url} refused with {status}{body}"),
                 hint,
             )
         }

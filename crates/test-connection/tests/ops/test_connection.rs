@@ -49,6 +49,7 @@ fn passes_through_nginx_and_names_unreachable_udp() {
     let (stack, front) = NginxFront::start_stack(StackOptions::default());
     let (ok, output) = run_tool(&[&front.app_url, &front.media_url]);
     assert!(ok, "expected every check to pass:\n{output}");
+    eprintln!("{output}");
     line(&output, "PASS  app health");
     line(&output, "PASS  media health");
     line(&output, "PASS  media signaling");
@@ -96,6 +97,17 @@ fn passes_through_nginx_and_names_unreachable_udp() {
         "the hint names the firewall: {stun}"
     );
 
+    // An Origin the media server does not accept (CORS_ORIGIN lacks the app's URL).
+    let (ok, output) = run_tool(&[
+        &front.app_url,
+        &front.media_url,
+        "--origin",
+        "https://elsewhere.example",
+    ]);
+    assert!(!ok, "a refused Origin must fail:\n{output}");
+    let signaling = line(&output, "FAIL  media signaling");
+    assert!(signaling.contains("CORS_ORIGIN"), "{signaling}");
+
     // The wrapper script, URLs from an app env file, the built tool on PATH.
     let env_dir = tempfile::tempdir().unwrap();
     let app_env = env_dir.path().join("app.env");
@@ -141,6 +153,7 @@ fn fails_clearly_when_the_media_server_is_down() {
     stack.media.kill();
     let (ok, output) = run_tool(&[&front.app_url, &front.media_url]);
     assert!(!ok, "must fail with the media server down:\n{output}");
+    eprintln!("{output}");
     line(&output, "PASS  app health");
     let health = line(&output, "FAIL  media health");
     assert!(health.contains("502"), "{health}");
