@@ -146,8 +146,9 @@ pub fn describe(ip: IpAddr, port: u16, outcome: &ProbeOutcome) -> CheckResult {
             format!(
                 "STUN binding to {target}: port unreachable (ICMP), nothing listens on UDP {port}"
             ),
-            "is privatehub-media running with this port in MEDIA_RTC_MIN_PORT..MAX, and is \
-             MEDIA_ANNOUNCED_IP this host's address?",
+            "is privatehub-media running with this port in MEDIA_RTC_MIN_PORT..MAX, is \
+             MEDIA_ANNOUNCED_IP this host's address, and does MEDIA_RTC_BIND_IP (if set) \
+             include it?",
         ),
         ProbeOutcome::NoAnswer { attempts, waited } => CheckResult::fail(
             name,

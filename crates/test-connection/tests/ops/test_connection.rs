@@ -164,3 +164,24 @@ fn fails_clearly_when_the_media_server_is_down() {
     line(&output, "FAIL  media signaling");
     line(&output, "SKIP  rtc udp");
 }
+
+/// The media server announces an address its UDP sockets do not listen on (as with a
+/// wrong MEDIA_ANNOUNCED_IP): signaling works, media would not, and the STUN lines say so.
+#[test]
+fn fails_when_the_announced_address_does_not_answer_udp() {
+    let mut options = StackOptions::default();
+    options.media_env.extend([
+        ("MEDIA_ANNOUNCED_IP".to_owned(), "127.0.0.2".to_owned()),
+        ("MEDIA_RTC_BIND_IP".to_owned(), "127.0.0.1".to_owned()),
+    ]);
+    let (stack, front) = NginxFront::start_stack(options);
+    let (ok, output) = run_tool(&[&front.app_url, &front.media_url]);
+    assert!(!ok, "UDP to the announced address must fail:\n{output}");
+    eprintln!("{output}");
+    line(&output, "PASS  media signaling");
+    let (first, last) = stack.rtc_ports;
+    for port in first..=last {
+        let stun = line(&output, &format!("FAIL  rtc udp/{port}"));
+        assert!(stun.contains("127.0.0.2"), "{stun}");
+    }
+}
