@@ -57,9 +57,13 @@ impl Default for NginxPlan {
 impl NginxPlan {
     /// Free loopback ports; the app at `127.0.0.1`, the media server at `localhost`.
     pub fn new() -> NginxPlan {
+        let https_port = free_tcp_port();
+        let http_port = std::iter::repeat_with(free_tcp_port)
+            .find(|port| *port != https_port)
+            .expect("a second free port");
         NginxPlan {
-            https_port: free_tcp_port(),
-            http_port: free_tcp_port(),
+            https_port,
+            http_port,
             app_domain: "127.0.0.1".into(),
             media_domain: "localhost".into(),
         }
