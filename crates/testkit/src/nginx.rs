@@ -88,13 +88,23 @@ impl NginxPlan {
         format!("https://{}:{}", self.media_domain, self.https_port)
     }
 
-    /// `options` with the app's and media server's public URLs set to the nginx ones, and
-    /// the nginx app origin accepted by the media server's CORS check.
+    /// `options` with the app's and media server's public URLs set to the nginx ones, the
+    /// nginx app origin accepted by the media server's CORS check, and the app trusting
+    /// nginx's forwarded headers (`TRUST_PROXY_HEADERS=true`), as in production.
     pub fn stack_options(&self, mut options: StackOptions) -> StackOptions {
         options.app_public_url = Some(self.app_url());
         options.media_public_url = Some(self.media_url());
         if !options.extra_cors_origins.contains(&self.app_url()) {
             options.extra_cors_origins.push(self.app_url());
+        }
+        if !options
+            .app_env
+            .iter()
+            .any(|(name, _)| name == "TRUST_PROXY_HEADERS")
+        {
+            options
+                .app_env
+                .push(("TRUST_PROXY_HEADERS".into(), "true".into()));
         }
         options
     }

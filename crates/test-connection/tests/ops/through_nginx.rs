@@ -168,6 +168,31 @@ async fn real_services_over_https() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["announced_ip"], "127.0.0.1");
 
+    // A state-changing request through nginx: the CSRF check accepts the nginx origin
+    // and the session cookie is Secure.
+    let signup = client
+        .post(format!("{}/api/auth/signup", front.app_url))
+        .header("Origin", &front.app_url)
+        .json(&serde_json::json!({"username": "opsuser", "password": "correct-horse-battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201, "{}", stack.app.log_tail(20));
+    let cookie = signup.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let forged = client
+        .post(format!("{}/api/auth/logout", front.app_url))
+        .header("Origin", "https://evil.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        403,
+        "a foreign Origin is refused by the app"
+    );
+
     let port = front.plan.https_port;
     let mut signaling = wss_connect(port, "localhost", "/ws", &front.app_url)
         .await
