@@ -56,6 +56,13 @@ async fn https_sites_route_by_name_and_forward_the_client() {
         headers.get("server")
     );
 
+    // What browser tests pass to Chromium: the certificate's public-key hash.
+    let args = front.chromium_args();
+    let spki = args[0]
+        .strip_prefix("--ignore-certificate-errors-spki-list=")
+        .unwrap();
+    assert_eq!(spki.len(), 44, "base64 of a SHA-256: {args:?}");
+
     let media = client
         .get(format!("{}/healthz", front.media_url))
         .send()
