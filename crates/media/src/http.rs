@@ -35,10 +35,11 @@ impl RunningServer {
         &self.engine.metrics
     }
 
-    /// Stops HTTP, closes every peer and joins the worker threads.
+    /// Closes every peer (their sockets get closed too), stops HTTP and joins the
+    /// worker threads.
     pub async fn stop(self) {
-        self.server.stop(true).await;
         self.engine.shutdown();
+        self.server.stop(true).await;
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || {
             for worker in workers {

@@ -42,6 +42,8 @@ pub(super) struct Peer {
     pub video_gated: bool,
     /// Set once the `Rtc` errored or panicked; it is not touched again but dropped.
     pub faulted: bool,
+    /// Publisher: the simulcast layer forwarded (the first seen; `Some(None)` = no rid).
+    video_rid: Option<Option<str0m::media::Rid>>,
     /// Viewer: the publisher's payload type mapped to ours, per kind, for one generation.
     pt_cache: [Option<(u64, Pt, Pt)>; 2],
 }
@@ -66,6 +68,7 @@ impl Peer {
             video_mid: None,
             video_gated: true,
             faulted: false,
+            video_rid: None,
             pt_cache: [None, None],
         }
     }
@@ -149,9 +152,14 @@ impl Peer {
                 } else {
                     return;
                 };
-                // Simulcast is not negotiated by our clients; ignore any other layer.
-                if data.rid.is_some() && kind == MediaKind::Video && data.rid != self.first_rid() {
-                    return;
+                // Our clients do not send simulcast; if one does, forward only the first
+                // layer seen rather than mixing layers.
+                if kind == MediaKind::Video {
+                    match self.video_rid {
+                        None => self.video_rid = Some(data.rid),
+                        Some(rid) if rid != data.rid => return,
+                        Some(_) => {}
+                    }
                 }
                 let keyframe = kind == MediaKind::Video && data.is_keyframe();
                 if kind == MediaKind::Video && !data.contiguous {
@@ -177,10 +185,6 @@ impl Peer {
             }
             _ => {}
         }
-    }
-
-    fn first_rid(&self) -> Option<str0m::media::Rid> {
-        None
     }
 
     /// Viewer: writes one publisher frame, honouring the keyframe gate. Returns whether

@@ -15,6 +15,9 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::helpers::Ws;
 
+/// Size of a publisher bot's delta frames (keyframes are 2.4x); the load test raises it.
+pub static DELTA_FRAME_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2500);
+
 /// What a bot observed.
 #[derive(Debug, Default, Clone)]
 pub struct BotStats {
@@ -274,7 +277,8 @@ fn run(
                     want_keyframe = false;
                     last_keyframe = now;
                 }
-                let size = if keyframe { 6000 } else { 2500 };
+                let delta = DELTA_FRAME_BYTES.load(Ordering::Relaxed);
+                let size = if keyframe { delta * 12 / 5 } else { delta };
                 let data = vp8_frame(keyframe, tag, size);
                 if let Some(writer) = rtc.writer(video) {
                     let pt = writer

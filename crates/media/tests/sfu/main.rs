@@ -4,5 +4,6 @@
 mod bad_input;
 mod bot;
 mod helpers;
+mod load;
 mod media_flow;
 mod stun;
