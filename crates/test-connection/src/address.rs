@@ -100,12 +100,14 @@ pub fn compare_announced(announced: IpAddr, host: &MediaHost) -> CheckResult {
             AddressScope::Public => String::new(),
             other => format!(" ({other}: only clients that can route to it will connect)"),
         };
+        let matched = if host.name.parse::<IpAddr>().is_ok() {
+            "the address of the media URL".to_owned()
+        } else {
+            format!("the address {} resolves to", host.name)
+        };
         return CheckResult::pass(
             name,
-            format!(
-                "media server announces {announced}, the address {} resolves to{note}",
-                host.name
-            ),
+            format!("media server announces {announced}, {matched}{note}"),
         );
     }
     let Some(seen) = host.reached.or_else(|| host.resolved.first().copied()) else {
