@@ -7,6 +7,7 @@
 //! [`viewers::ViewerCounts`] held in [`state::AppState`].
 
 pub mod auth;
+pub mod chat;
 pub mod db;
 pub mod domain;
 pub mod error;

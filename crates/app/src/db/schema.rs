@@ -31,7 +31,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_messages (id) {
+        id -> BigInt,
+        live_id -> BigInt,
+        user_id -> BigInt,
+        body -> Text,
+        sent_at_ms -> BigInt,
+        deleted_at_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    chat_bans (channel_user_id, banned_user_id) {
+        channel_user_id -> BigInt,
+        banned_user_id -> BigInt,
+        created_at_ms -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(chat_messages -> users (user_id));
+diesel::joinable!(chat_messages -> lives (live_id));
 diesel::joinable!(lives -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, lives);
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, lives, chat_messages, chat_bans);

@@ -12,11 +12,25 @@ const JS: &str = "text/javascript; charset=utf-8";
 const ASSETS: &[(&str, &str, &str)] = &[
     ("app.css", CSS, include_str!("../../static/app.css")),
     ("app.js", JS, include_str!("../../static/app.js")),
-    ("live.js", JS, include_str!("../../static/live.js")),
     (
-        "start-live.js",
+        "broadcast-page.js",
         JS,
-        include_str!("../../static/start-live.js"),
+        include_str!("../../static/broadcast-page.js"),
+    ),
+    (
+        "chat-client.js",
+        JS,
+        include_str!("../../static/chat-client.js"),
+    ),
+    (
+        "live-page.js",
+        JS,
+        include_str!("../../static/live-page.js"),
+    ),
+    (
+        "media-client.js",
+        JS,
+        include_str!("../../static/media-client.js"),
     ),
 ];
 

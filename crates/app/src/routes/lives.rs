@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
+use privatehub_protocol::app_socket::LiveSummary;
 use privatehub_protocol::{MediaRole, MediaTokenClaims, issue_media_token};
 use rand::RngCore;
 
@@ -88,6 +89,14 @@ pub async fn start(
     let body = LiveJson::new(&live, state.viewers.current(live.id));
     if created {
         tracing::info!(username = %live.username, live_id = %live.id, "live started");
+        state.chat.live_started(
+            live.username.clone(),
+            LiveSummary {
+                live_id: live.id,
+                title: live.title.clone(),
+                started_at_ms: live.started_at.saturating_mul(1000),
+            },
+        );
         Ok(HttpResponse::Created().json(body))
     } else {
         Ok(HttpResponse::Ok().json(body))
@@ -111,6 +120,7 @@ pub async fn stop(
     .await?;
     let live = ended.ok_or(LiveError::AlreadyStopped)?;
     state.viewers.finish(live.id);
+    state.chat.live_ended(live.username.clone(), live.id);
     tracing::info!(username = %live.username, live_id = %live.id, "live ended");
     Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
 }

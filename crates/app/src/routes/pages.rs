@@ -59,7 +59,6 @@ struct LivePage {
     viewer: Option<String>,
     channel: String,
     live: Option<LiveCard>,
-    media_url: String,
 }
 
 #[derive(Template)]
@@ -68,7 +67,6 @@ struct StartLivePage {
     viewer: Option<String>,
     channel: String,
     live: Option<LiveCard>,
-    media_url: String,
 }
 
 #[derive(Template)]
@@ -179,7 +177,7 @@ async fn channel(
     .await
 }
 
-/// `GET /{username}/live`: the viewer page (the player arrives with `static/live.js`).
+/// `GET /{username}/live`: the viewer page (the player is `static/live-page.js`).
 pub async fn live(
     state: web::Data<AppState>,
     viewer: MaybeUser,
@@ -189,14 +187,12 @@ pub async fn live(
     let Some((channel, live)) = channel(&state, &path).await? else {
         return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
     };
-    let media_url = state.settings.media_public_url.clone();
     Ok(render(
         StatusCode::OK,
         &LivePage {
             viewer,
             channel,
             live,
-            media_url,
         },
     ))
 }
@@ -228,14 +224,12 @@ pub async fn start_live(
     let Some((channel, live)) = channel(&state, &path).await? else {
         return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
     };
-    let media_url = state.settings.media_public_url.clone();
     Ok(render(
         StatusCode::OK,
         &StartLivePage {
             viewer,
             channel,
             live,
-            media_url,
         },
     ))
 }

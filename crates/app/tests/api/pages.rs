@@ -62,11 +62,11 @@ async fn live_page_shows_state_and_mount_point() {
     let alice = app.user("alice").await;
     let page = html(app.get(&client(), "/alice/live").await, 200).await;
     assert!(page.contains("id=\"player\"") && page.contains("data-state=\"offline\""));
-    assert!(page.contains("src=\"/static/live.js\""));
+    assert!(page.contains("src=\"/static/live-page.js\""));
     let live = app.start_live(&alice, "Show").await;
     let page = html(app.get(&client(), "/Alice/live").await, 200).await;
     assert!(page.contains(&format!("data-live-id=\"{}\"", live["id"])));
-    assert!(page.contains("data-state=\"live\""));
+    assert!(page.contains("data-live=\"true\""));
     assert_no_inline_scripts(&page);
     html(app.get(&client(), "/ghost/live").await, 404).await;
     html(app.get(&client(), "/api-x!/live").await, 404).await;
@@ -88,7 +88,10 @@ async fn start_live_page_is_for_its_owner_only() {
     html(app.get(&bob, "/alice/start-live").await, 403).await;
 
     let page = html(app.get(&alice, "/alice/start-live").await, 200).await;
-    assert!(page.contains("id=\"broadcaster\"") && page.contains("src=\"/static/start-live.js\""));
+    assert!(
+        page.contains("id=\"broadcast-page\"")
+            && page.contains("src=\"/static/broadcast-page.js\"")
+    );
     assert_no_inline_scripts(&page);
 }
 
@@ -126,8 +129,10 @@ async fn static_files_and_html_404() {
     for (path, kind) in [
         ("/static/app.css", "text/css"),
         ("/static/app.js", "text/javascript"),
-        ("/static/live.js", "text/javascript"),
-        ("/static/start-live.js", "text/javascript"),
+        ("/static/live-page.js", "text/javascript"),
+        ("/static/broadcast-page.js", "text/javascript"),
+        ("/static/chat-client.js", "text/javascript"),
+        ("/static/media-client.js", "text/javascript"),
     ] {
         let response = app.get(&client(), path).await;
         assert_eq!(response.status(), 200, "{path}");

@@ -1,0 +1,714 @@
+//! [`ChatServer`]: the single task that owns all rooms, and [`ChatHandle`], the
+//! cloneable way to talk to it.
+//!
+//! A room is a channel (a broadcaster's username) and the sockets that joined it. The
+//! server checks who may post, rate-limits, stores messages, and fans events out to
+//! each member's bounded outbox. A member whose outbox is full is dropped (its socket
+//! closes and its page reconnects) rather than slowing everyone down.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::app_socket::{
+    AppClientMessage, AppServerMessage, AppSocketErrorCode, CHAT_HISTORY_LENGTH, ChatMessage,
+    ChatMessageId, LiveSummary,
+};
+use tokio::sync::mpsc;
+
+use super::rate_limit::SlidingWindow;
+use crate::db::users::{self, UserId};
+use crate::db::{self, DbPool, chat, lives};
+use crate::domain::{ChatText, ChatTextError, Username};
+use crate::error::InternalError;
+use crate::viewers::ViewerCounts;
+
+/// Messages a signed-in user may post per [`CHAT_RATE_WINDOW`], across all their tabs.
+pub const CHAT_RATE_MAX: usize = 5;
+pub const CHAT_RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Pending messages per socket before it is considered too slow and dropped.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Identifies one socket connection to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    fn next() -> ConnId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The signed-in user behind a socket.
+#[derive(Debug, Clone)]
+pub struct ChatUser {
+    pub id: UserId,
+    pub username: Username,
+}
+
+/// Everything the server can be asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// A socket opened; `outbox` receives what the server sends it.
+    Connect {
+        conn: ConnId,
+        user: Option<ChatUser>,
+        outbox: mpsc::Sender<AppServerMessage>,
+    },
+    /// A socket closed.
+    Disconnect { conn: ConnId },
+    /// A socket sent a message.
+    Client {
+        conn: ConnId,
+        message: AppClientMessage,
+    },
+    /// `POST /api/lives/start` created a live.
+    LiveStarted {
+        channel: Username,
+        live: LiveSummary,
+    },
+    /// `POST /api/lives/stop` ended a live.
+    LiveEnded { channel: Username, live: LiveId },
+}
+
+/// Cloneable handle to the [`ChatServer`] task. Sending never blocks.
+#[derive(Debug, Clone)]
+pub struct ChatHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl ChatHandle {
+    /// Registers a socket and returns its id.
+    pub fn connect(
+        &self,
+        user: Option<ChatUser>,
+        outbox: mpsc::Sender<AppServerMessage>,
+    ) -> ConnId {
+        let conn = ConnId::next();
+        self.send(Command::Connect { conn, user, outbox });
+        conn
+    }
+
+    pub fn disconnect(&self, conn: ConnId) {
+        self.send(Command::Disconnect { conn });
+    }
+
+    pub fn client_message(&self, conn: ConnId, message: AppClientMessage) {
+        self.send(Command::Client { conn, message });
+    }
+
+    /// Tells the channel's room that a live started.
+    pub fn live_started(&self, channel: Username, live: LiveSummary) {
+        self.send(Command::LiveStarted { channel, live });
+    }
+
+    /// Tells the channel's room that its live ended.
+    pub fn live_ended(&self, channel: Username, live: LiveId) {
+        self.send(Command::LiveEnded { channel, live });
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            tracing::error!("the chat server has stopped; command dropped");
+        }
+    }
+}
+
+struct Conn {
+    user: Option<ChatUser>,
+    outbox: mpsc::Sender<AppServerMessage>,
+    /// Canonical (lowercase) channel name of the joined room.
+    room: Option<String>,
+}
+
+struct Room {
+    channel: Username,
+    owner: UserId,
+    live: Option<LiveSummary>,
+    members: HashSet<ConnId>,
+    banned: HashSet<UserId>,
+    /// Highest viewer count already written to the database for the current live.
+    stored_peak: u32,
+}
+
+/// The task that owns all rooms. Create with [`ChatServer::new`], spawn
+/// [`ChatServer::run`].
+pub struct ChatServer {
+    commands: mpsc::UnboundedReceiver<Command>,
+    pool: DbPool,
+    viewers: ViewerCounts,
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<String, Room>,
+    limits: HashMap<UserId, SlidingWindow>,
+}
+
+impl ChatServer {
+    pub fn new(pool: DbPool, viewers: ViewerCounts) -> (ChatServer, ChatHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let server = ChatServer {
+            commands: rx,
+            pool,
+            viewers,
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            limits: HashMap::new(),
+        };
+        (server, ChatHandle { commands: tx })
+    }
+
+    /// Runs until every [`ChatHandle`] is dropped.
+    pub async fn run(mut self) {
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = prune.tick() => {
+                    let now = Instant::now();
+                    self.limits.retain(|_, limiter| !limiter.is_idle(now));
+                }
+            }
+        }
+        tracing::info!("chat server stopped");
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Connect { conn, user, outbox } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        user,
+                        outbox,
+                        room: None,
+                    },
+                );
+            }
+            Command::Disconnect { conn } => self.remove_conn(conn),
+            Command::Client { conn, message } => self.client_message(conn, message).await,
+            Command::LiveStarted { channel, live } => self.live_started(channel, live),
+            Command::LiveEnded { channel, live } => self.live_ended(channel, live),
+        }
+    }
+
+    async fn client_message(&mut self, conn: ConnId, message: AppClientMessage) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        match message {
+            AppClientMessage::UserOnline => {
+                let username = state.user.as_ref().map(|user| user.username.to_string());
+                self.deliver(conn, AppServerMessage::UserOnline { username });
+            }
+            AppClientMessage::Ping => self.deliver(conn, AppServerMessage::Pong),
+            AppClientMessage::LiveJoin { channel } => self.join(conn, &channel).await,
+            AppClientMessage::LiveLeave => self.leave(conn),
+            AppClientMessage::ChatSend { text } => {
+                if let Err((code, message, retry)) = self.chat_send(conn, &text).await {
+                    self.deliver_error(conn, code, message, retry);
+                }
+            }
+            AppClientMessage::ChatDelete { message_id } => {
+                if let Err((code, message, _)) = self.chat_delete(conn, message_id).await {
+                    self.deliver_error(conn, code, message, None);
+                }
+            }
+            AppClientMessage::ChatBan { username } => {
+                if let Err((code, message, _)) = self.chat_ban(conn, &username).await {
+                    self.deliver_error(conn, code, message, None);
+                }
+            }
+        }
+    }
+
+    async fn join(&mut self, conn: ConnId, raw_channel: &str) {
+        let Ok(channel) = Username::parse(raw_channel) else {
+            self.deliver_error(
+                conn,
+                AppSocketErrorCode::UnknownChannel,
+                "There is no such channel.".into(),
+                None,
+            );
+            return;
+        };
+        self.leave(conn);
+        let key = channel.canonical();
+        if !self.rooms.contains_key(&key) {
+            match load_room(&self.pool, channel).await {
+                Ok(Some(room)) => {
+                    self.rooms.insert(key.clone(), room);
+                }
+                Ok(None) => {
+                    self.deliver_error(
+                        conn,
+                        AppSocketErrorCode::UnknownChannel,
+                        "There is no such channel.".into(),
+                        None,
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "loading a chat room failed");
+                    self.deliver_internal_error(conn);
+                    return;
+                }
+            }
+        }
+        let (Some(state), Some(room)) = (self.conns.get_mut(&conn), self.rooms.get_mut(&key))
+        else {
+            return;
+        };
+        state.room = Some(key.clone());
+        room.members.insert(conn);
+        let is_owner = state
+            .user
+            .as_ref()
+            .is_some_and(|user| user.id == room.owner);
+        let channel_name = room.channel.to_string();
+        let live = room.live.clone();
+        self.deliver(
+            conn,
+            AppServerMessage::LiveState {
+                channel: channel_name.clone(),
+                live: live.clone(),
+                is_owner,
+            },
+        );
+        let messages = match &live {
+            Some(live) => match load_history(&self.pool, &channel_name, live.live_id).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::error!(%error, "loading chat history failed");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        self.deliver(
+            conn,
+            AppServerMessage::ChatHistory {
+                channel: channel_name,
+                messages,
+            },
+        );
+        self.publish_count(&key);
+    }
+
+    /// Takes `conn` out of its room, if any.
+    fn leave(&mut self, conn: ConnId) {
+        let Some(key) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|state| state.room.take())
+        else {
+            return;
+        };
+        let empty = match self.rooms.get_mut(&key) {
+            Some(room) => {
+                room.members.remove(&conn);
+                room.members.is_empty()
+            }
+            None => return,
+        };
+        if empty {
+            // Forget the room; its state is reloaded from the database on the next join.
+            if let Some(room) = self.rooms.remove(&key)
+                && let Some(live) = room.live
+            {
+                self.viewers.set(live.live_id, 0);
+            }
+        } else {
+            self.publish_count(&key);
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId) {
+        self.leave(conn);
+        self.conns.remove(&conn);
+    }
+
+    async fn chat_send(&mut self, conn: ConnId, raw_text: &str) -> Result<(), Refusal> {
+        let (user, key) = self.member(conn)?;
+        let room = self.rooms.get(&key).ok_or_else(not_joined)?;
+        let live = room.live.clone().ok_or_else(|| {
+            refusal(
+                AppSocketErrorCode::NotLive,
+                "The chat opens when the live starts.",
+            )
+        })?;
+        if room.banned.contains(&user.id) {
+            return Err(refusal(
+                AppSocketErrorCode::Banned,
+                "You are banned from this chat.",
+            ));
+        }
+        let text = ChatText::parse(raw_text).map_err(|error| match error {
+            ChatTextError::Empty => refusal(AppSocketErrorCode::EmptyMessage, &error.to_string()),
+            ChatTextError::TooLong => {
+                refusal(AppSocketErrorCode::MessageTooLong, &error.to_string())
+            }
+        })?;
+        let limiter = self
+            .limits
+            .entry(user.id)
+            .or_insert_with(|| SlidingWindow::new(CHAT_RATE_MAX, CHAT_RATE_WINDOW));
+        if let Err(wait) = limiter.try_acquire(Instant::now()) {
+            return Err((
+                AppSocketErrorCode::RateLimited,
+                format!(
+                    "You are sending messages too fast (at most {CHAT_RATE_MAX} every {} seconds).",
+                    CHAT_RATE_WINDOW.as_secs()
+                ),
+                Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+            ));
+        }
+        let now_ms = now_unix_ms();
+        let body = text.as_str().to_owned();
+        let author = user.id;
+        let live_id = live.live_id;
+        let id = db::run(&self.pool, move |connection| {
+            chat::insert_message(connection, live_id, author, &body, now_ms)
+                .map_err(InternalError::from)
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "storing a chat message failed");
+            internal()
+        })?;
+        let Some(room) = self.rooms.get(&key) else {
+            return Ok(());
+        };
+        let message = ChatMessage {
+            id: ChatMessageId(id),
+            channel: room.channel.to_string(),
+            live_id,
+            username: user.username.to_string(),
+            text: text.into_inner(),
+            sent_at_ms: now_ms,
+        };
+        self.broadcast(&key, AppServerMessage::ChatMessage { message });
+        Ok(())
+    }
+
+    async fn chat_delete(
+        &mut self,
+        conn: ConnId,
+        message_id: ChatMessageId,
+    ) -> Result<(), Refusal> {
+        let (key, live) = self.moderated_room(conn)?;
+        let now_ms = now_unix_ms();
+        let deleted = db::run(&self.pool, move |connection| {
+            chat::delete_message(connection, live, message_id.0, now_ms)
+                .map_err(InternalError::from)
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "deleting a chat message failed");
+            internal()
+        })?;
+        if !deleted {
+            return Err(refusal(
+                AppSocketErrorCode::UnknownMessage,
+                "That message does not exist or was already removed.",
+            ));
+        }
+        self.broadcast_deleted(&key, vec![message_id]);
+        Ok(())
+    }
+
+    async fn chat_ban(&mut self, conn: ConnId, raw_username: &str) -> Result<(), Refusal> {
+        let (key, live) = self.moderated_room(conn)?;
+        let owner = self
+            .rooms
+            .get(&key)
+            .map(|room| room.owner)
+            .ok_or_else(not_joined)?;
+        let unknown = || refusal(AppSocketErrorCode::UnknownUser, "There is no such user.");
+        let username = Username::parse(raw_username).map_err(|_| unknown())?;
+        let now_ms = now_unix_ms();
+        let outcome = db::run(&self.pool, move |connection| {
+            let Some(user) = users::find_by_username(connection, &username)? else {
+                return Ok(None);
+            };
+            if user.id == owner {
+                return Ok(Some((user, None)));
+            }
+            let ids = chat::ban_user(connection, owner, user.id, Some(live), now_ms)?;
+            Ok::<_, InternalError>(Some((user, Some(ids))))
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "banning a chat user failed");
+            internal()
+        })?;
+        let (banned, ids) = outcome.ok_or_else(unknown)?;
+        let ids =
+            ids.ok_or_else(|| refusal(AppSocketErrorCode::Forbidden, "You cannot ban yourself."))?;
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return Ok(());
+        };
+        room.banned.insert(banned.id);
+        let channel = room.channel.to_string();
+        self.broadcast_deleted(&key, ids.into_iter().map(ChatMessageId).collect());
+        self.broadcast(
+            &key,
+            AppServerMessage::ChatBanned {
+                channel,
+                username: banned.username.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    fn live_started(&mut self, channel: Username, live: LiveSummary) {
+        let key = channel.canonical();
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        room.live = Some(live.clone());
+        room.stored_peak = 0;
+        let channel = room.channel.to_string();
+        self.broadcast(
+            &key,
+            AppServerMessage::LiveStarted {
+                channel: channel.clone(),
+                live,
+            },
+        );
+        self.broadcast(
+            &key,
+            AppServerMessage::ChatHistory {
+                channel,
+                messages: Vec::new(),
+            },
+        );
+        self.publish_count(&key);
+    }
+
+    fn live_ended(&mut self, channel: Username, live: LiveId) {
+        self.viewers.finish(live);
+        let key = channel.canonical();
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        if room
+            .live
+            .as_ref()
+            .is_some_and(|current| current.live_id == live)
+        {
+            room.live = None;
+        }
+        let channel = room.channel.to_string();
+        self.broadcast(
+            &key,
+            AppServerMessage::LiveEnded {
+                channel,
+                live_id: live,
+            },
+        );
+    }
+
+    /// The signed-in user of `conn` and the key of the room it joined.
+    fn member(&self, conn: ConnId) -> Result<(ChatUser, String), Refusal> {
+        let state = self.conns.get(&conn).ok_or_else(not_joined)?;
+        let user = state
+            .user
+            .clone()
+            .ok_or_else(|| refusal(AppSocketErrorCode::NotSignedIn, "Sign in to chat."))?;
+        let key = state.room.clone().ok_or_else(not_joined)?;
+        Ok((user, key))
+    }
+
+    /// The room `conn` moderates (it must be the owner's) and its current live.
+    fn moderated_room(&self, conn: ConnId) -> Result<(String, LiveId), Refusal> {
+        let (user, key) = self.member(conn)?;
+        let room = self.rooms.get(&key).ok_or_else(not_joined)?;
+        if room.owner != user.id {
+            return Err(refusal(
+                AppSocketErrorCode::Forbidden,
+                "Only the broadcaster can moderate this chat.",
+            ));
+        }
+        let live = room
+            .live
+            .as_ref()
+            .ok_or_else(|| refusal(AppSocketErrorCode::NotLive, "This channel is not live."))?;
+        Ok((key, live.live_id))
+    }
+
+    /// Sends the room's viewer count to its members and records it for the API.
+    fn publish_count(&mut self, key: &str) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let count = room
+            .members
+            .iter()
+            .filter(|member| {
+                self.conns
+                    .get(member)
+                    .and_then(|state| state.user.as_ref())
+                    .is_none_or(|user| user.id != room.owner)
+            })
+            .count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if let Some(live) = &room.live {
+            self.viewers.set(live.live_id, count);
+            if count > room.stored_peak {
+                room.stored_peak = count;
+                let pool = self.pool.clone();
+                let live_id = live.live_id;
+                tokio::spawn(async move {
+                    let result = db::run(&pool, move |connection| {
+                        chat::raise_peak_viewers(connection, live_id, count)
+                            .map_err(InternalError::from)
+                    })
+                    .await;
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "storing peak viewers failed");
+                    }
+                });
+            }
+        }
+        let channel = room.channel.to_string();
+        self.broadcast(key, AppServerMessage::LiveViewers { channel, count });
+    }
+
+    fn broadcast_deleted(&mut self, key: &str, message_ids: Vec<ChatMessageId>) {
+        if message_ids.is_empty() {
+            return;
+        }
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let channel = room.channel.to_string();
+        self.broadcast(
+            key,
+            AppServerMessage::ChatDeleted {
+                channel,
+                message_ids,
+            },
+        );
+    }
+
+    fn broadcast(&mut self, key: &str, message: AppServerMessage) {
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let members: Vec<ConnId> = room.members.iter().copied().collect();
+        for member in members {
+            self.deliver(member, message.clone());
+        }
+    }
+
+    /// Queues `message` for `conn`; a socket that cannot keep up is dropped.
+    fn deliver(&mut self, conn: ConnId, message: AppServerMessage) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        match state.outbox.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(?conn, "socket too slow; dropping it");
+                self.remove_conn(conn);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn),
+        }
+    }
+
+    fn deliver_error(
+        &mut self,
+        conn: ConnId,
+        code: AppSocketErrorCode,
+        message: String,
+        retry_after_ms: Option<u64>,
+    ) {
+        self.deliver(
+            conn,
+            AppServerMessage::Error {
+                code,
+                message,
+                retry_after_ms,
+            },
+        );
+    }
+
+    fn deliver_internal_error(&mut self, conn: ConnId) {
+        let (code, message, _) = internal();
+        self.deliver_error(conn, code, message, None);
+    }
+}
+
+/// Why a client request was refused: code, message for the user, retry-after.
+type Refusal = (AppSocketErrorCode, String, Option<u64>);
+
+fn refusal(code: AppSocketErrorCode, message: &str) -> Refusal {
+    (code, message.to_owned(), None)
+}
+
+fn not_joined() -> Refusal {
+    refusal(AppSocketErrorCode::NotJoined, "Join a live first.")
+}
+
+fn internal() -> Refusal {
+    refusal(
+        AppSocketErrorCode::Internal,
+        "Something went wrong on the server. Try again.",
+    )
+}
+
+fn now_unix_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The channel's owner, current live and bans; `None` if there is no such user.
+async fn load_room(pool: &DbPool, channel: Username) -> Result<Option<Room>, InternalError> {
+    db::run(pool, move |connection| {
+        let Some(owner) = users::find_by_username(connection, &channel)? else {
+            return Ok(None);
+        };
+        let live = lives::find_current_by_user(connection, owner.id)?;
+        let banned = chat::banned_users(connection, owner.id)?;
+        Ok(Some(Room {
+            channel: owner.username.clone(),
+            owner: owner.id,
+            stored_peak: live.as_ref().map_or(0, |live| live.peak_viewers),
+            live: live.map(|live| LiveSummary {
+                live_id: live.id,
+                title: live.title,
+                started_at_ms: live.started_at.saturating_mul(1000),
+            }),
+            members: HashSet::new(),
+            banned: banned.into_iter().collect(),
+        }))
+    })
+    .await
+}
+
+async fn load_history(
+    pool: &DbPool,
+    channel: &str,
+    live: LiveId,
+) -> Result<Vec<ChatMessage>, InternalError> {
+    let limit = i64::try_from(CHAT_HISTORY_LENGTH).unwrap_or(50);
+    let stored = db::run(pool, move |connection| {
+        chat::recent_messages(connection, live, limit).map_err(InternalError::from)
+    })
+    .await?;
+    Ok(stored
+        .into_iter()
+        .map(|message| ChatMessage {
+            id: ChatMessageId(message.id),
+            channel: channel.to_owned(),
+            live_id: message.live_id,
+            username: message.username,
+            text: message.body,
+            sent_at_ms: message.sent_at_ms,
+        })
+        .collect())
+}

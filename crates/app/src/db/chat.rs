@@ -1,0 +1,148 @@
+//! The `chat_messages` and `chat_bans` tables.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use privatehub_protocol::LiveId;
+
+use super::schema::{chat_bans, chat_messages, lives, users};
+use super::users::UserId;
+
+/// A stored, not deleted chat message with its author's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub live_id: LiveId,
+    pub username: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+/// Stores a message; returns its id.
+pub fn insert_message(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    author: UserId,
+    body: &str,
+    now_ms: i64,
+) -> QueryResult<i64> {
+    diesel::insert_into(chat_messages::table)
+        .values((
+            chat_messages::live_id.eq(live.0),
+            chat_messages::user_id.eq(author.0),
+            chat_messages::body.eq(body),
+            chat_messages::sent_at_ms.eq(now_ms),
+        ))
+        .returning(chat_messages::id)
+        .get_result(connection)
+}
+
+/// The live's last `limit` messages that are not deleted, oldest first.
+pub fn recent_messages(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    limit: i64,
+) -> QueryResult<Vec<StoredMessage>> {
+    let mut rows = chat_messages::table
+        .inner_join(users::table)
+        .filter(chat_messages::live_id.eq(live.0))
+        .filter(chat_messages::deleted_at_ms.is_null())
+        .order(chat_messages::id.desc())
+        .limit(limit)
+        .select((
+            chat_messages::id,
+            users::username,
+            chat_messages::body,
+            chat_messages::sent_at_ms,
+        ))
+        .load::<(i64, String, String, i64)>(connection)?;
+    rows.reverse();
+    Ok(rows
+        .into_iter()
+        .map(|(id, username, body, sent_at_ms)| StoredMessage {
+            id,
+            live_id: live,
+            username,
+            body,
+            sent_at_ms,
+        })
+        .collect())
+}
+
+/// Marks one message of the live deleted. `false` if there was no such message.
+pub fn delete_message(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    message_id: i64,
+    now_ms: i64,
+) -> QueryResult<bool> {
+    let updated = diesel::update(
+        chat_messages::table
+            .filter(chat_messages::id.eq(message_id))
+            .filter(chat_messages::live_id.eq(live.0))
+            .filter(chat_messages::deleted_at_ms.is_null()),
+    )
+    .set(chat_messages::deleted_at_ms.eq(Some(now_ms)))
+    .execute(connection)?;
+    Ok(updated == 1)
+}
+
+/// Bans `banned` from `channel`'s chat and deletes their messages of `live`. Returns
+/// the ids of the messages deleted now.
+pub fn ban_user(
+    connection: &mut SqliteConnection,
+    channel: UserId,
+    banned: UserId,
+    live: Option<LiveId>,
+    now_ms: i64,
+) -> QueryResult<Vec<i64>> {
+    connection.immediate_transaction(|connection| {
+        diesel::insert_or_ignore_into(chat_bans::table)
+            .values((
+                chat_bans::channel_user_id.eq(channel.0),
+                chat_bans::banned_user_id.eq(banned.0),
+                chat_bans::created_at_ms.eq(now_ms),
+            ))
+            .execute(connection)?;
+        let Some(live) = live else {
+            return Ok(Vec::new());
+        };
+        let visible = chat_messages::table
+            .filter(chat_messages::live_id.eq(live.0))
+            .filter(chat_messages::user_id.eq(banned.0))
+            .filter(chat_messages::deleted_at_ms.is_null());
+        let ids: Vec<i64> = visible.select(chat_messages::id).load(connection)?;
+        diesel::update(visible)
+            .set(chat_messages::deleted_at_ms.eq(Some(now_ms)))
+            .execute(connection)?;
+        Ok(ids)
+    })
+}
+
+/// Users banned from `channel`'s chat.
+pub fn banned_users(
+    connection: &mut SqliteConnection,
+    channel: UserId,
+) -> QueryResult<Vec<UserId>> {
+    chat_bans::table
+        .filter(chat_bans::channel_user_id.eq(channel.0))
+        .select(chat_bans::banned_user_id)
+        .load::<i64>(connection)
+        .map(|ids| ids.into_iter().map(UserId).collect())
+}
+
+/// Raises the live's stored peak viewer count to `viewers` if it is higher.
+pub fn raise_peak_viewers(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    viewers: u32,
+) -> QueryResult<()> {
+    let viewers = i32::try_from(viewers).unwrap_or(i32::MAX);
+    diesel::update(
+        lives::table
+            .filter(lives::id.eq(live.0))
+            .filter(lives::peak_viewers.lt(viewers)),
+    )
+    .set(lives::peak_viewers.eq(viewers))
+    .execute(connection)?;
+    Ok(())
+}

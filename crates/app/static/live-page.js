@@ -1,0 +1,214 @@
+// The viewer page (`/{username}/live`): the player, its states, chat and viewer count.
+//
+// States shown in `#live-status[data-state]`:
+// offline (no live now), connecting, live (frames arriving), stalled (the broadcaster's
+// connection dropped or frames stopped), ended (the broadcaster ended the live).
+// The player reconnects by itself with backoff when the media connection or the app
+// socket drops.
+
+import { AppSocket, mountChat, mountViewerCount } from './chat-client.js';
+import { Backoff, MediaSession, TokenError, fetchMediaToken, sumStats } from './media-client.js';
+
+const STATE_TEXT = {
+  offline: 'Offline',
+  connecting: 'Connecting…',
+  live: 'Live',
+  stalled: 'Stalled — waiting for the broadcaster…',
+  ended: 'The live has ended',
+};
+const MONITOR_INTERVAL_MS = 1000;
+/** No new frame for this long while connected means stalled. */
+const STALL_AFTER_MS = 3000;
+/** Stalled or connecting for this long while the live is on: start a fresh connection. */
+const REWATCH_AFTER_MS = 8000;
+
+const page = document.querySelector('#live-page');
+const channel = page.dataset.channel;
+const video = document.querySelector('#player');
+const statusEl = document.querySelector('#live-status');
+const statusText = statusEl.querySelector('.status-text') ?? statusEl;
+const overlay = document.querySelector('#player-overlay');
+const overlayText = document.querySelector('#player-overlay-text');
+const unmute = document.querySelector('#unmute');
+const titleEl = document.querySelector('#live-title');
+
+const debugLog = [];
+function log(text) {
+  debugLog.push(`${new Date().toISOString().slice(11, 23)} ${text}`);
+  if (debugLog.length > 100) debugLog.shift();
+}
+
+const player = {
+  state: null,
+  history: [],
+  /** A watch is in progress, running, or scheduled; bumped `gen` cancels it. */
+  active: false,
+  gen: 0,
+  liveOn: page.dataset.live === 'true',
+  session: null,
+  backoff: new Backoff(500, 10000),
+  retryTimer: null,
+  lastFrames: 0,
+  lastFrameAt: 0,
+  stateSince: performance.now(),
+};
+
+function setState(state) {
+  if (player.state === state) return;
+  log(`state ${player.state} -> ${state}`);
+  player.state = state;
+  player.stateSince = performance.now();
+  player.history.push(state);
+  statusEl.dataset.state = state;
+  page.dataset.state = state;
+  statusText.textContent = STATE_TEXT[state];
+  overlay.hidden = state === 'live';
+  overlayText.textContent =
+    state === 'offline'
+      ? `${channel} is not live right now. This page starts playing when they go live.`
+      : STATE_TEXT[state];
+}
+
+function stopMedia() {
+  player.active = false;
+  player.gen += 1;
+  clearTimeout(player.retryTimer);
+  player.retryTimer = null;
+  if (player.session) {
+    player.session.close();
+    player.session = null;
+  }
+}
+
+function scheduleWatch(reason) {
+  stopMedia();
+  if (!player.liveOn) return;
+  const delay = player.backoff.next();
+  player.active = true;
+  log(`retry in ${Math.round(delay)} ms: ${reason}`);
+  if (player.state !== 'stalled') setState('connecting');
+  player.retryTimer = setTimeout(watch, delay);
+}
+
+async function watch() {
+  stopMedia();
+  if (!player.liveOn) return;
+  player.active = true;
+  const gen = player.gen;
+  if (player.state !== 'stalled') setState('connecting');
+  let session;
+  try {
+    const { token, url } = await fetchMediaToken(channel);
+    if (gen !== player.gen) return;
+    session = new MediaSession({ kind: 'watch', token, url });
+    player.session = session;
+    session.addEventListener('track', () => {
+      if (video.srcObject !== session.remoteStream) video.srcObject = session.remoteStream;
+      video.play().catch(() => {});
+    });
+    session.addEventListener('publisher-left', () => {
+      log('publisher left');
+      setState('stalled');
+    });
+    session.addEventListener('publisher-joined', () => {
+      log('publisher joined');
+      player.stateSince = performance.now();
+    });
+    session.addEventListener('connectionstatechange', (event) => log(`pc ${event.detail.state}`));
+    session.addEventListener('closed', (event) => {
+      if (player.session !== session) return;
+      player.session = null;
+      scheduleWatch(event.detail.reason);
+    });
+    await session.start();
+    log(`watching live ${session.liveId}`);
+  } catch (error) {
+    if (gen !== player.gen) return;
+    if (error instanceof TokenError && error.status === 404) {
+      log('not live (token 404)');
+      player.liveOn = false;
+      stopMedia();
+      setState(player.state === 'ended' ? 'ended' : 'offline');
+      return;
+    }
+    scheduleWatch(error.message);
+  }
+}
+
+/** Once a second: decide live/stalled from the decoded frame counter. */
+function monitor() {
+  const frames = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
+  const now = performance.now();
+  if (frames > player.lastFrames) {
+    player.lastFrames = frames;
+    player.lastFrameAt = now;
+    if (player.session && (player.state === 'connecting' || player.state === 'stalled')) {
+      player.backoff.reset();
+      setState('live');
+    }
+  } else if (player.state === 'live' && now - player.lastFrameAt > STALL_AFTER_MS) {
+    setState('stalled');
+  }
+  if (
+    player.liveOn &&
+    (player.state === 'stalled' || player.state === 'connecting') &&
+    player.session &&
+    now - Math.max(player.stateSince, player.lastFrameAt) > REWATCH_AFTER_MS
+  ) {
+    scheduleWatch('no frames for a while');
+  }
+}
+
+// Autoplay rules: start muted, offer an obvious unmute.
+video.muted = true;
+unmute.addEventListener('click', () => {
+  video.muted = false;
+  video.play().catch(() => {});
+  unmute.hidden = true;
+});
+video.addEventListener('volumechange', () => {
+  unmute.hidden = !video.muted;
+});
+
+const socket = new AppSocket(channel);
+mountViewerCount(document.querySelector('#viewer-count'), socket);
+mountChat(document.querySelector('#chat'), socket);
+socket.addEventListener('live:state', (event) => {
+  const live = event.detail.live;
+  if (live) {
+    titleEl.textContent = live.title;
+    player.liveOn = true;
+    if (!player.active) watch();
+  } else {
+    player.liveOn = false;
+    stopMedia();
+    if (player.state !== 'ended') setState('offline');
+  }
+});
+socket.addEventListener('live:started', (event) => {
+  titleEl.textContent = event.detail.live.title;
+  player.liveOn = true;
+  player.backoff.reset();
+  if (!player.active) watch();
+});
+socket.addEventListener('live:ended', () => {
+  player.liveOn = false;
+  stopMedia();
+  video.srcObject = null;
+  setState('ended');
+});
+socket.connect();
+
+window.privatehubDebug = {
+  log: debugLog,
+  history: player.history,
+  get state() {
+    return player.state;
+  },
+  inboundAudioPackets: () => sumStats(player.session?.pc, 'inbound-rtp', 'audio', 'packetsReceived'),
+  inboundVideoFrames: () => sumStats(player.session?.pc, 'inbound-rtp', 'video', 'framesDecoded'),
+};
+
+setState(player.liveOn ? 'connecting' : 'offline');
+if (player.liveOn) watch();
+setInterval(monitor, MONITOR_INTERVAL_MS);

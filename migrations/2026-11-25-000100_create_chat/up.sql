@@ -1,0 +1,21 @@
+-- Chat of each live, and per-channel bans. Times are Unix milliseconds (UTC).
+CREATE TABLE chat_messages (
+    id INTEGER PRIMARY KEY NOT NULL,
+    live_id INTEGER NOT NULL REFERENCES lives (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    body TEXT NOT NULL,
+    sent_at_ms BIGINT NOT NULL,
+    -- Set when the broadcaster deletes the message or bans its author.
+    deleted_at_ms BIGINT
+);
+
+CREATE INDEX chat_messages_live_id ON chat_messages (live_id, id);
+CREATE INDEX chat_messages_user_id ON chat_messages (user_id);
+
+-- A ban keeps `banned_user_id` out of the chat of every live of `channel_user_id`.
+CREATE TABLE chat_bans (
+    channel_user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    banned_user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (channel_user_id, banned_user_id)
+);
