@@ -117,12 +117,35 @@ fn optional_lines_drop_and_ports_follow_the_vars() {
 }
 
 #[test]
+fn http2_follows_the_nginx_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |mode: &str| {
+        render_site(
+            dir.path(),
+            &[
+                ("NGINX_HTTP2", mode.into()),
+                ("LISTEN_HTTPS_V6", String::new()),
+            ],
+        )
+        .unwrap()
+    };
+    let old = render("listen");
+    assert_eq!(old.matches("listen 443 ssl http2;").count(), 2);
+    assert!(!old.contains("http2 on;"));
+    let new = render("directive");
+    assert_eq!(new.matches("listen 443 ssl;").count(), 2);
+    assert_eq!(new.matches("http2 on;").count(), 2);
+    assert!(!new.contains("ssl http2"));
+}
+
+#[test]
 fn renderer_refuses_broken_values() {
     let dir = tempfile::tempdir().unwrap();
     for (name, value, expected) in [
         ("APP_DOMAIN", "a.example; include /etc/shadow", "APP_DOMAIN"),
         ("MEDIA_DOMAIN", "", "MEDIA_DOMAIN must be set"),
         ("APP_UPSTREAM", "127.0.0.1:3000}", "APP_UPSTREAM"),
+        ("NGINX_HTTP2", "maybe", "NGINX_HTTP2"),
     ] {
         let error = render_site(dir.path(), &[(name, value.into())]).expect_err(name);
         assert!(error.contains(expected), "{name}={value:?}: {error}");
