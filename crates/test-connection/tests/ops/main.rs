@@ -5,6 +5,7 @@
 //! Needs nginx and openssl (scripts/install-test-deps) and, for the tests with the real
 //! services, the built binaries (`cargo build --workspace --bins`).
 
+mod deploy_files;
 mod fake_upstream;
 mod nginx_config;
 mod support;
