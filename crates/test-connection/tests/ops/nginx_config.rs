@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
+use privatehub_testkit::free_tcp_port;
 use privatehub_testkit::nginx::{
     render_site, self_signed_certificate, test_config, write_main_config,
 };
 
-/// The shipped vars as they are (production domains, ports 80/443 and IPv6), with only
-/// the certificate paths pointed at a generated certificate.
+/// The shipped vars as they are (production domains, upstreams, limits), with the
+/// certificate paths pointed at a generated certificate and the listen addresses moved to
+/// free loopback ports: `nginx -t` binds them, which needs root for 80/443 and fails if
+/// another nginx already holds them.
 fn render_production_like(dir: &Path) -> String {
     let (cert, key) = self_signed_certificate(dir);
     let cert = cert.display().to_string();
@@ -20,6 +23,10 @@ fn render_production_like(dir: &Path) -> String {
             ("APP_TLS_KEY", key.clone()),
             ("MEDIA_TLS_CERT", cert),
             ("MEDIA_TLS_KEY", key),
+            ("LISTEN_HTTP", format!("127.0.0.1:{}", free_tcp_port())),
+            ("LISTEN_HTTPS", format!("127.0.0.1:{}", free_tcp_port())),
+            ("LISTEN_HTTP_V6", String::new()),
+            ("LISTEN_HTTPS_V6", String::new()),
         ],
     )
     .unwrap()
@@ -32,8 +39,7 @@ fn shipped_site_passes_nginx_t() {
     for expected in [
         "server_name privatehub.com.br sfu.privatehub.com.br;",
         "server_name sfu.privatehub.com.br;",
-        "listen 443 ssl http2;",
-        "listen [::]:443 ssl http2;",
+        "ssl_certificate_key",
         "server 127.0.0.1:3000;",
         "server 127.0.0.1:5050;",
         "return 301 https://$host$request_uri;",
@@ -99,6 +105,7 @@ fn optional_lines_drop_and_ports_follow_the_vars() {
     let site = render_site(
         dir.path(),
         &[
+            ("NGINX_HTTP2", "listen".into()),
             ("LISTEN_HTTPS", "127.0.0.1:8443".into()),
             ("LISTEN_HTTPS_V6", String::new()),
             ("HTTPS_PORT_SUFFIX", ":8443".into()),
@@ -107,6 +114,10 @@ fn optional_lines_drop_and_ports_follow_the_vars() {
     )
     .unwrap();
     assert!(site.contains("listen 127.0.0.1:8443 ssl http2;"));
+    let shipped = render_site(dir.path(), &[("NGINX_HTTP2", "listen".into())]).unwrap();
+    assert!(shipped.contains("listen 443 ssl http2;"));
+    assert!(shipped.contains("listen [::]:443 ssl http2;"));
+    assert!(shipped.contains("listen 80;"));
     assert!(!site.contains("[::]:443"));
     assert!(
         site.contains("listen [::]:80;"),
