@@ -228,3 +228,44 @@ async fn real_services_over_https() {
         ),
     }
 }
+
+/// Real-looking names for the two sites, resolved to loopback by the client.
+#[tokio::test]
+async fn named_sites_with_client_side_resolution() {
+    let app = fake_upstream::start("app").await;
+    let media = fake_upstream::start("media").await;
+    let front = NginxPlan::new()
+        .with_domains("app.privatehub.test", "sfu.privatehub.test")
+        .start_for_upstreams(app, media);
+    assert_eq!(
+        front.app_url,
+        format!("https://app.privatehub.test:{}", front.plan.https_port)
+    );
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], front.plan.https_port));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .resolve("app.privatehub.test", loopback)
+        .resolve("sfu.privatehub.test", loopback)
+        .build()
+        .unwrap();
+    for (url, upstream) in [(&front.app_url, "app"), (&front.media_url, "media")] {
+        let echoed = client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            echoed.starts_with(&format!("upstream={upstream}\n")),
+            "{echoed}"
+        );
+    }
+    let args = front.chromium_args();
+    assert!(
+        args.contains(&"--host-resolver-rules=MAP app.privatehub.test 127.0.0.1,MAP sfu.privatehub.test 127.0.0.1".to_owned()),
+        "{args:?}"
+    );
+}
