@@ -1,9 +1,9 @@
 //! `privatehub-test-connection`: what an operator runs after deploying, from anywhere
 //! browsers will be, to see whether PrivateHub is reachable the way browsers need it.
 //!
-//! Checks, in order, each printed as one line: the app's health, the media server's
-//! health (which also reports the announced address and the RTC ports), the signaling
-//! WebSocket, the announced address against the address the media host was reached at,
+//! Checks, in order, each printed as one line: the app's health, the app's WebSocket,
+//! the media server's health (which also reports the announced address and the RTC
+//! ports), the media signaling WebSocket, the announced address against the address the media host was reached at,
 //! and a STUN Binding exchange with every RTC UDP port at the announced address.
 
 pub mod address;
@@ -31,6 +31,7 @@ pub async fn run(options: &Options, mut on_result: impl FnMut(&CheckResult)) -> 
     };
     let client = health::http_client(options);
     record(health::check_app(&client, options).await);
+    record(signaling::check_app(options).await);
     let (media_result, media_health) = health::check_media(&client, options).await;
     record(media_result);
     record(signaling::check(options).await);

@@ -9,8 +9,9 @@ pub const USAGE: &str = "\
 usage: privatehub-test-connection [options] <app-url> <media-url>
 
 Checks, from where it runs, what browsers need: the app's and the media server's health
-over their public URLs, the media signaling WebSocket, the address the media server
-announces, and a STUN exchange with every RTC UDP port. Exit status 1 if any check fails.
+over their public URLs, both WebSockets (the app's and the media signaling), the address
+the media server announces, and a STUN exchange with every RTC UDP port. Exit status 1
+if any check fails.
 
   <app-url>              the app as browsers see it, e.g. https://privatehub.example.com
   <media-url>            the media server as browsers see it, e.g. https://sfu.privatehub.example.com

@@ -51,6 +51,7 @@ fn passes_through_nginx_and_names_unreachable_udp() {
     assert!(ok, "expected every check to pass:\n{output}");
     eprintln!("{output}");
     line(&output, "PASS  app health");
+    line(&output, "PASS  app socket");
     line(&output, "PASS  media health");
     line(&output, "PASS  media signaling");
     line(&output, "PASS  announced address");
@@ -107,6 +108,8 @@ fn passes_through_nginx_and_names_unreachable_udp() {
     assert!(!ok, "a refused Origin must fail:\n{output}");
     let signaling = line(&output, "FAIL  media signaling");
     assert!(signaling.contains("CORS_ORIGIN"), "{signaling}");
+    let app_socket = line(&output, "FAIL  app socket");
+    assert!(app_socket.contains("APP_PUBLIC_URL"), "{app_socket}");
 
     // The wrapper script, URLs from an app env file, the built tool on PATH.
     let env_dir = tempfile::tempdir().unwrap();
@@ -155,6 +158,7 @@ fn fails_clearly_when_the_media_server_is_down() {
     assert!(!ok, "must fail with the media server down:\n{output}");
     eprintln!("{output}");
     line(&output, "PASS  app health");
+    line(&output, "PASS  app socket");
     let health = line(&output, "FAIL  media health");
     assert!(health.contains("502"), "{health}");
     assert!(
