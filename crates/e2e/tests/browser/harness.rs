@@ -180,10 +180,15 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 let state = self
-                    .try_js("return document.querySelector('[data-state]')?.dataset.state + ' | ' + (document.querySelector('#page-log')?.textContent ?? '')")
-                    .await;
+                    .try_js(
+                        "return 'state: ' + document.querySelector('#live-status')?.dataset.state \
+                         + '\\n' + (window.privatehubDebug?.log ?? []).slice(-25).join('\\n');",
+                    )
+                    .await
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default();
                 panic!(
-                    "{}: timed out after {timeout:?} waiting for {what} ({expression}); page state: {state:?}",
+                    "{}: timed out after {timeout:?} waiting for {what} ({expression});\npage {state}",
                     self.name
                 );
             }
