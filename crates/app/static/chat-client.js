@@ -133,7 +133,7 @@ export function mountChat(root, socket) {
     input.disabled = !canChat;
     sendButton.disabled = !canChat;
     if (!state.me) input.placeholder = 'Sign in to chat';
-    else if (!state.live) input.placeholder = 'Chat opens when the live starts';
+    else if (!state.live) input.placeholder = 'Chat is closed while offline';
     else input.placeholder = 'Say something…';
   };
 

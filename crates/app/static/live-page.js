@@ -13,8 +13,15 @@ const STATE_TEXT = {
   offline: 'Offline',
   connecting: 'Connecting…',
   live: 'Live',
-  stalled: 'Stalled — waiting for the broadcaster…',
-  ended: 'The live has ended',
+  stalled: 'Stalled',
+  ended: 'Ended',
+};
+const OVERLAY_TEXT = {
+  offline: `${document.querySelector('#live-page').dataset.channel} is not live right now. This page starts playing when they go live.`,
+  connecting: 'Connecting…',
+  live: '',
+  stalled: 'The stream stalled. Waiting for the broadcaster to come back…',
+  ended: 'The live has ended. Thanks for watching!',
 };
 const MONITOR_INTERVAL_MS = 1000;
 /** No new frame for this long while connected means stalled. */
@@ -31,6 +38,7 @@ const overlay = document.querySelector('#player-overlay');
 const overlayText = document.querySelector('#player-overlay-text');
 const unmute = document.querySelector('#unmute');
 const titleEl = document.querySelector('#live-title');
+const viewerCount = document.querySelector('#viewer-count');
 
 const debugLog = [];
 function log(text) {
@@ -63,10 +71,14 @@ function setState(state) {
   page.dataset.state = state;
   statusText.textContent = STATE_TEXT[state];
   overlay.hidden = state === 'live';
-  overlayText.textContent =
-    state === 'offline'
-      ? `${channel} is not live right now. This page starts playing when they go live.`
-      : STATE_TEXT[state];
+  overlayText.textContent = OVERLAY_TEXT[state];
+  viewerCount.hidden = state === 'offline' || state === 'ended';
+  updateUnmute();
+}
+
+/** The unmute button shows while something plays muted. */
+function updateUnmute() {
+  unmute.hidden = !(video.muted && (player.state === 'live' || player.state === 'stalled'));
 }
 
 function stopMedia() {
@@ -164,14 +176,12 @@ video.muted = true;
 unmute.addEventListener('click', () => {
   video.muted = false;
   video.play().catch(() => {});
-  unmute.hidden = true;
+  updateUnmute();
 });
-video.addEventListener('volumechange', () => {
-  unmute.hidden = !video.muted;
-});
+video.addEventListener('volumechange', updateUnmute);
 
 const socket = new AppSocket(channel);
-mountViewerCount(document.querySelector('#viewer-count'), socket);
+mountViewerCount(viewerCount, socket);
 mountChat(document.querySelector('#chat'), socket);
 socket.addEventListener('live:state', (event) => {
   const live = event.detail.live;

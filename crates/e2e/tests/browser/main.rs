@@ -7,6 +7,7 @@
 
 mod harness;
 mod live_flow;
+mod nginx_flow;
 mod pages;
 mod smoke;
 

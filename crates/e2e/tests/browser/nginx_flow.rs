@@ -1,0 +1,64 @@
+//! The same browser flow through the shipped nginx configuration over HTTPS (the
+//! testkit's self-signed front): pages, the app's WebSocket and the media server's
+//! signaling all go through nginx, with exact origins checked on both services.
+
+use std::time::{Duration, Instant};
+
+use privatehub_testkit::StackOptions;
+use privatehub_testkit::nginx::NginxFront;
+
+use crate::harness::{Browser, BrowserOptions, ChromeDriver, artifact_path, wait_until};
+use crate::pages::{self, LIVE_STATUS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_through_nginx_over_https() {
+    let _guard = crate::exclusive();
+    let started = Instant::now();
+    let (stack, front) = NginxFront::start_stack(StackOptions::default());
+    let app = front.app_url.clone();
+    assert!(app.starts_with("https://"), "nginx front URL: {app}");
+    let driver = ChromeDriver::start().await;
+    let mut extra_args = front.chromium_args();
+    extra_args.push("--ignore-certificate-errors".into());
+    let options = BrowserOptions { extra_args };
+
+    let (alice, bob) = tokio::join!(
+        Browser::open(&driver, "alice (broadcaster, https)", &options),
+        Browser::open(&driver, "bob (viewer, https)", &options),
+    );
+    pages::sign_up(&alice, &app, "alice").await;
+    pages::go_live(&alice, &app, "alice", "Through nginx").await;
+    pages::sign_up(&bob, &app, "bob").await;
+    pages::watch(&bob, &app, "alice").await;
+    pages::wait_viewers(&alice, 1).await;
+    println!(
+        "[{:?}] bob plays alice's live through nginx",
+        started.elapsed()
+    );
+
+    pages::send_chat(&bob, "hello over https").await;
+    pages::wait_chat_line(&alice, "hello over https").await;
+    bob.screenshot(&[artifact_path("live-https.png")]).await;
+
+    pages::end_live(&alice).await;
+    bob.wait_js(
+        "ended state",
+        &format!("{LIVE_STATUS} === 'ended'"),
+        Duration::from_secs(5),
+    )
+    .await;
+    println!("[{:?}] ended through nginx", started.elapsed());
+    for browser in [alice, bob] {
+        browser.close().await;
+    }
+    // nginx logs a WebSocket when it closes. Each browser had an app socket and a
+    // media signaling socket (both `GET /ws`, on the two sites): four at least.
+    wait_until(
+        "nginx to log four WebSockets",
+        Duration::from_secs(5),
+        || async { front.access_log().matches("GET /ws ").count() >= 4 },
+    )
+    .await;
+    drop(front);
+    drop(stack);
+}
