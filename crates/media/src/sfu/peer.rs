@@ -120,20 +120,18 @@ impl Peer {
         metrics: &Metrics,
     ) {
         match event {
-            Event::Connected => {
-                if !self.connected {
-                    self.connected = true;
-                    let setup = now.saturating_duration_since(self.offered_at);
-                    metrics.observe_setup(setup);
-                    out.push_back(CoreOutput::Connected {
-                        peer: self.id,
-                        live: self.live,
-                        role: self.role,
-                        setup,
-                    });
-                    if self.role == Role::Viewer {
-                        actions.push_back(Action::ViewerGated(self.live));
-                    }
+            Event::Connected if !self.connected => {
+                self.connected = true;
+                let setup = now.saturating_duration_since(self.offered_at);
+                metrics.observe_setup(setup);
+                out.push_back(CoreOutput::Connected {
+                    peer: self.id,
+                    live: self.live,
+                    role: self.role,
+                    setup,
+                });
+                if self.role == Role::Viewer {
+                    actions.push_back(Action::ViewerGated(self.live));
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -176,7 +174,9 @@ impl Peer {
                     data: data.data,
                     keyframe,
                 });
-                out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::Frame(frame.clone())));
+                out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::Frame(
+                    frame.clone(),
+                )));
                 actions.push_back(Action::Deliver(frame));
             }
             Event::KeyframeRequest(_) if self.role == Role::Viewer => {
@@ -204,7 +204,9 @@ impl Peer {
         let cached = self.pt_cache[slot]
             .filter(|(generation, from, _)| *generation == frame.generation && *from == frame.pt)
             .map(|(_, _, to)| to);
-        let Some(writer) = self.rtc.writer(mid) else { return false };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
         let pt = match cached {
             Some(pt) => pt,
             None => match writer.match_params(frame.params) {
@@ -215,7 +217,9 @@ impl Peer {
                 None => return false,
             },
         };
-        let Some(writer) = self.rtc.writer(mid) else { return false };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return false;
+        };
         if let Err(error) = writer.write(pt, frame.network_time, frame.time, frame.data.clone()) {
             tracing::debug!(peer = %self.id, %error, "write failed");
         }

@@ -146,7 +146,10 @@ mod tests {
         let resp = binding_success(&request(false), source);
         assert_eq!(&resp[0..2], &[0x01, 0x01]);
         assert_eq!(&resp[8..20], &[7u8; 12]);
-        assert_eq!(usize::from(u16::from_be_bytes([resp[2], resp[3]])), resp.len() - 20);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([resp[2], resp[3]])),
+            resp.len() - 20
+        );
         let port = u16::from_be_bytes([resp[26], resp[27]]) ^ 0x2112;
         let ip = u32::from_be_bytes([resp[28], resp[29], resp[30], resp[31]]) ^ MAGIC_COOKIE;
         assert_eq!(port, 32853);

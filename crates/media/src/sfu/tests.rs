@@ -80,7 +80,7 @@ impl Harness {
             start,
             now: start,
             server_addr,
-            core: WorkerCore::new(server_addr, Duration::from_secs(15), metrics.clone()),
+            core: WorkerCore::new(server_addr, CoreConfig::default(), metrics.clone()),
             template: RtcTemplate::generate().unwrap(),
             metrics,
             clients: Vec::new(),
@@ -100,7 +100,11 @@ impl Harness {
             .enable_vp8(true)
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let dir = if tag.is_some() { Direction::SendOnly } else { Direction::RecvOnly };
+        let dir = if tag.is_some() {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
         let video = api.add_media(MediaKind::Video, dir, None, None, None);
@@ -161,16 +165,26 @@ impl Harness {
             if now >= client.next_video {
                 let keyframe = std::mem::take(&mut client.want_keyframe);
                 if let Some(writer) = client.rtc.writer(client.video) {
-                    let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).unwrap().pt();
+                    let pt = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .unwrap()
+                        .pt();
                     let time = MediaTime::from_90khz(client.frame_no * 3000);
-                    writer.write(pt, now, time, vp8_frame(keyframe, tag)).unwrap();
+                    writer
+                        .write(pt, now, time, vp8_frame(keyframe, tag))
+                        .unwrap();
                 }
                 client.frame_no += 1;
                 client.next_video = now + Duration::from_millis(33);
             }
             if now >= client.next_audio {
                 if let Some(writer) = client.rtc.writer(client.audio) {
-                    let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
+                    let pt = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Opus)
+                        .unwrap()
+                        .pt();
                     let ms = now.duration_since(self.start).as_millis() as u64;
                     let time = MediaTime::new(ms * 48, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                     writer.write(pt, now, time, vec![1u8; 80]).unwrap();
@@ -210,7 +224,9 @@ impl Harness {
                             Event::MediaData(d) if d.mid == client.video => {
                                 client.stats.video.push((d.data[10], d.is_keyframe()));
                             }
-                            Event::MediaData(d) if d.mid == client.audio => client.stats.audio_frames += 1,
+                            Event::MediaData(d) if d.mid == client.audio => {
+                                client.stats.audio_frames += 1
+                            }
                             _ => {}
                         },
                     }
@@ -222,15 +238,24 @@ impl Harness {
             let mut delivered = 0;
             while let Some(output) = self.core.poll_output() {
                 match output {
-                    CoreOutput::Transmit { destination, contents } => {
-                        let Some(client) = self.clients.iter_mut().find(|c| c.addr == destination) else {
+                    CoreOutput::Transmit {
+                        destination,
+                        contents,
+                    } => {
+                        let Some(client) = self.clients.iter_mut().find(|c| c.addr == destination)
+                        else {
                             continue;
                         };
                         if client.silenced {
                             continue;
                         }
-                        let receive = Receive::new(Protocol::Udp, self.server_addr, client.addr, &contents).unwrap();
-                        client.rtc.handle_input(Input::Receive(now, receive)).unwrap();
+                        let receive =
+                            Receive::new(Protocol::Udp, self.server_addr, client.addr, &contents)
+                                .unwrap();
+                        client
+                            .rtc
+                            .handle_input(Input::Receive(now, receive))
+                            .unwrap();
                         delivered += 1;
                     }
                     CoreOutput::Removed { peer, reason, .. } => self.removed.push((peer, reason)),
@@ -272,7 +297,9 @@ fn viewers_receive_and_start_on_a_keyframe_with_coalesced_plis() {
     let publisher = h.add(Some(1));
     let viewers: Vec<usize> = (0..4).map(|_| h.add(None)).collect();
     h.run_until(Duration::from_secs(3), |h| {
-        viewers.iter().all(|v| h.clients[*v].stats.video.len() >= 5 && h.clients[*v].stats.audio_frames >= 10)
+        viewers
+            .iter()
+            .all(|v| h.clients[*v].stats.video.len() >= 5 && h.clients[*v].stats.audio_frames >= 10)
     });
     for v in &viewers {
         let video = &h.clients[*v].stats.video;
@@ -293,7 +320,10 @@ fn viewers_receive_and_start_on_a_keyframe_with_coalesced_plis() {
     }
     h.run_for(Duration::from_millis(600));
     let storm = h.clients[publisher].stats.keyframe_requests - initial;
-    assert!((1..=2).contains(&storm), "40 viewer PLIs became {storm} upstream");
+    assert!(
+        (1..=2).contains(&storm),
+        "40 viewer PLIs became {storm} upstream"
+    );
     assert!(h.metrics.keyframe_requests_from_viewers.load(Relaxed) >= 4);
 }
 
@@ -302,22 +332,42 @@ fn new_publisher_regates_viewers_until_its_keyframe() {
     let mut h = Harness::new();
     let first = h.add(Some(1));
     let viewer = h.add(None);
-    h.run_until(Duration::from_secs(3), |h| h.clients[viewer].stats.video.len() >= 10);
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer].stats.video.len() >= 10
+    });
     let second = h.add(Some(2));
     h.core.handle_command(
         h.now,
-        Command::RemovePeer { peer: h.clients[first].peer, reason: RemoveReason::Replaced },
+        Command::RemovePeer {
+            peer: h.clients[first].peer,
+            reason: RemoveReason::Replaced,
+        },
     );
     h.clients[first].silenced = true;
     h.run_until(Duration::from_secs(3), |h| {
-        h.clients[viewer].stats.video.iter().filter(|(tag, _)| *tag == 2).count() >= 10
+        h.clients[viewer]
+            .stats
+            .video
+            .iter()
+            .filter(|(tag, _)| *tag == 2)
+            .count()
+            >= 10
     });
     let video = &h.clients[viewer].stats.video;
     let first_new = video.iter().position(|(tag, _)| *tag == 2).unwrap();
-    assert!(video[first_new].1, "first frame of the new publisher is a keyframe");
-    assert!(video[first_new..].iter().all(|(tag, _)| *tag == 2), "no stale frames after the switch");
+    assert!(
+        video[first_new].1,
+        "first frame of the new publisher is a keyframe"
+    );
+    assert!(
+        video[first_new..].iter().all(|(tag, _)| *tag == 2),
+        "no stale frames after the switch"
+    );
     assert!(h.clients[second].stats.keyframe_requests >= 1);
-    assert!(h.removed.contains(&(h.clients[first].peer, RemoveReason::Replaced)));
+    assert!(
+        h.removed
+            .contains(&(h.clients[first].peer, RemoveReason::Replaced))
+    );
 }
 
 #[test]
@@ -326,17 +376,23 @@ fn panic_in_one_peer_removes_only_that_peer() {
     h.add(Some(1));
     let doomed = h.add(None);
     let survivor = h.add(None);
-    h.run_until(Duration::from_secs(3), |h| h.clients[survivor].stats.video.len() >= 5);
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[survivor].stats.video.len() >= 5
+    });
     let doomed_peer = h.clients[doomed].peer;
     let now = h.now;
-    h.core.with_rtc(now, doomed_peer, |_| panic!("injected failure"));
+    h.core
+        .with_rtc(now, doomed_peer, |_| panic!("injected failure"));
     h.core.run_actions(now);
     let before = h.clients[survivor].stats.video.len();
     h.run_for(Duration::from_millis(500));
     assert!(h.removed.contains(&(doomed_peer, RemoveReason::RtcPanic)));
     assert_eq!(h.metrics.rtc_panics.load(Relaxed), 1);
     assert_eq!(h.core.stats().peers, 2);
-    assert!(h.clients[survivor].stats.video.len() >= before + 10, "survivor keeps receiving");
+    assert!(
+        h.clients[survivor].stats.video.len() >= before + 10,
+        "survivor keeps receiving"
+    );
 }
 
 #[test]
@@ -344,18 +400,36 @@ fn silent_and_never_connecting_peers_are_freed() {
     let mut h = Harness::new();
     let publisher = h.add(Some(1));
     let viewer = h.add(None);
-    h.run_until(Duration::from_secs(3), |h| h.clients[viewer].stats.video.len() >= 3);
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer].stats.video.len() >= 3
+    });
     // A viewer whose network never works: connect timeout.
     let ghost = h.add(None);
     h.clients[ghost].silenced = true;
     // The connected viewer goes silent: ICE reports it disconnected.
     h.clients[viewer].silenced = true;
     h.run_for(Duration::from_secs(21));
-    assert!(h.removed.contains(&(h.clients[ghost].peer, RemoveReason::ConnectTimeout)), "{:?}", h.removed);
-    assert!(h.removed.contains(&(h.clients[viewer].peer, RemoveReason::IceDisconnected)), "{:?}", h.removed);
+    assert!(
+        h.removed
+            .contains(&(h.clients[ghost].peer, RemoveReason::ConnectTimeout)),
+        "{:?}",
+        h.removed
+    );
+    assert!(
+        h.removed
+            .contains(&(h.clients[viewer].peer, RemoveReason::IceDisconnected)),
+        "{:?}",
+        h.removed
+    );
     // Finally the publisher leaves: the worker is back to its initial state.
     let now = h.now;
-    h.core.handle_command(now, Command::RemovePeer { peer: h.clients[publisher].peer, reason: RemoveReason::Left });
+    h.core.handle_command(
+        now,
+        Command::RemovePeer {
+            peer: h.clients[publisher].peer,
+            reason: RemoveReason::Left,
+        },
+    );
     h.step();
     assert_eq!(h.core.stats(), CoreStats::default());
     let peers: HashSet<PeerId> = h.removed.iter().map(|(p, _)| *p).collect();
@@ -370,13 +444,17 @@ fn plain_stun_binding_is_answered_and_unknown_traffic_ignored() {
     request.extend_from_slice(&[9u8; 12]);
     h.core.handle_datagram(h.now, source, &request);
     match h.core.poll_output() {
-        Some(CoreOutput::Transmit { destination, contents }) => {
+        Some(CoreOutput::Transmit {
+            destination,
+            contents,
+        }) => {
             assert_eq!(destination, source);
             assert_eq!(&contents[8..20], &[9u8; 12]);
         }
         other => panic!("expected a binding response, got {other:?}"),
     }
     // RTP-looking garbage from an unknown address is dropped silently.
-    h.core.handle_datagram(h.now, source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    h.core
+        .handle_datagram(h.now, source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
     assert!(h.core.poll_output().is_none());
 }

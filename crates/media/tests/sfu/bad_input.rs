@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use privatehub_protocol::{
-    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole,
-    MediaServerMessage, SdpKind, SessionDescription,
+    MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole, MediaServerMessage,
+    SdpKind, SessionDescription,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,14 +19,21 @@ const T: Duration = Duration::from_secs(5);
 /// the socket is then closed.
 async fn expect_error(ws: &mut Ws, code: MediaErrorCode, close: bool) {
     match ws.recv(T).await {
-        Some(MediaServerMessage::Error { code: got, close: got_close, message }) => {
+        Some(MediaServerMessage::Error {
+            code: got,
+            close: got_close,
+            message,
+        }) => {
             assert_eq!(got, code, "{message}");
             assert_eq!(got_close, close, "close flag for {code:?}");
         }
         other => panic!("expected error {code:?}, got {other:?}"),
     }
     if close {
-        assert!(ws.closed_within(T).await, "socket should close after {code:?}");
+        assert!(
+            ws.closed_within(T).await,
+            "socket should close after {code:?}"
+        );
     }
 }
 
@@ -38,7 +45,12 @@ fn offer() -> SessionDescription {
 async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
     let server = spawn_server(42030, 2).await;
     let http = server.http_addr;
-    let mut publisher = Bot::start(http, &token(LIVE, MediaRole::Publish), BotRole::Publisher { tag: 1 }).await;
+    let mut publisher = Bot::start(
+        http,
+        &token(LIVE, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
     let mut viewer = Bot::start(http, &token(LIVE, MediaRole::Watch), BotRole::Viewer).await;
     viewer
         .wait_for("video", Duration::from_secs(10), |s| s.video_frames >= 5)
@@ -78,7 +90,9 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
     })
     .await;
     let answer = ws
-        .expect("answer", T, |m| matches!(m, MediaServerMessage::Answer { .. }))
+        .expect("answer", T, |m| {
+            matches!(m, MediaServerMessage::Answer { .. })
+        })
         .await;
     assert!(matches!(answer, MediaServerMessage::Answer { .. }));
     ws.send(&MediaClientMessage::Watch {
@@ -98,17 +112,35 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
 
     // Tokens: forged, expired, wrong role, garbage.
     let cases = [
-        (token_with(LIVE, MediaRole::Watch, "not-the-secret", 0, 300), MediaErrorCode::InvalidToken, false),
-        (token_with(LIVE, MediaRole::Watch, SECRET, 3600, 60), MediaErrorCode::TokenExpired, false),
-        (token(LIVE, MediaRole::Watch), MediaErrorCode::Forbidden, true),
+        (
+            token_with(LIVE, MediaRole::Watch, "not-the-secret", 0, 300),
+            MediaErrorCode::InvalidToken,
+            false,
+        ),
+        (
+            token_with(LIVE, MediaRole::Watch, SECRET, 3600, 60),
+            MediaErrorCode::TokenExpired,
+            false,
+        ),
+        (
+            token(LIVE, MediaRole::Watch),
+            MediaErrorCode::Forbidden,
+            true,
+        ),
         ("garbage".to_owned(), MediaErrorCode::InvalidToken, false),
     ];
     for (token, code, publish) in cases {
         let mut ws = Ws::connect(http, None).await;
         let message = if publish {
-            MediaClientMessage::Publish { token, offer: offer() }
+            MediaClientMessage::Publish {
+                token,
+                offer: offer(),
+            }
         } else {
-            MediaClientMessage::Watch { token, offer: offer() }
+            MediaClientMessage::Watch {
+                token,
+                offer: offer(),
+            }
         };
         ws.send(&message).await;
         expect_error(&mut ws, code, true).await;
@@ -116,7 +148,10 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
 
     // Oversized frame.
     let mut ws = Ws::connect(http, None).await;
-    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_SIGNALING_MESSAGE_BYTES + 10));
+    let big = format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(MAX_SIGNALING_MESSAGE_BYTES + 10)
+    );
     ws.send_text(big).await;
     expect_error(&mut ws, MediaErrorCode::MessageTooLarge, true).await;
 
@@ -156,7 +191,9 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
 
     // The viewer kept receiving all along, and the publisher was never disturbed.
     viewer
-        .wait_for("more video", Duration::from_secs(5), |s| s.video_frames >= progress + 10)
+        .wait_for("more video", Duration::from_secs(5), |s| {
+            s.video_frames >= progress + 10
+        })
         .await;
     progress = viewer.stats().video_frames;
     assert!(progress > 0);

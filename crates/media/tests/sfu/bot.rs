@@ -16,7 +16,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use crate::helpers::Ws;
 
 /// Size of a publisher bot's delta frames (keyframes are 2.4x); the load test raises it.
-pub static DELTA_FRAME_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2500);
+pub static DELTA_FRAME_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(2500);
 
 /// What a bot observed.
 #[derive(Debug, Default, Clone)]
@@ -62,7 +63,16 @@ fn client_rtc() -> Rtc {
 }
 
 /// Builds an offer with one audio and one video m-line.
-pub fn make_offer(role: BotRole) -> (Rtc, UdpSocket, SessionDescription, SdpPendingOffer, Mid, Mid) {
+pub fn make_offer(
+    role: BotRole,
+) -> (
+    Rtc,
+    UdpSocket,
+    SessionDescription,
+    SdpPendingOffer,
+    Mid,
+    Mid,
+) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
     let mut rtc = client_rtc();
@@ -101,7 +111,10 @@ impl Bot {
         let answer = loop {
             match ws.recv(Duration::from_secs(10)).await {
                 Some(MediaServerMessage::Answer { answer, .. }) => break answer,
-                Some(MediaServerMessage::PublisherJoined { .. } | MediaServerMessage::PublisherLeft { .. }) => {}
+                Some(
+                    MediaServerMessage::PublisherJoined { .. }
+                    | MediaServerMessage::PublisherLeft { .. },
+                ) => {}
                 other => panic!("expected an answer, got {other:?}"),
             }
         };
@@ -155,7 +168,10 @@ impl Bot {
             if check(&stats) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -272,7 +288,8 @@ fn run(
             && !closing
         {
             if now >= next_video {
-                let keyframe = want_keyframe || now.duration_since(last_keyframe) > Duration::from_secs(3);
+                let keyframe =
+                    want_keyframe || now.duration_since(last_keyframe) > Duration::from_secs(3);
                 if keyframe {
                     want_keyframe = false;
                     last_keyframe = now;
@@ -302,7 +319,8 @@ fn run(
                         .map(|p| p.pt());
                     if let Some(pt) = pt {
                         let ms = now.duration_since(start).as_millis() as u64;
-                        let time = MediaTime::new(ms * 48, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                        let time =
+                            MediaTime::new(ms * 48, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                         let _ = writer.write(pt, now, time, vec![0xfcu8; 80]);
                     }
                 }

@@ -26,11 +26,16 @@ pub async fn spawn_server_with(settings: MediaSettings) -> RunningServer {
         )
         .with_test_writer()
         .try_init();
-    privatehub_media::start(settings).await.expect("server starts")
+    privatehub_media::start(settings)
+        .await
+        .expect("server starts")
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn token(live: i64, role: MediaRole) -> String {
@@ -38,7 +43,13 @@ pub fn token(live: i64, role: MediaRole) -> String {
     issue_media_token(&claims, SECRET.as_bytes()).unwrap()
 }
 
-pub fn token_with(live: i64, role: MediaRole, secret: &str, issued_secs_ago: u64, ttl: u64) -> String {
+pub fn token_with(
+    live: i64,
+    role: MediaRole,
+    secret: &str,
+    issued_secs_ago: u64,
+    ttl: u64,
+) -> String {
     let claims = MediaTokenClaims::new(
         LiveId(live),
         "alice",
@@ -58,7 +69,10 @@ pub async fn wait_for_empty(server: &RunningServer, timeout: Duration) {
         if counts == (0, 0) {
             return;
         }
-        assert!(Instant::now() < deadline, "server still holds (rooms, peers) = {counts:?}");
+        assert!(
+            Instant::now() < deadline,
+            "server still holds (rooms, peers) = {counts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -94,14 +108,17 @@ impl Ws {
     pub async fn connect(http: SocketAddr, origin: Option<&str>) -> Ws {
         let mut request = format!("ws://{http}/ws").into_client_request().unwrap();
         if let Some(origin) = origin {
-            request.headers_mut().insert("Origin", origin.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Ws { stream }
     }
 
     pub async fn send(&mut self, message: &MediaClientMessage) {
-        self.send_text(serde_json::to_string(message).unwrap()).await;
+        self.send_text(serde_json::to_string(message).unwrap())
+            .await;
     }
 
     pub async fn send_text(&mut self, text: String) {
@@ -116,7 +133,9 @@ impl Ws {
     pub async fn next_event(&mut self, timeout: Duration) -> Option<WsEvent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()?;
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
             match next {
                 Some(Ok(Message::Text(text))) => {
                     let message = serde_json::from_str(&text)

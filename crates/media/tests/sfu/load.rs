@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use privatehub_protocol::MediaRole;
 
 use crate::bot::{Bot, BotRole, DELTA_FRAME_BYTES};
-use crate::helpers::{get_text, metric, spawn_server, token, wait_for_empty};
+use crate::helpers::{get_text, metric, token, wait_for_empty};
 
 /// CPU seconds (user + system) of this process's threads named `media-worker-*`.
 fn worker_cpu_seconds() -> f64 {
@@ -31,24 +31,67 @@ fn worker_cpu_seconds() -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
 async fn load_measurement() {
-    let viewers: usize = std::env::var("LOAD_VIEWERS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let seconds: u64 = std::env::var("LOAD_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let viewers: usize = std::env::var("LOAD_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     DELTA_FRAME_BYTES.store(7500, std::sync::atomic::Ordering::Relaxed); // ~2 Mbit/s at 30 fps
-    let server = spawn_server(42100, 2).await;
+    let mut settings = privatehub_media::MediaSettings::for_tests(crate::helpers::SECRET, 42100, 2);
+    if let Some(ms) = std::env::var("LOAD_KEYFRAME_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.keyframe_interval_ms = ms;
+    }
+    let server = crate::helpers::spawn_server_with(settings).await;
     let http = server.http_addr;
-    let publisher = Bot::start(http, &token(99, MediaRole::Publish), BotRole::Publisher { tag: 1 }).await;
-    publisher.wait_for("connected", Duration::from_secs(5), |s| s.connected_at.is_some()).await;
+    let publisher = Bot::start(
+        http,
+        &token(99, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
+    publisher
+        .wait_for("connected", Duration::from_secs(5), |s| {
+            s.connected_at.is_some()
+        })
+        .await;
     let mut bots = Vec::new();
     for _ in 0..viewers {
         bots.push(Bot::start(http, &token(99, MediaRole::Watch), BotRole::Viewer).await);
     }
     let mut joins: Vec<u128> = Vec::new();
+    let mut connects: Vec<u128> = Vec::new();
     for bot in &bots {
-        bot.wait_for("video", Duration::from_secs(20), |s| s.first_video_at.is_some()).await;
+        bot.wait_for("video", Duration::from_secs(20), |s| {
+            s.first_video_at.is_some()
+        })
+        .await;
         let s = bot.stats();
-        joins.push(s.first_video_at.unwrap().duration_since(bot.created).as_millis());
+        joins.push(
+            s.first_video_at
+                .unwrap()
+                .duration_since(bot.created)
+                .as_millis(),
+        );
+        connects.push(
+            s.connected_at
+                .unwrap()
+                .duration_since(bot.created)
+                .as_millis(),
+        );
     }
     joins.sort();
+    connects.sort();
+    eprintln!(
+        "connect (answer to DTLS up) p50={}ms p95={}ms",
+        connects[connects.len() / 2],
+        connects[connects.len() * 95 / 100]
+    );
     let before_cpu = worker_cpu_seconds();
     let before = get_text(http, "/metrics").await;
     let started = Instant::now();
@@ -56,8 +99,10 @@ async fn load_measurement() {
     let cpu = worker_cpu_seconds() - before_cpu;
     let elapsed = started.elapsed().as_secs_f64();
     let after = get_text(http, "/metrics").await;
-    let packets = metric(&after, "media_packets_out_total") - metric(&before, "media_packets_out_total");
-    let packets_in = metric(&after, "media_packets_in_total") - metric(&before, "media_packets_in_total");
+    let packets =
+        metric(&after, "media_packets_out_total") - metric(&before, "media_packets_out_total");
+    let packets_in =
+        metric(&after, "media_packets_in_total") - metric(&before, "media_packets_in_total");
     let drops = metric(&after, "media_channel_drops_total");
     eprintln!(
         "viewers={viewers} elapsed={elapsed:.1}s worker_cpu={cpu:.2}s ({:.0}% of one core) packets_out={packets} ({:.0}/s) packets_in={packets_in} cpu_per_out_packet={:.2}us channel_drops={drops} join_p50={}ms join_p95={}ms",
@@ -68,7 +113,11 @@ async fn load_measurement() {
         joins[joins.len() * 95 / 100],
     );
     let video: Vec<u64> = bots.iter().map(|b| b.stats().video_frames).collect();
-    eprintln!("video frames per viewer: min={} max={}", video.iter().min().unwrap(), video.iter().max().unwrap());
+    eprintln!(
+        "video frames per viewer: min={} max={}",
+        video.iter().min().unwrap(),
+        video.iter().max().unwrap()
+    );
     for mut bot in bots {
         bot.stop_media();
         bot.ws.close().await;

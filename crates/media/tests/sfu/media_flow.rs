@@ -18,7 +18,12 @@ async fn publish_watch_replace_leave() {
 
     // A viewer may join before any publisher exists.
     let early = Bot::start(http, &token(LIVE, MediaRole::Watch), BotRole::Viewer).await;
-    let publisher = Bot::start(http, &token(LIVE, MediaRole::Publish), BotRole::Publisher { tag: 1 }).await;
+    let publisher = Bot::start(
+        http,
+        &token(LIVE, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
     let mut viewers = vec![early];
     for _ in 0..2 {
         viewers.push(Bot::start(http, &token(LIVE, MediaRole::Watch), BotRole::Viewer).await);
@@ -30,15 +35,25 @@ async fn publish_watch_replace_leave() {
             })
             .await;
         let stats = viewer.stats();
-        assert_eq!(stats.first_video_keyframe, Some(true), "first video frame must be a keyframe");
+        assert_eq!(
+            stats.first_video_keyframe,
+            Some(true),
+            "first video frame must be a keyframe"
+        );
         assert_eq!(stats.last_video_tag, Some(1));
     }
     let ports: HashSet<u16> = viewers
         .iter()
         .map(|v| v.stats().server_addr.unwrap().port())
         .collect();
-    assert!(ports.len() >= 2, "viewers should be spread over workers: {ports:?}");
-    assert!(publisher.stats().keyframe_requests >= 1, "the SFU must ask the publisher for a keyframe");
+    assert!(
+        ports.len() >= 2,
+        "viewers should be spread over workers: {ports:?}"
+    );
+    assert!(
+        publisher.stats().keyframe_requests >= 1,
+        "the SFU must ask the publisher for a keyframe"
+    );
 
     // The early viewer was told when the publisher connected.
     let mut early = viewers.remove(0);
@@ -53,11 +68,17 @@ async fn publish_watch_replace_leave() {
     // periodic keyframe is seconds away.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let late = Bot::start(http, &token(LIVE, MediaRole::Watch), BotRole::Viewer).await;
-    late.wait_for("late viewer video", Duration::from_secs(5), |s| s.video_frames >= 3)
-        .await;
+    late.wait_for("late viewer video", Duration::from_secs(5), |s| {
+        s.video_frames >= 3
+    })
+    .await;
     let stats = late.stats();
     assert_eq!(stats.first_video_keyframe, Some(true));
-    let join_ms = stats.first_video_at.unwrap().duration_since(late.created).as_millis();
+    let join_ms = stats
+        .first_video_at
+        .unwrap()
+        .duration_since(late.created)
+        .as_millis();
     eprintln!("late viewer: first keyframe {join_ms} ms after its answer");
     assert!(join_ms < 2000, "join took {join_ms} ms");
     viewers.push(early);
@@ -66,24 +87,36 @@ async fn publish_watch_replace_leave() {
     // The publisher reconnects (a new publish for the same live): the old one is told
     // `replaced` and closed; viewers keep receiving, now the new publisher's frames.
     let mut old = publisher;
-    let replacement = Bot::start(http, &token(LIVE, MediaRole::Publish), BotRole::Publisher { tag: 2 }).await;
+    let replacement = Bot::start(
+        http,
+        &token(LIVE, MediaRole::Publish),
+        BotRole::Publisher { tag: 2 },
+    )
+    .await;
     old.ws
-        .expect("replaced", Duration::from_secs(5), |m| matches!(m, MediaServerMessage::Replaced { .. }))
+        .expect("replaced", Duration::from_secs(5), |m| {
+            matches!(m, MediaServerMessage::Replaced { .. })
+        })
         .await;
     assert!(old.ws.closed_within(Duration::from_secs(5)).await);
     old.stop_media();
     for viewer in &viewers {
         let before = viewer.stats().video_frames;
         viewer
-            .wait_for("video from the new publisher", Duration::from_secs(10), |s| {
-                s.last_video_tag == Some(2) && s.video_frames >= before + 10
-            })
+            .wait_for(
+                "video from the new publisher",
+                Duration::from_secs(10),
+                |s| s.last_video_tag == Some(2) && s.video_frames >= before + 10,
+            )
             .await;
     }
 
     // The publisher leaves: viewers are told.
     let mut replacement = replacement;
-    replacement.ws.send(&privatehub_protocol::MediaClientMessage::Leave).await;
+    replacement
+        .ws
+        .send(&privatehub_protocol::MediaClientMessage::Leave)
+        .await;
     for viewer in &mut viewers {
         viewer
             .ws
@@ -106,10 +139,16 @@ async fn publish_watch_replace_leave() {
     }
     wait_for_empty(&server, Duration::from_secs(5)).await;
     let metrics = get_text(http, "/metrics").await;
-    for gauge in ["media_rooms", "media_publishers", "media_viewers", "media_peers"] {
+    for gauge in [
+        "media_rooms",
+        "media_publishers",
+        "media_viewers",
+        "media_peers",
+    ] {
         assert_eq!(metric(&metrics, gauge), 0.0, "{gauge}");
     }
-    let health: serde_json::Value = serde_json::from_str(&get_text(http, "/healthz").await).unwrap();
+    let health: serde_json::Value =
+        serde_json::from_str(&get_text(http, "/healthz").await).unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["announced_ip"], "127.0.0.1");
     assert_eq!(health["rtc_ports"], serde_json::json!([42000, 42001]));
@@ -125,7 +164,12 @@ async fn disconnects_are_detected() {
     settings.connect_timeout_secs = 2;
     let server = crate::helpers::spawn_server_with(settings).await;
     let http = server.http_addr;
-    let publisher = Bot::start(http, &token(12, MediaRole::Publish), BotRole::Publisher { tag: 1 }).await;
+    let publisher = Bot::start(
+        http,
+        &token(12, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
     let mut viewer = Bot::start(http, &token(12, MediaRole::Watch), BotRole::Viewer).await;
     viewer
         .wait_for("video", Duration::from_secs(10), |s| s.video_frames >= 5)
@@ -148,10 +192,22 @@ async fn disconnects_are_detected() {
         offer,
     })
     .await;
-    assert!(matches!(ws.recv(Duration::from_secs(5)).await, Some(MediaServerMessage::Answer { .. })));
+    assert!(matches!(
+        ws.recv(Duration::from_secs(5)).await,
+        Some(MediaServerMessage::Answer { .. })
+    ));
     assert_eq!(server.counts(), (1, 1));
-    assert!(ws.closed_within(Duration::from_secs(5)).await, "connect timeout closes the socket");
+    assert!(
+        ws.closed_within(Duration::from_secs(5)).await,
+        "connect timeout closes the socket"
+    );
     wait_for_empty(&server, Duration::from_secs(2)).await;
-    assert!(server.metrics().connect_timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        server
+            .metrics()
+            .connect_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     server.stop().await;
 }

@@ -34,9 +34,13 @@ async fn plain_binding_request_gets_xor_mapped_address() {
     let server = spawn_server(42020, 2).await;
     for port in server.rtc_ports.clone() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let transaction = [port as u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-        socket.send_to(&binding_request(transaction), ("127.0.0.1", port)).unwrap();
+        socket
+            .send_to(&binding_request(transaction), ("127.0.0.1", port))
+            .unwrap();
         let mut buf = [0u8; 512];
         let (n, _) = socket.recv_from(&mut buf).expect("a binding response");
         assert_eq!(&buf[8..20], &transaction, "same transaction id");
@@ -45,10 +49,15 @@ async fn plain_binding_request_gets_xor_mapped_address() {
 
     // Rate limited per source: a burst gets at most a handful of answers.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     for i in 0..50u8 {
         socket
-            .send_to(&binding_request([i; 12]), ("127.0.0.1", server.rtc_ports[0]))
+            .send_to(
+                &binding_request([i; 12]),
+                ("127.0.0.1", server.rtc_ports[0]),
+            )
             .unwrap();
     }
     let mut answers = 0;
