@@ -68,13 +68,19 @@ pub struct ViewerOutcome {
     pub connected: bool,
     /// Signaling connect to first keyframe packet.
     pub join_time: Option<Duration>,
+    /// Signaling connect to the server's answer (the bot handed to its driver).
+    pub signaling_time: Option<Duration>,
+    /// Signaling connect to ICE + DTLS connected.
+    pub connect_time: Option<Duration>,
     /// Media packets received inside the measurement window.
     pub packets_in_window: u64,
     /// Packets expected in the window from sequence numbers (first..=highest per SSRC).
     pub expected_in_window: u64,
     pub lost_in_window: u64,
-    /// Forwarding delays in microseconds (first packet of each frame, every audio packet).
-    pub delays_us: Vec<u32>,
+    /// Forwarding delays in microseconds of the first packet of each video frame.
+    pub video_delays_us: Vec<u32>,
+    /// Forwarding delays in microseconds of every audio packet.
+    pub audio_delays_us: Vec<u32>,
 }
 
 pub enum Role {
@@ -128,6 +134,7 @@ impl ViewerState {
             join_started,
             outcome: ViewerOutcome {
                 index,
+                signaling_time: Some(join_started.elapsed()),
                 ..ViewerOutcome::default()
             },
             streams: Vec::with_capacity(2),
@@ -156,9 +163,12 @@ impl ViewerState {
         }
         if let Some(stamp) = stamp {
             let delay = now_us.saturating_sub(stamp.sent_micros);
-            self.outcome
-                .delays_us
-                .push(delay.min(u64::from(u32::MAX)) as u32);
+            let delay = delay.min(u64::from(u32::MAX)) as u32;
+            if stamp.video {
+                self.outcome.video_delays_us.push(delay);
+            } else {
+                self.outcome.audio_delays_us.push(delay);
+            }
         }
     }
 
@@ -446,7 +456,10 @@ impl Peer {
                             .publisher_connected
                             .store(true, Ordering::Relaxed);
                     }
-                    Role::Viewer(viewer) => viewer.outcome.connected = true,
+                    Role::Viewer(viewer) => {
+                        viewer.outcome.connected = true;
+                        viewer.outcome.connect_time = Some(now - viewer.join_started);
+                    }
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -51,10 +51,18 @@ pub struct RunReport {
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,
     pub delay_max_ms: f64,
+    /// p99 of the first packet of each video frame alone, ms.
+    pub delay_video_p99_ms: f64,
+    /// p99 of audio packets alone, ms.
+    pub delay_audio_p99_ms: f64,
     /// Join time (signaling connect → first keyframe packet), ms, viewers joining in a burst.
     pub join_p50_ms: f64,
     pub join_p95_ms: f64,
     pub join_max_ms: f64,
+    /// Part of the join: signaling connect → answer received, p95 ms.
+    pub join_signaling_p95_ms: f64,
+    /// Part of the join: signaling connect → ICE + DTLS connected, p95 ms.
+    pub join_connected_p95_ms: f64,
     /// Viewers whose join failed (signaling error or no keyframe before the join timeout).
     pub join_failures: usize,
     /// First few signaling errors, for the log.

@@ -355,9 +355,24 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
     } else {
         viewers.iter().map(loss_pct).sum::<f64>() / viewers.len() as f64
     };
-    let mut delays: Vec<u32> = viewers
+    let mut video_delays: Vec<u32> = viewers
         .iter()
-        .flat_map(|viewer| viewer.delays_us.iter().copied())
+        .flat_map(|viewer| viewer.video_delays_us.iter().copied())
+        .collect();
+    let mut audio_delays: Vec<u32> = viewers
+        .iter()
+        .flat_map(|viewer| viewer.audio_delays_us.iter().copied())
+        .collect();
+    let mut delays: Vec<u32> = video_delays.iter().chain(&audio_delays).copied().collect();
+    let millis =
+        |time: Option<Duration>| time.map(|t| t.as_millis().min(u128::from(u32::MAX)) as u32);
+    let mut signaling: Vec<u32> = viewers
+        .iter()
+        .filter_map(|v| millis(v.signaling_time))
+        .collect();
+    let mut connects: Vec<u32> = viewers
+        .iter()
+        .filter_map(|v| millis(v.connect_time))
         .collect();
     let mut joins: Vec<u32> = viewers
         .iter()
@@ -411,6 +426,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         delay_p50_ms: percentile(&mut delays, 50.0) / 1000.0,
         delay_p99_ms: percentile(&mut delays, 99.0) / 1000.0,
         delay_max_ms: percentile(&mut delays, 100.0) / 1000.0,
+        delay_video_p99_ms: percentile(&mut video_delays, 99.0) / 1000.0,
+        delay_audio_p99_ms: percentile(&mut audio_delays, 99.0) / 1000.0,
+        join_signaling_p95_ms: percentile(&mut signaling, 95.0),
+        join_connected_p95_ms: percentile(&mut connects, 95.0),
         join_p50_ms: percentile(&mut joins, 50.0),
         join_p95_ms: percentile(&mut joins, 95.0),
         join_max_ms: percentile(&mut joins, 100.0),

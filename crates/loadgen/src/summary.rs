@@ -290,6 +290,28 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
             failures.max,
         );
     }
+    let _ = writeln!(md, "\n### Breakdowns (medians)\n");
+    let _ = writeln!(
+        md,
+        "| viewers | server | delay p99 video ms | delay p99 audio ms | delay max ms | join: answer p95 ms | join: connected p95 ms | join: keyframe p95 ms | publisher kbit/s | pkts/s per viewer |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for group in groups {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            group.viewers,
+            group.server,
+            group.metric(|r| r.delay_video_p99_ms).median,
+            group.metric(|r| r.delay_audio_p99_ms).median,
+            group.metric(|r| r.delay_max_ms).median,
+            group.metric(|r| r.join_signaling_p95_ms).median,
+            group.metric(|r| r.join_connected_p95_ms).median,
+            group.metric(|r| r.join_p95_ms).median,
+            group.metric(|r| r.publisher_kbps).median,
+            group.metric(|r| r.packets_per_viewer_per_s).median,
+        );
+    }
     if !plots.is_empty() {
         let _ = writeln!(md, "\n### Plots\n");
         for plot in plots {
