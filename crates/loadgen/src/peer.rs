@@ -77,6 +77,8 @@ pub struct ViewerOutcome {
     /// Packets expected in the window from sequence numbers (first..=highest per SSRC).
     pub expected_in_window: u64,
     pub lost_in_window: u64,
+    /// Packets received twice (sequence number already seen) inside the window.
+    pub duplicates_in_window: u64,
     /// Forwarding delays in microseconds of the first packet of each video frame.
     pub video_delays_us: Vec<u32>,
     /// Forwarding delays in microseconds of every audio packet.
@@ -174,39 +176,64 @@ impl ViewerState {
 
     fn finish(mut self) -> ViewerOutcome {
         for stream in &self.streams {
-            let expected = stream.highest - stream.first + 1;
-            self.outcome.expected_in_window += expected;
-            self.outcome.lost_in_window += expected.saturating_sub(stream.received);
+            self.outcome.expected_in_window += stream.highest - stream.first + 1;
+            self.outcome.lost_in_window += stream.lost();
+            self.outcome.duplicates_in_window += stream.duplicates;
         }
         self.outcome
     }
 }
 
-/// Sequence numbers of one SSRC seen inside the window.
+/// Sequence numbers of one SSRC seen inside the window, as a bitmap so duplicates
+/// (retransmissions that raced the original) do not hide losses.
 struct SequenceTracker {
     ssrc: u32,
     first: u64,
     highest: u64,
+    seen: Vec<u64>,
     received: u64,
+    duplicates: u64,
 }
+
+/// Sequence numbers further than this past the first are ignored (about 10 minutes of
+/// a 2 Mbit/s stream), bounding the bitmap.
+const MAX_TRACKED_SEQUENCE_SPAN: u64 = 1 << 18;
 
 impl SequenceTracker {
     fn new(ssrc: u32, seq: u64) -> Self {
-        SequenceTracker {
+        let mut tracker = SequenceTracker {
             ssrc,
             first: seq,
             highest: seq,
-            received: 1,
-        }
+            seen: Vec::with_capacity(64),
+            received: 0,
+            duplicates: 0,
+        };
+        tracker.record(seq);
+        tracker
     }
 
     fn record(&mut self, seq: u64) {
         // Reordered packets from before the window start are not counted.
-        if seq < self.first {
+        if seq < self.first || seq - self.first >= MAX_TRACKED_SEQUENCE_SPAN {
             return;
         }
+        let offset = (seq - self.first) as usize;
+        let (word, bit) = (offset / 64, offset % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= 1 << bit;
         self.highest = self.highest.max(seq);
         self.received += 1;
+    }
+
+    fn lost(&self) -> u64 {
+        (self.highest - self.first + 1).saturating_sub(self.received)
     }
 }
 
@@ -517,9 +544,12 @@ mod tests {
     #[test]
     fn sequence_tracker_counts_gaps() {
         let mut tracker = SequenceTracker::new(1, 100);
-        for seq in [101, 103, 104, 99] {
+        for seq in [101, 103, 104, 99, 103, 101] {
             tracker.record(seq);
         }
-        assert_eq!(tracker.highest - tracker.first + 1 - tracker.received, 1);
+        assert_eq!(tracker.lost(), 1);
+        assert_eq!(tracker.duplicates, 2);
+        tracker.record(102);
+        assert_eq!(tracker.lost(), 0);
     }
 }

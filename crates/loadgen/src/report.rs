@@ -47,6 +47,8 @@ pub struct RunReport {
     /// Index of the worst viewer, if any viewer lost packets.
     pub worst_viewer: Option<usize>,
     pub packets_lost: u64,
+    /// Packets received more than once (all viewers, window).
+    pub packets_duplicate: u64,
     /// Forwarding delay (publisher send → viewer receive), ms.
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,

@@ -423,6 +423,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         loss_pct_worst,
         worst_viewer,
         packets_lost,
+        packets_duplicate: viewers
+            .iter()
+            .map(|viewer| viewer.duplicates_in_window)
+            .sum(),
         delay_p50_ms: percentile(&mut delays, 50.0) / 1000.0,
         delay_p99_ms: percentile(&mut delays, 99.0) / 1000.0,
         delay_max_ms: percentile(&mut delays, 100.0) / 1000.0,
