@@ -110,14 +110,21 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
             _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
             readable = socket.readable() => {
                 if readable.is_ok() {
+                    let (mut packets, mut bytes) = (0u64, 0u64);
                     for _ in 0..RECV_BATCH {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((n, source)) => core.handle_datagram(Instant::now(), source, &buf[..n]),
-                            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Ok((n, source)) => {
+                                packets += 1;
+                                bytes += n as u64;
+                                core.handle_datagram(Instant::now(), source, &buf[..n]);
+                            }
                             Err(_) => break,
                         }
                         flush(&mut core, &socket, &others, &engine).await;
                     }
+                    // One update per batch: the counters are shared by all workers.
+                    metrics.packets_in.fetch_add(packets, Relaxed);
+                    metrics.bytes_in.fetch_add(bytes, Relaxed);
                 }
             }
             message = inbound.recv(), if inbound_open => match message {
@@ -140,6 +147,7 @@ async fn flush(
     engine: &Engine,
 ) {
     let metrics = &engine.metrics;
+    let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
     while let Some(output) = core.poll_output() {
         match output {
             CoreOutput::Transmit {
@@ -150,12 +158,10 @@ async fn flush(
                 // hundreds of viewers) can momentarily fill the send buffer.
                 match socket.send_to(&contents, destination).await {
                     Ok(n) => {
-                        metrics.packets_out.fetch_add(1, Relaxed);
-                        metrics.bytes_out.fetch_add(n as u64, Relaxed);
+                        packets += 1;
+                        bytes += n as u64;
                     }
-                    Err(_) => {
-                        metrics.udp_send_errors.fetch_add(1, Relaxed);
-                    }
+                    Err(_) => errors += 1,
                 }
             }
             CoreOutput::ToOtherWorkers(message) => {
@@ -171,5 +177,12 @@ async fn flush(
             }
             other => engine.on_core_output(&other),
         }
+    }
+    if packets > 0 {
+        metrics.packets_out.fetch_add(packets, Relaxed);
+        metrics.bytes_out.fetch_add(bytes, Relaxed);
+    }
+    if errors > 0 {
+        metrics.udp_send_errors.fetch_add(errors, Relaxed);
     }
 }

@@ -273,8 +273,6 @@ impl WorkerCore {
 
     /// A datagram that arrived on this worker's socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
-        self.metrics.packets_in.fetch_add(1, Relaxed);
-        self.metrics.bytes_in.fetch_add(buf.len() as u64, Relaxed);
         let peer_id = match self.by_addr.get(&source) {
             Some(id) => *id,
             None => match stun::classify(buf) {
@@ -533,6 +531,7 @@ impl WorkerCore {
         if frame.keyframe {
             room.throttle.keyframe_seen();
         }
+        let mut forwarded = 0u64;
         for id in viewers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -542,9 +541,10 @@ impl WorkerCore {
             }
             let metrics = &self.metrics;
             let frame_ref = &frame;
+            let forwarded_ref = &mut forwarded;
             let result = catch_unwind(AssertUnwindSafe(|| {
                 if peer.write_frame(frame_ref) {
-                    metrics.frames_forwarded.fetch_add(1, Relaxed);
+                    *forwarded_ref += 1;
                     peer.drain(now, &mut self.out, &mut self.actions, metrics)
                 } else {
                     Ok(())
@@ -563,6 +563,7 @@ impl WorkerCore {
             }
             self.update_deadline(id);
         }
+        self.metrics.frames_forwarded.fetch_add(forwarded, Relaxed);
         if let Some(room) = self.rooms.get_mut(&frame.live)
             && room.gated_viewers(&self.peers) == 0
         {
