@@ -6,6 +6,7 @@
 //! runs into `docs/benchmarks.md`, an SVG plot and `results.json`.
 
 mod driver;
+pub mod metrics_scrape;
 pub mod payload;
 mod peer;
 pub mod proc_stats;

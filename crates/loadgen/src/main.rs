@@ -30,6 +30,7 @@ privatehub-loadgen run --server privatehub|janus [options]
   --warmup S             seconds between the joins and the window (default 2)
   --duration S           measurement window in seconds (default 10)
   --server-pid PID       server process to measure (CPU, RSS)
+  --metrics-url URL      server's Prometheus endpoint, scraped around the window
   --out FILE             also write the JSON report to FILE
 
 privatehub-loadgen summarize --out-json FILE --out-md FILE --svg-dir DIR [--quick] [--conditions TEXT] REPORT.json...
@@ -134,6 +135,7 @@ fn run_command(args: &[String]) -> anyhow::Result<()> {
         join_timeout: Duration::from_secs_f64(options.get("join-timeout", 20.0)?),
         warmup: Duration::from_secs_f64(options.get("warmup", 2.0)?),
         window: Duration::from_secs_f64(options.get("duration", 10.0)?),
+        metrics_url: options.string("metrics-url"),
         server_pid: options
             .values
             .get("server-pid")

@@ -67,6 +67,9 @@ pub struct RunReport {
     pub join_connected_p95_ms: f64,
     /// Viewers whose join failed (signaling error or no keyframe before the join timeout).
     pub join_failures: usize,
+    /// Counter deltas over the window from the server's `/metrics` (PrivateHub only).
+    #[serde(default)]
+    pub server_metrics_delta: std::collections::BTreeMap<String, f64>,
     /// First few signaling errors, for the log.
     pub errors: Vec<String>,
 }

@@ -13,6 +13,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::LoadgenError;
 use crate::driver::DriverHandle;
+use crate::metrics_scrape::{counter_deltas, scrape};
 use crate::payload::epoch_micros;
 use crate::peer::{
     Peer, PeerOutcome, PublisherState, Role, StreamSpec, ViewerOutcome, ViewerState,
@@ -53,6 +54,8 @@ pub struct RunConfig {
     pub window: Duration,
     /// Server process whose CPU and memory are measured.
     pub server_pid: Option<u32>,
+    /// The server's Prometheus endpoint, scraped at the window's edges.
+    pub metrics_url: Option<String>,
 }
 
 /// State shared by the run and its threads.
@@ -263,6 +266,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         .server_pid
         .and_then(|pid| cpu_clock.cpu_time(Some(pid)));
     let own_cpu_start = cpu_clock.cpu_time(None);
+    let metrics_before = config.metrics_url.as_deref().map(scrape);
     let window_start = Instant::now();
     shared
         .window_start_us
@@ -276,6 +280,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         .server_pid
         .and_then(|pid| cpu_clock.cpu_time(Some(pid)));
     let own_cpu_end = cpu_clock.cpu_time(None);
+    let metrics_after = config.metrics_url.as_deref().map(scrape);
     let rss_loaded_kb = config
         .server_pid
         .and_then(|pid| rss_kb(Some(pid)))
@@ -438,6 +443,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         join_p95_ms: percentile(&mut joins, 95.0),
         join_max_ms: percentile(&mut joins, 100.0),
         join_failures: failed_viewers,
+        server_metrics_delta: match (&metrics_before, &metrics_after) {
+            (Some(before), Some(after)) => counter_deltas(before, after),
+            _ => Default::default(),
+        },
         errors: errors.into_iter().take(MAX_ERRORS_REPORTED).collect(),
     })
 }

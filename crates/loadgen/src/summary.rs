@@ -312,6 +312,39 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
             group.metric(|r| r.packets_per_viewer_per_s).median,
         );
     }
+    let checked: Vec<&Group<'_>> = groups
+        .iter()
+        .filter(|g| g.runs.iter().any(|r| !r.server_metrics_delta.is_empty()))
+        .collect();
+    if !checked.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### Cross-check with the SFU's own /metrics (window deltas, medians)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| viewers | server | datagrams sent (SFU) | media packets received (viewers) | frames forwarded | channel drops | UDP send errors |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for group in checked {
+            let counter = |name: &'static str| {
+                group
+                    .metric(move |r| r.server_metrics_delta.get(name).copied().unwrap_or(0.0))
+                    .median
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                group.viewers,
+                group.server,
+                counter("media_packets_out_total"),
+                group.metric(|r| r.packets_forwarded as f64).median,
+                counter("media_frames_forwarded_total"),
+                counter("media_channel_drops_total"),
+                counter("media_udp_send_errors_total"),
+            );
+        }
+    }
     if !plots.is_empty() {
         let _ = writeln!(md, "\n### Plots\n");
         for plot in plots {

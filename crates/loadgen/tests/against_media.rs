@@ -32,6 +32,7 @@ fn one_publisher_three_viewers_receive_media() {
         warmup: Duration::from_millis(500),
         window: Duration::from_secs(2),
         server_pid: Some(media.process.pid()),
+        metrics_url: Some(format!("http://127.0.0.1:{}/metrics", media.port)),
     };
     let report = run(&config).unwrap_or_else(|error| panic!("load run failed: {error}"));
     let json = serde_json::to_string_pretty(&report).unwrap();
