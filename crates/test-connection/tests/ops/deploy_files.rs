@@ -140,3 +140,36 @@ fn units_point_at_the_documented_files() {
     let app = std::fs::read_to_string(deploy.join("privatehub-app.service")).unwrap();
     assert!(app.contains("ReadWritePaths=/var/lib/privatehub"));
 }
+
+/// Every variable docs/configuration.md documents for a service appears (set or as a
+/// commented default) in that service's example env file, so operators see all of them.
+#[test]
+fn example_env_files_cover_every_documented_variable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let (app_docs, media_docs) = docs
+        .split_once("## Media server")
+        .expect("docs/configuration.md has a media server section");
+    for (section, example) in [
+        (app_docs, "app.env.example"),
+        (media_docs, "media.env.example"),
+    ] {
+        let listed: Vec<String> = example_env(example)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let documented = section.lines().filter_map(|line| {
+            let name = line.strip_prefix("| `")?.split('`').next()?;
+            name.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                .then(|| name.to_owned())
+        });
+        for name in documented {
+            assert!(
+                listed.contains(&name),
+                "deploy/{example} lacks {name}, which docs/configuration.md documents: \
+                 add it (commented, with its default) to the example"
+            );
+        }
+    }
+}
