@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bad_inputs;
+mod chat;
 mod csrf;
 mod helpers;
 mod lives;

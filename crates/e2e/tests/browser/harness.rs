@@ -218,16 +218,6 @@ impl Browser {
         .await;
     }
 
-    pub async fn text(&self, selector: &str) -> String {
-        self.try_js(&format!(
-            "return document.querySelector({})?.textContent ?? '';",
-            json!(selector)
-        ))
-        .await
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_default()
-    }
-
     /// Saves a PNG screenshot to every path in `paths`.
     pub async fn screenshot(&self, paths: &[PathBuf]) {
         let png = self

@@ -14,7 +14,7 @@ const HOSTILE_MESSAGE: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
-    let _guard = crate::exclusive();
+    let _guard = crate::exclusive().await;
     let started = Instant::now();
     // The media server compares `Origin` exactly, but the app's port is only chosen
     // inside `start_stack`, after the media server started: accept any origin here.
@@ -87,6 +87,20 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         .await;
     bob.screenshot(&[artifact_path("live.png"), docs.join("live.png")])
         .await;
+    // The live page on a phone-sized window.
+    carol
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone-sized window");
+    carol
+        .wait_js(
+            "single-column layout",
+            "document.querySelector('#chat').getBoundingClientRect().top > document.querySelector('#player').getBoundingClientRect().bottom",
+            Duration::from_secs(5),
+        )
+        .await;
+    carol.screenshot(&[artifact_path("live-phone.png")]).await;
 
     // The broadcaster reloads and goes live again; viewers recover on their own.
     alice.client.refresh().await.expect("reload start-live");

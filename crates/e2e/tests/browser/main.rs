@@ -11,13 +11,11 @@ mod nginx_flow;
 mod pages;
 mod smoke;
 
-use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard};
 
-static ONE_BROWSER_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_BROWSER_TEST_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// Held for the whole of a browser test.
-fn exclusive() -> MutexGuard<'static, ()> {
-    ONE_BROWSER_TEST_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_BROWSER_TEST_AT_A_TIME.lock().await
 }

@@ -12,7 +12,7 @@ use crate::pages::{self, LIVE_STATUS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_through_nginx_over_https() {
-    let _guard = crate::exclusive();
+    let _guard = crate::exclusive().await;
     let started = Instant::now();
     let (stack, front) = NginxFront::start_stack(StackOptions::default());
     let app = front.app_url.clone();

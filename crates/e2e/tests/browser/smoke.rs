@@ -27,7 +27,7 @@ fn serve_blank_page() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_has_a_fake_camera_and_microphone() {
-    let _guard = crate::exclusive();
+    let _guard = crate::exclusive().await;
     let page = serve_blank_page();
     let driver = ChromeDriver::start().await;
     let browser = Browser::open(&driver, "smoke", &BrowserOptions::default()).await;
