@@ -78,6 +78,24 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
             browser.name
         );
     }
+    // The broadcaster deletes a message: it disappears for everyone.
+    alice
+        .js(
+            "[...document.querySelectorAll('#chat-log .chat-line')] \
+             .find(line => line.querySelector('.chat-text').textContent === 'hello from bob') \
+             .querySelector('.chat-tool').click();",
+            vec![],
+        )
+        .await;
+    for browser in [&alice, &bob, &carol] {
+        browser
+            .wait_js(
+                "deleted message gone",
+                "![...document.querySelectorAll('#chat-log .chat-text')].some(e => e.textContent === 'hello from bob')",
+                Duration::from_secs(5),
+            )
+            .await;
+    }
     println!("[{:?}] chat checked", started.elapsed());
 
     // Screenshots of both pages for the artifacts and the README.
@@ -87,7 +105,7 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         .await;
     bob.screenshot(&[artifact_path("live.png"), docs.join("live.png")])
         .await;
-    // The live page on a phone-sized window.
+    // The live page on a phone-sized window (the chat goes below the player).
     carol
         .client
         .set_window_size(390, 844)
@@ -102,12 +120,30 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         .await;
     carol.screenshot(&[artifact_path("live-phone.png")]).await;
 
-    // The broadcaster reloads and goes live again; viewers recover on their own.
+    // The broadcaster reloads and goes live again; viewers recover on their own,
+    // without reloading (the marker set now must survive).
+    for viewer in [&bob, &carol] {
+        viewer.js("window.__sameDocument = true;", vec![]).await;
+    }
     alice.client.refresh().await.expect("reload start-live");
     pages::go_live(&alice, &app, "alice", "Morning coffee stream, take two").await;
     tokio::join!(
         pages::wait_playing(&bob, Duration::from_secs(20)),
         pages::wait_playing(&carol, Duration::from_secs(20))
+    );
+    for viewer in [&bob, &carol] {
+        let kept = viewer
+            .js("return window.__sameDocument === true;", vec![])
+            .await;
+        assert_eq!(kept, true, "{} reloaded the page", viewer.name);
+    }
+    let history = bob
+        .js("return window.privatehubDebug.history.join(' > ');", vec![])
+        .await;
+    println!("bob's player went through: {history}");
+    assert!(
+        history.as_str().unwrap_or_default().contains("stalled"),
+        "the player shows stalled while the broadcaster is away: {history}"
     );
     let frames_before = bob.number(PLAYER_FRAMES).await;
     bob.wait_rising(
