@@ -150,6 +150,11 @@ mod tests {
     #[test]
     fn unknown_type_and_unknown_fields_are_refused() {
         assert!(serde_json::from_str::<MediaClientMessage>(r#"{"type":"nope"}"#).is_err());
-        assert!(serde_json::from_str::<MediaClientMessage>(r#"{"type":"watch","token":"t","offer":{"type":"offer","sdp":""},"x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<MediaClientMessage>(
+                r#"{"type":"watch","token":"t","offer":{"type":"offer","sdp":""},"x":1}"#
+            )
+            .is_err()
+        );
     }
 }

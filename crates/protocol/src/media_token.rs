@@ -115,10 +115,7 @@ pub fn issue_media_token(
 }
 
 /// Checks signature, algorithm, issuer, audience and expiry against the system clock.
-pub fn verify_media_token(
-    token: &str,
-    secret: &[u8],
-) -> Result<MediaTokenClaims, MediaTokenError> {
+pub fn verify_media_token(token: &str, secret: &[u8]) -> Result<MediaTokenClaims, MediaTokenError> {
     if secret.is_empty() {
         return Err(MediaTokenError::EmptySecret);
     }
