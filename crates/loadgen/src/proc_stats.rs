@@ -36,6 +36,11 @@ impl CpuClock {
             None => "/proc/self/stat".to_owned(),
         };
         let text = std::fs::read_to_string(path).ok()?;
+        self.parse_stat(&text)
+    }
+
+    /// utime + stime from the text of a `stat` file.
+    fn parse_stat(&self, text: &str) -> Option<Duration> {
         // The command name may contain spaces: fields start after the last ')'.
         let rest = &text[text.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -47,6 +52,33 @@ impl CpuClock {
             ticks * 1_000_000 / self.ticks_per_second,
         ))
     }
+}
+
+/// CPU time per thread of `pid`: (thread id, thread name, utime + stime).
+pub fn thread_cpu_times(clock: &CpuClock, pid: u32) -> Vec<(u32, String, Duration)> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads = Vec::new();
+    for entry in entries.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(entry.path().join("comm"))
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_default();
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(time) = clock.parse_stat(&text) {
+            threads.push((tid, name, time));
+        }
+    }
+    threads
 }
 
 /// Resident set size of `pid` in KiB (`VmRSS`).

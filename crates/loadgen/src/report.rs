@@ -32,6 +32,9 @@ pub struct RunReport {
     pub server_cpu_pct: f64,
     /// Server CPU per forwarded packet, microseconds.
     pub cpu_us_per_packet: f64,
+    /// The busiest server threads over the window: "name: % of a core", busiest first.
+    #[serde(default)]
+    pub server_threads: Vec<String>,
     /// The load generator's own CPU over the window, % of one core.
     pub loadgen_cpu_pct: f64,
     /// Server RSS with the publisher connected and no viewer, KiB.

@@ -18,7 +18,7 @@ use crate::payload::epoch_micros;
 use crate::peer::{
     Peer, PeerOutcome, PublisherState, Role, StreamSpec, ViewerOutcome, ViewerState,
 };
-use crate::proc_stats::{CpuClock, rss_kb};
+use crate::proc_stats::{CpuClock, rss_kb, thread_cpu_times};
 use crate::report::{RunReport, percentile};
 use crate::signaling::{
     KeptSocket, ServerTarget, janus_create_room, janus_publish, janus_watch, make_offer,
@@ -266,6 +266,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         .server_pid
         .and_then(|pid| cpu_clock.cpu_time(Some(pid)));
     let own_cpu_start = cpu_clock.cpu_time(None);
+    let threads_start = config
+        .server_pid
+        .map(|pid| thread_cpu_times(&cpu_clock, pid))
+        .unwrap_or_default();
     let metrics_before = config.metrics_url.as_deref().map(scrape);
     let window_start = Instant::now();
     shared
@@ -280,6 +284,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         .server_pid
         .and_then(|pid| cpu_clock.cpu_time(Some(pid)));
     let own_cpu_end = cpu_clock.cpu_time(None);
+    let threads_end = config
+        .server_pid
+        .map(|pid| thread_cpu_times(&cpu_clock, pid))
+        .unwrap_or_default();
     let metrics_after = config.metrics_url.as_deref().map(scrape);
     let rss_loaded_kb = config
         .server_pid
@@ -420,6 +428,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         } else {
             server_cpu * 1e6 / packets_forwarded as f64
         },
+        server_threads: busiest_threads(&threads_start, &threads_end, window_s),
         loadgen_cpu_pct: own_cpu * 100.0 / window_s,
         rss_baseline_kb,
         rss_loaded_kb,
@@ -449,6 +458,50 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
         },
         errors: errors.into_iter().take(MAX_ERRORS_REPORTED).collect(),
     })
+}
+
+/// Most threads listed in the report.
+const MAX_THREADS_REPORTED: usize = 6;
+
+/// "name: pct" of the threads that used the most CPU between the two samples.
+fn busiest_threads(
+    start: &[(u32, String, Duration)],
+    end: &[(u32, String, Duration)],
+    window_s: f64,
+) -> Vec<String> {
+    let mut used: Vec<(f64, &str)> = end
+        .iter()
+        .map(|(tid, name, time)| {
+            let before = start
+                .iter()
+                .find(|(old, _, _)| old == tid)
+                .map_or(Duration::ZERO, |(_, _, time)| *time);
+            (
+                time.saturating_sub(before).as_secs_f64() * 100.0 / window_s,
+                name.as_str(),
+            )
+        })
+        .filter(|(pct, _)| *pct > 0.0)
+        .collect();
+    used.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let shown: Vec<String> = used
+        .iter()
+        .take(MAX_THREADS_REPORTED)
+        .map(|(pct, name)| format!("{name}: {pct:.0}%"))
+        .collect();
+    let rest: f64 = used
+        .iter()
+        .skip(MAX_THREADS_REPORTED)
+        .map(|(pct, _)| pct)
+        .sum();
+    let mut shown = shown;
+    if used.len() > MAX_THREADS_REPORTED {
+        shown.push(format!(
+            "{} other threads: {rest:.0}%",
+            used.len() - MAX_THREADS_REPORTED
+        ));
+    }
+    shown
 }
 
 fn join_viewer(

@@ -345,6 +345,23 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
             );
         }
     }
+    let _ = writeln!(
+        md,
+        "\n### Busiest server threads (first run of each point, % of one core)\n"
+    );
+    let _ = writeln!(md, "| viewers | server | threads |");
+    let _ = writeln!(md, "|---|---|---|");
+    for group in groups {
+        if let Some(run) = group.runs.first() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                group.viewers,
+                group.server,
+                run.server_threads.join(", ")
+            );
+        }
+    }
     if !plots.is_empty() {
         let _ = writeln!(md, "\n### Plots\n");
         for plot in plots {
