@@ -296,6 +296,14 @@ socket.addEventListener('live:state', (event) => {
     notice('Your live is still on. Press “Go live” to resume broadcasting.', 'warn');
   }
 });
+socket.addEventListener('live:ended', () => {
+  // Ended elsewhere (another tab, or the API): stop sending.
+  if (!broadcast.wanted) return;
+  broadcast.wanted = false;
+  stopSession();
+  setState('ended');
+  notice('Your live was ended.');
+});
 socket.connect();
 
 window.privatehubDebug = {

@@ -190,9 +190,16 @@ socket.addEventListener('live:state', (event) => {
     player.liveOn = true;
     if (!player.active) watch();
   } else {
+    // No live now. If we were watching one, it ended while the socket was down.
+    const wasWatching = ['connecting', 'live', 'stalled'].includes(player.state) && player.liveOn;
     player.liveOn = false;
     stopMedia();
-    if (player.state !== 'ended') setState('offline');
+    if (wasWatching) {
+      video.srcObject = null;
+      setState('ended');
+    } else if (player.state !== 'ended') {
+      setState('offline');
+    }
   }
 });
 socket.addEventListener('live:started', (event) => {
