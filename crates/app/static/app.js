@@ -55,6 +55,15 @@
     });
   });
 
+  // Times rendered as RFC 3339 by the server, shown in the visitor's own time zone.
+  document.querySelectorAll('time[data-format=time]').forEach(function (element) {
+    const date = new Date(element.getAttribute('datetime'));
+    if (!Number.isNaN(date.getTime())) {
+      element.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      element.title = date.toLocaleString();
+    }
+  });
+
   document.querySelectorAll('[data-action=logout]').forEach(function (button) {
     button.addEventListener('click', async function () {
       button.disabled = true;

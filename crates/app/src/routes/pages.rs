@@ -21,6 +21,8 @@ pub struct LiveCard {
     pub title: String,
     pub started_at: String,
     pub viewers: u32,
+    /// First letter of the username, for the card's avatar.
+    pub initial: String,
 }
 
 impl LiveCard {
@@ -31,6 +33,13 @@ impl LiveCard {
             title: live.title.clone(),
             started_at: rfc3339(live.started_at),
             viewers,
+            initial: live
+                .username
+                .as_str()
+                .chars()
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string())
+                .unwrap_or_default(),
         }
     }
 }

@@ -42,8 +42,10 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         pages::sign_up(&bob, &app, "bob"),
         pages::sign_up(&carol, &app, "carol")
     );
+    bob.goto(&format!("{app}/")).await;
+    bob.screenshot(&[artifact_path("home.png")]).await;
     tokio::join!(
-        pages::watch(&bob, &app, "alice"),
+        pages::watch_from_home(&bob, &app, "alice"),
         pages::watch(&carol, &app, "alice")
     );
     println!(

@@ -81,6 +81,21 @@ pub async fn watch(browser: &Browser, app_url: &str, channel: &str) {
     wait_playing(browser, Duration::from_secs(20)).await;
 }
 
+/// Opens the home page, finds `channel` in the list of who is live and follows the link.
+pub async fn watch_from_home(browser: &Browser, app_url: &str, channel: &str) {
+    browser.goto(&format!("{app_url}/")).await;
+    let link = format!("a[href=\"/{channel}/live\"]");
+    browser
+        .wait_js(
+            &format!("{channel} listed as live on the home page"),
+            &format!("document.querySelector({}) !== null", json!(link)),
+            Duration::from_secs(5),
+        )
+        .await;
+    browser.click(&link).await;
+    wait_playing(browser, Duration::from_secs(20)).await;
+}
+
 /// Waits until the player shows live video (frames rising) with a live audio track
 /// whose packets keep arriving.
 pub async fn wait_playing(browser: &Browser, timeout: Duration) {
