@@ -41,6 +41,7 @@ const titleEl = document.querySelector('#live-title');
 const viewerCount = document.querySelector('#viewer-count');
 
 const debugLog = [];
+let sessionCount = 0;
 function log(text) {
   debugLog.push(`${new Date().toISOString().slice(11, 23)} ${text}`);
   if (debugLog.length > 100) debugLog.shift();
@@ -113,6 +114,7 @@ async function watch() {
     const { token, url } = await fetchMediaToken(channel);
     if (gen !== player.gen) return;
     session = new MediaSession({ kind: 'watch', token, url });
+    sessionCount += 1;
     player.session = session;
     session.addEventListener('track', () => {
       if (video.srcObject !== session.remoteStream) video.srcObject = session.remoteStream;
@@ -224,6 +226,13 @@ window.privatehubDebug = {
   },
   inboundAudioPackets: () => sumStats(player.session?.pc, 'inbound-rtp', 'audio', 'packetsReceived'),
   inboundVideoFrames: () => sumStats(player.session?.pc, 'inbound-rtp', 'video', 'framesDecoded'),
+  /** Simulates a network drop of the media signaling socket (tests). */
+  dropMedia: () => player.session?.ws?.close(),
+  /** Simulates a network drop of the app socket (tests). */
+  dropSocket: () => socket.ws?.close(),
+  get sessions() {
+    return sessionCount;
+  },
 };
 
 setState(player.liveOn ? 'connecting' : 'offline');

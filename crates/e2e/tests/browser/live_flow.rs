@@ -100,6 +100,31 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
     }
     println!("[{:?}] chat checked", started.elapsed());
 
+    // Network drops on a viewer: the media connection and the app socket come back
+    // by themselves (a new token and watch; a rejoin with chat and count).
+    let sessions = carol.number("window.privatehubDebug.sessions").await;
+    carol
+        .js("window.privatehubDebug.dropMedia();", vec![])
+        .await;
+    carol
+        .wait_js(
+            "a new media session",
+            &format!("window.privatehubDebug.sessions > {sessions}"),
+            Duration::from_secs(10),
+        )
+        .await;
+    pages::wait_playing(&carol, Duration::from_secs(15)).await;
+    carol
+        .js("window.privatehubDebug.dropSocket();", vec![])
+        .await;
+    pages::wait_viewers(&alice, 2).await;
+    pages::send_chat(&bob, "still there, carol?").await;
+    pages::wait_chat_line(&carol, "still there, carol?").await;
+    println!(
+        "[{:?}] a viewer recovered from dropped connections",
+        started.elapsed()
+    );
+
     // Screenshots of both pages for the artifacts and the README.
     let docs = workspace_root().join("docs").join("screenshots");
     alice
