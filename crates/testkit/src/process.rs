@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Source folders whose changes make a built binary stale.
-const SOURCE_DIRS: &[&str] = &[
-    "crates/app",
-    "crates/media",
-    "crates/protocol",
-    "migrations",
-];
+/// Source folders whose changes make a built binary stale, per binary.
+fn source_dirs(binary_name: &str) -> &'static [&'static str] {
+    match binary_name {
+        "privatehub-app" => &["crates/app", "crates/protocol", "migrations"],
+        "privatehub-media" => &["crates/media", "crates/protocol"],
+        _ => &["crates/protocol"],
+    }
+}
 
 /// A running service. Dropping it kills the process; if the test is panicking, the tail
 /// of the service's log is printed to help explain the failure.
@@ -127,7 +128,7 @@ pub fn binary_path(name: &str) -> PathBuf {
             )
         });
     let root = workspace_root();
-    if let Some(newest) = SOURCE_DIRS
+    if let Some(newest) = source_dirs(name)
         .iter()
         .filter_map(|dir| newest_modification(&root.join(dir)))
         .max()
