@@ -67,6 +67,8 @@ struct Registry {
 struct LiveEntry {
     publisher: Option<PeerId>,
     publisher_connected: bool,
+    /// The connected publisher's video is stalled (viewers were told `publisher_stalled`).
+    publisher_stalled: bool,
     viewers: HashSet<PeerId>,
 }
 
@@ -193,6 +195,7 @@ impl Engine {
             Role::Publisher => {
                 replaced = entry.publisher.replace(id);
                 entry.publisher_connected = false;
+                entry.publisher_stalled = false;
                 self.metrics.publishers.fetch_add(1, Relaxed);
             }
             Role::Viewer => {
@@ -201,6 +204,11 @@ impl Engine {
                     let _ = notify.send(SessionNotice::Send(MediaServerMessage::PublisherJoined {
                         live_id: live,
                     }));
+                    if entry.publisher_stalled {
+                        let _ = notify.send(SessionNotice::Send(
+                            MediaServerMessage::PublisherStalled { live_id: live },
+                        ));
+                    }
                 }
                 self.metrics.viewers.fetch_add(1, Relaxed);
             }
@@ -286,6 +294,34 @@ impl Engine {
                     }
                 }
             }
+            CoreOutput::PublisherStall {
+                peer,
+                live,
+                stalled,
+            } => {
+                let mut registry = self.registry();
+                let Registry { lives, peers } = &mut *registry;
+                let Some(entry) = lives.get_mut(live) else {
+                    return;
+                };
+                if entry.publisher != Some(*peer) || entry.publisher_stalled == *stalled {
+                    return;
+                }
+                entry.publisher_stalled = *stalled;
+                if *stalled {
+                    self.metrics.publisher_stalls.fetch_add(1, Relaxed);
+                }
+                let message = if *stalled {
+                    MediaServerMessage::PublisherStalled { live_id: *live }
+                } else {
+                    MediaServerMessage::PublisherResumed { live_id: *live }
+                };
+                for viewer in &entry.viewers {
+                    if let Some(v) = peers.get(viewer) {
+                        let _ = v.notify.send(SessionNotice::Send(message.clone()));
+                    }
+                }
+            }
             CoreOutput::Removed {
                 peer, live, reason, ..
             } => {
@@ -308,6 +344,7 @@ impl Engine {
                         if live_entry.publisher == Some(*peer) {
                             live_entry.publisher = None;
                             live_entry.publisher_connected = false;
+                            live_entry.publisher_stalled = false;
                             for viewer in &live_entry.viewers {
                                 if let Some(v) = peers.get(viewer) {
                                     let _ = v.notify.send(SessionNotice::Send(
@@ -351,5 +388,6 @@ pub fn core_config(settings: &MediaSettings) -> CoreConfig {
     CoreConfig {
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
         keyframe_interval: Duration::from_millis(settings.keyframe_interval_ms),
+        stall_after: crate::sfu::STALL_AFTER,
     }
 }

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub stun_bindings_answered: AtomicU64,
     pub stun_bindings_rate_limited: AtomicU64,
     pub signaling_errors: AtomicU64,
+    pub publisher_stalls: AtomicU64,
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
     setup_count: AtomicU64,
     setup_sum_micros: AtomicU64,
@@ -74,7 +75,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -145,6 +146,11 @@ impl Metrics {
                 "media_signaling_errors_total",
                 "Error messages sent on signaling sockets.",
                 &self.signaling_errors,
+            ),
+            (
+                "media_publisher_stalls_total",
+                "Times a connected publisher's video stopped arriving.",
+                &self.publisher_stalls,
             ),
         ];
         for (name, help, value) in counters {

@@ -3,7 +3,8 @@
 //!
 //! Order of a session: the first message is `publish` or `watch` (token + SDP offer);
 //! the server answers with `answer`; then `candidate`, `ping` and `leave` are accepted
-//! and the server may push `publisher_joined`, `publisher_left`, `replaced`. Errors are
+//! and the server may push `publisher_joined`, `publisher_left`, `publisher_stalled`,
+//! `publisher_resumed`, `replaced`. Errors are
 //! `error{code,message,close}`; see `docs/protocol.md`.
 
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! Publish: client sends [`MediaClientMessage::Publish`] with a sendonly audio+video
 //! offer; server replies [`MediaServerMessage::Answer`]. Watch: client sends
 //! [`MediaClientMessage::Watch`] with a recvonly audio+video offer; server replies
-//! `Answer`, then `PublisherJoined`/`PublisherLeft` as the broadcaster comes and goes.
+//! `Answer`, then `PublisherJoined`/`PublisherLeft` as the broadcaster comes and goes
+//! (and `PublisherStalled`/`PublisherResumed` when its video stops and restarts).
 //! Every message is a JSON object with a `type` field in snake_case.
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,12 @@ pub enum MediaServerMessage {
     PublisherLeft { live_id: LiveId },
     /// To a publisher: a newer publish for the same live took over; this one is closed.
     Replaced { live_id: LiveId },
+    /// To viewers: the broadcaster is still connected but its video stopped arriving
+    /// (str0m reported the stream paused, or no frame for about 2 s). Show "stalled";
+    /// `PublisherResumed` follows when frames come back.
+    PublisherStalled { live_id: LiveId },
+    /// To viewers: after `PublisherStalled`, the broadcaster's video frames arrive again.
+    PublisherResumed { live_id: LiveId },
     /// Reply to `Ping`.
     Pong,
     /// Something was wrong with a request. `close` tells whether the server is closing
@@ -144,6 +151,34 @@ mod tests {
             serde_json::to_string(&MediaServerMessage::PublisherLeft { live_id: LiveId(3) })
                 .unwrap(),
             r#"{"type":"publisher_left","live_id":3}"#
+        );
+    }
+
+    #[test]
+    fn stall_messages_wire_format() {
+        let stalled = MediaServerMessage::PublisherStalled { live_id: LiveId(7) };
+        let resumed = MediaServerMessage::PublisherResumed { live_id: LiveId(7) };
+        assert_eq!(
+            serde_json::to_string(&stalled).unwrap(),
+            r#"{"type":"publisher_stalled","live_id":7}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&resumed).unwrap(),
+            r#"{"type":"publisher_resumed","live_id":7}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<MediaServerMessage>(
+                r#"{"type":"publisher_stalled","live_id":7}"#
+            )
+            .unwrap(),
+            stalled
+        );
+        assert_eq!(
+            serde_json::from_str::<MediaServerMessage>(
+                r#"{"type":"publisher_resumed","live_id":7}"#
+            )
+            .unwrap(),
+            resumed
         );
     }
 

@@ -125,6 +125,14 @@ pub enum CoreOutput {
         role: Role,
         setup: Duration,
     },
+    /// A connected publisher's video stopped (`stalled: true`: str0m reported its video
+    /// stream paused, or no video frame for [`CoreConfig::stall_after`]) or came back
+    /// (`stalled: false`: a video frame arrived after a stall).
+    PublisherStall {
+        peer: PeerId,
+        live: LiveId,
+        stalled: bool,
+    },
     /// The peer is gone and everything it held is freed.
     Removed {
         peer: PeerId,
@@ -160,13 +168,20 @@ pub struct CoreConfig {
     pub connect_timeout: Duration,
     /// Least time between two keyframe requests to one publisher.
     pub keyframe_interval: Duration,
+    /// A connected publisher whose video sent no frame this long is reported stalled.
+    pub stall_after: Duration,
 }
+
+/// Default of [`CoreConfig::stall_after`]: a little more than str0m's 1.5 s pause
+/// threshold, so `Event::StreamPaused` usually reports a stall first.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
 
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             connect_timeout: Duration::from_secs(15),
             keyframe_interval: keyframe::UPSTREAM_INTERVAL,
+            stall_after: STALL_AFTER,
         }
     }
 }
@@ -328,6 +343,7 @@ impl WorkerCore {
                         .push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
                     continue;
                 }
+                peer.check_stall(now, self.config.stall_after, &mut self.out);
             }
             self.with_rtc(now, id, |rtc| rtc.handle_input(Input::Timeout(now)));
         }
@@ -437,6 +453,9 @@ impl WorkerCore {
         let mut want = peer.rtc_timeout;
         if !peer.connected {
             want = Some(want.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
+        }
+        if let Some(stall) = peer.stall_deadline(self.config.stall_after) {
+            want = Some(want.map_or(stall, |t| t.min(stall)));
         }
         if want != peer.deadline {
             if let Some(old) = peer.deadline {

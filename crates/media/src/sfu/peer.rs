@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
 use str0m::media::{MediaKind, Mid, Pt};
@@ -42,6 +42,10 @@ pub(super) struct Peer {
     pub video_gated: bool,
     /// Set once the `Rtc` errored or panicked; it is not touched again but dropped.
     pub faulted: bool,
+    /// Publisher: when its last video frame arrived (or when it connected).
+    pub last_video_at: Option<Instant>,
+    /// Publisher: its video is reported stalled (see `CoreOutput::PublisherStall`).
+    pub stalled: bool,
     /// Publisher: the simulcast layer forwarded (the first seen; `Some(None)` = no rid).
     video_rid: Option<Option<str0m::media::Rid>>,
     /// Viewer: the publisher's payload type mapped to ours, per kind, for one generation.
@@ -68,6 +72,8 @@ impl Peer {
             video_mid: None,
             video_gated: true,
             faulted: false,
+            last_video_at: None,
+            stalled: false,
             video_rid: None,
             pt_cache: [None, None],
         }
@@ -132,7 +138,17 @@ impl Peer {
                 });
                 if self.role == Role::Viewer {
                     actions.push_back(Action::ViewerGated(self.live));
+                } else {
+                    self.last_video_at = Some(now);
                 }
+            }
+            Event::StreamPaused(paused)
+                if self.role == Role::Publisher
+                    && paused.paused
+                    && Some(paused.mid) == self.video_mid
+                    && self.video_rid.is_none_or(|rid| rid == paused.rid) =>
+            {
+                self.set_stalled(true, out);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 actions.push_back(Action::Remove(self.id, RemoveReason::IceDisconnected));
@@ -158,6 +174,10 @@ impl Peer {
                         Some(rid) if rid != data.rid => return,
                         Some(_) => {}
                     }
+                }
+                if kind == MediaKind::Video {
+                    self.last_video_at = Some(now);
+                    self.set_stalled(false, out);
                 }
                 let keyframe = kind == MediaKind::Video && data.is_keyframe();
                 if kind == MediaKind::Video && !data.contiguous {
@@ -185,6 +205,42 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// Publisher: when it must be reported stalled if no video frame arrives meanwhile.
+    pub fn stall_deadline(&self, stall_after: Duration) -> Option<Instant> {
+        if self.role != Role::Publisher || !self.connected || self.stalled || self.faulted {
+            return None;
+        }
+        self.last_video_at.map(|at| at + stall_after)
+    }
+
+    /// Publisher: reports a stall if no video frame arrived for `stall_after`.
+    pub fn check_stall(
+        &mut self,
+        now: Instant,
+        stall_after: Duration,
+        out: &mut VecDeque<CoreOutput>,
+    ) {
+        if self
+            .stall_deadline(stall_after)
+            .is_some_and(|due| now >= due)
+        {
+            self.set_stalled(true, out);
+        }
+    }
+
+    fn set_stalled(&mut self, stalled: bool, out: &mut VecDeque<CoreOutput>) {
+        if self.stalled == stalled {
+            return;
+        }
+        self.stalled = stalled;
+        tracing::debug!(peer = %self.id, live = %self.live, stalled, "publisher video");
+        out.push_back(CoreOutput::PublisherStall {
+            peer: self.id,
+            live: self.live,
+            stalled,
+        });
     }
 
     /// Viewer: writes one publisher frame, honouring the keyframe gate. Returns whether

@@ -44,6 +44,8 @@ struct Client {
     next_timeout: Instant,
     /// Network cut: nothing to or from this client is delivered.
     silenced: bool,
+    /// Publisher: the camera stopped (no media written), the connection stays up.
+    media_paused: bool,
     stats: ClientStats,
 }
 
@@ -58,6 +60,8 @@ struct Harness {
     next_peer: u64,
     next_generation: u64,
     removed: Vec<(PeerId, RemoveReason)>,
+    /// Every `PublisherStall` report: (peer, stalled, when).
+    stalls: Vec<(PeerId, bool, Instant)>,
 }
 
 fn vp8_frame(keyframe: bool, tag: u8) -> Vec<u8> {
@@ -87,6 +91,7 @@ impl Harness {
             next_peer: 1,
             next_generation: 1,
             removed: Vec::new(),
+            stalls: Vec::new(),
         }
     }
 
@@ -148,6 +153,7 @@ impl Harness {
             next_audio: self.now,
             next_timeout: self.now,
             silenced: false,
+            media_paused: false,
             stats: ClientStats::default(),
         });
         n
@@ -159,7 +165,7 @@ impl Harness {
         // Publishers write media when due.
         for client in &mut self.clients {
             let Some(tag) = client.tag else { continue };
-            if !client.rtc.is_connected() {
+            if !client.rtc.is_connected() || client.media_paused {
                 continue;
             }
             if now >= client.next_video {
@@ -259,6 +265,9 @@ impl Harness {
                         delivered += 1;
                     }
                     CoreOutput::Removed { peer, reason, .. } => self.removed.push((peer, reason)),
+                    CoreOutput::PublisherStall { peer, stalled, .. } => {
+                        self.stalls.push((peer, stalled, now))
+                    }
                     CoreOutput::Connected { .. } | CoreOutput::ToOtherWorkers(_) => {}
                 }
             }
@@ -434,6 +443,48 @@ fn silent_and_never_connecting_peers_are_freed() {
     assert_eq!(h.core.stats(), CoreStats::default());
     let peers: HashSet<PeerId> = h.removed.iter().map(|(p, _)| *p).collect();
     assert_eq!(peers.len(), 3);
+}
+
+#[test]
+fn publisher_stall_and_resume_are_reported_once_each() {
+    let mut h = Harness::new();
+    let publisher = h.add(Some(1));
+    let viewer = h.add(None);
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer].stats.video.len() >= 10
+    });
+    // Streaming normally for a while: no stall report.
+    h.run_for(Duration::from_secs(3));
+    assert!(h.stalls.is_empty(), "{:?}", h.stalls);
+    // The camera stops; ICE and DTLS stay up.
+    h.clients[publisher].media_paused = true;
+    let stopped_at = h.now;
+    h.run_until(Duration::from_secs(4), |h| !h.stalls.is_empty());
+    let peer = h.clients[publisher].peer;
+    let (who, stalled, at) = h.stalls[0];
+    assert_eq!((who, stalled), (peer, true));
+    let took = at.duration_since(stopped_at);
+    eprintln!("stall reported {took:?} after the camera stopped");
+    assert!(
+        took >= Duration::from_millis(1400) && took <= STALL_AFTER + Duration::from_millis(100),
+        "stall reported after {took:?}"
+    );
+    // Still stalled much later: reported once, the peer is not removed.
+    h.run_for(Duration::from_secs(5));
+    assert_eq!(h.stalls.len(), 1, "{:?}", h.stalls);
+    assert!(h.removed.is_empty(), "{:?}", h.removed);
+    // The camera comes back: resumed once, and the viewer receives again.
+    h.clients[publisher].media_paused = false;
+    let before = h.clients[viewer].stats.video.len();
+    h.run_until(Duration::from_secs(2), |h| {
+        h.clients[viewer].stats.video.len() >= before + 10
+    });
+    assert_eq!(h.stalls.len(), 2, "{:?}", h.stalls);
+    assert_eq!((h.stalls[1].0, h.stalls[1].1), (peer, false));
+    // A second stall is detected again.
+    h.clients[publisher].media_paused = true;
+    h.run_until(Duration::from_secs(4), |h| h.stalls.len() == 3);
+    assert_eq!((h.stalls[2].0, h.stalls[2].1), (peer, true));
 }
 
 #[test]

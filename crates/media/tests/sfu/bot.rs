@@ -42,6 +42,7 @@ pub struct Bot {
     pub stats: Arc<Mutex<BotStats>>,
     stop: Arc<AtomicBool>,
     close_dtls: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub created: Instant,
 }
@@ -138,12 +139,16 @@ impl Bot {
         let stats = Arc::new(Mutex::new(BotStats::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let close_dtls = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(AtomicBool::new(false));
         let thread = {
             let stats = stats.clone();
             let stop = stop.clone();
             let close_dtls = close_dtls.clone();
+            let pause = pause.clone();
             std::thread::spawn(move || {
-                run(rtc, socket, role, audio, video, stats, stop, close_dtls)
+                run(
+                    rtc, socket, role, audio, video, stats, stop, close_dtls, pause,
+                )
             })
         };
         Bot {
@@ -151,6 +156,7 @@ impl Bot {
             stats,
             stop,
             close_dtls,
+            pause,
             thread: Some(thread),
             created: Instant::now(),
         }
@@ -179,6 +185,12 @@ impl Bot {
     /// Closes DTLS gracefully (like `pc.close()`), keeping the WebSocket open.
     pub fn close_dtls(&self) {
         self.close_dtls.store(true, Ordering::SeqCst);
+    }
+
+    /// Publisher: stops (`true`) or restarts writing media, keeping ICE and DTLS up (a
+    /// frozen camera).
+    pub fn pause_media(&self, paused: bool) {
+        self.pause.store(paused, Ordering::SeqCst);
     }
 
     /// Stops the media thread without telling anyone.
@@ -222,6 +234,7 @@ fn run(
     stats: Arc<Mutex<BotStats>>,
     stop: Arc<AtomicBool>,
     close_dtls: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
 ) {
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2000];
@@ -283,9 +296,16 @@ fn run(
             return;
         }
         let now = Instant::now();
+        let paused = pause.load(Ordering::Relaxed);
+        if paused {
+            // No catching up on resume: the next frame is due when the pause ends.
+            next_video = now + Duration::from_millis(20);
+            next_audio = next_video;
+        }
         if let BotRole::Publisher { tag } = role
             && rtc.is_connected()
             && !closing
+            && !paused
         {
             if now >= next_video {
                 let keyframe =

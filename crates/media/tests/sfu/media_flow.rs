@@ -211,3 +211,73 @@ async fn disconnects_are_detected() {
     );
     server.stop().await;
 }
+
+/// A publisher whose camera freezes while its connection stays up: viewers are told
+/// `publisher_stalled`, then `publisher_resumed` when frames come back, and keep
+/// receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_stall_is_told_to_viewers() {
+    let server = spawn_server(42040, 2).await;
+    let http = server.http_addr;
+    let publisher = Bot::start(
+        http,
+        &token(13, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
+    let mut viewer = Bot::start(http, &token(13, MediaRole::Watch), BotRole::Viewer).await;
+    viewer
+        .wait_for("video", Duration::from_secs(10), |s| s.video_frames >= 5)
+        .await;
+    publisher.pause_media(true);
+    let paused_at = Instant::now();
+    viewer
+        .ws
+        .expect(
+            "publisher_stalled",
+            Duration::from_secs(5),
+            |m| matches!(m, MediaServerMessage::PublisherStalled { live_id } if live_id.0 == 13),
+        )
+        .await;
+    let took = paused_at.elapsed();
+    eprintln!(
+        "publisher_stalled {} ms after the camera stopped",
+        took.as_millis()
+    );
+    assert!(took >= Duration::from_millis(1000), "too early: {took:?}");
+    // A viewer joining during the stall is told too.
+    let mut late = Bot::start(http, &token(13, MediaRole::Watch), BotRole::Viewer).await;
+    late.ws
+        .expect(
+            "publisher_stalled for a late viewer",
+            Duration::from_secs(5),
+            |m| matches!(m, MediaServerMessage::PublisherStalled { .. }),
+        )
+        .await;
+    publisher.pause_media(false);
+    for bot in [&mut viewer, &mut late] {
+        bot.ws
+            .expect("publisher_resumed", Duration::from_secs(5), |m| {
+                matches!(m, MediaServerMessage::PublisherResumed { .. })
+            })
+            .await;
+    }
+    let before = viewer.stats().video_frames;
+    viewer
+        .wait_for("video again", Duration::from_secs(5), |s| {
+            s.video_frames >= before + 10
+        })
+        .await;
+    late.wait_for("late viewer video", Duration::from_secs(5), |s| {
+        s.video_frames >= 5
+    })
+    .await;
+    let metrics = get_text(http, "/metrics").await;
+    assert_eq!(metric(&metrics, "media_publisher_stalls_total"), 1.0);
+    for mut bot in [viewer, late, publisher] {
+        bot.stop_media();
+        bot.ws.close().await;
+    }
+    wait_for_empty(&server, Duration::from_secs(5)).await;
+    server.stop().await;
+}
