@@ -11,6 +11,11 @@ use secrecy::SecretString;
 /// creates this file in development so both services share one secret.
 pub const DEV_SECRET_FILE: &str = "data/media-token-secret";
 
+/// Default of `MEDIA_MAX_SOCKETS_PER_IP`.
+pub const DEFAULT_MAX_SOCKETS_PER_IP: usize = 20;
+/// Default of `MEDIA_NEW_SOCKETS_PER_IP_PER_SEC`.
+pub const DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC: u32 = 10;
+
 /// A bad or missing configuration value; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,6 +68,15 @@ pub struct MediaSettings {
     /// Least milliseconds between two keyframe requests to a publisher
     /// (`MEDIA_KEYFRAME_MIN_INTERVAL_MS`).
     pub keyframe_interval_ms: u64,
+    /// Most `/ws` sockets open at once from one client IP; 0 = no limit
+    /// (`MEDIA_MAX_SOCKETS_PER_IP`).
+    pub max_sockets_per_ip: usize,
+    /// Most new `/ws` sockets per second from one client IP (also the burst); 0 = no
+    /// limit (`MEDIA_NEW_SOCKETS_PER_IP_PER_SEC`).
+    pub new_sockets_per_ip_per_sec: u32,
+    /// Take the client IP from the right-most `X-Forwarded-For` entry
+    /// (`MEDIA_TRUST_PROXY_HEADERS`). Only behind a proxy that sets it.
+    pub trust_proxy_headers: bool,
 }
 
 impl MediaSettings {
@@ -83,6 +97,9 @@ impl MediaSettings {
             max_viewers_per_live: 1000,
             connect_timeout_secs: 15,
             keyframe_interval_ms: 200,
+            max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
+            new_sockets_per_ip_per_sec: DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
+            trust_proxy_headers: false,
         }
     }
 
@@ -207,6 +224,18 @@ impl MediaSettings {
                 "must be between 50 and 10000",
             ));
         }
+        let max_sockets_per_ip = parse_num(
+            get(&["MEDIA_MAX_SOCKETS_PER_IP"]),
+            DEFAULT_MAX_SOCKETS_PER_IP,
+        )?;
+        let new_sockets_per_ip_per_sec = parse_num(
+            get(&["MEDIA_NEW_SOCKETS_PER_IP_PER_SEC"]),
+            DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
+        )?;
+        let trust_proxy_headers = match get(&["MEDIA_TRUST_PROXY_HEADERS"]) {
+            Some((var, value)) => parse_bool(var, &value)?,
+            None => false,
+        };
         Ok(MediaSettings {
             bind,
             http_port,
@@ -222,6 +251,9 @@ impl MediaSettings {
             max_viewers_per_live,
             connect_timeout_secs,
             keyframe_interval_ms,
+            max_sockets_per_ip,
+            new_sockets_per_ip_per_sec,
+            trust_proxy_headers,
         })
     }
 
@@ -314,6 +346,35 @@ mod tests {
         assert_eq!(s.rtc_bind_ip.to_string(), "0.0.0.0");
         assert_eq!(s.rtc_ports(), vec![41000, 41001]);
         assert_eq!(s.cors_origins.len(), 2);
+        assert_eq!(s.max_sockets_per_ip, 20);
+        assert_eq!(s.new_sockets_per_ip_per_sec, 10);
+        assert!(!s.trust_proxy_headers);
+    }
+
+    #[test]
+    fn socket_limits_and_proxy_trust() {
+        let s = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_MAX_SOCKETS_PER_IP", "0"),
+            ("MEDIA_NEW_SOCKETS_PER_IP_PER_SEC", "3"),
+            ("MEDIA_TRUST_PROXY_HEADERS", "yes"),
+        ])
+        .unwrap();
+        assert_eq!(s.max_sockets_per_ip, 0);
+        assert_eq!(s.new_sockets_per_ip_per_sec, 3);
+        assert!(s.trust_proxy_headers);
+        let e = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TRUST_PROXY_HEADERS", "maybe"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("MEDIA_TRUST_PROXY_HEADERS"), "{e}");
+        let e = parse(&[
+            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_MAX_SOCKETS_PER_IP", "-1"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("MEDIA_MAX_SOCKETS_PER_IP"), "{e}");
     }
 
     #[test]

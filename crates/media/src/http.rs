@@ -101,6 +101,10 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         settings: settings.clone(),
         engine: engine.clone(),
         metrics,
+        socket_limiter: crate::limits::SocketLimiter::new(
+            settings.max_sockets_per_ip,
+            settings.new_sockets_per_ip_per_sec,
+        ),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -131,6 +135,9 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         rtc_bind_ip = %settings.rtc_bind_ip,
         rtc_ports = ?ports,
         workers = settings.workers,
+        max_sockets_per_ip = settings.max_sockets_per_ip,
+        new_sockets_per_ip_per_sec = settings.new_sockets_per_ip_per_sec,
+        trust_proxy_headers = settings.trust_proxy_headers,
         "media server started: browsers must reach UDP {}:{:?}",
         settings.announced_ip,
         ports,

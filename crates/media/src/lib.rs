@@ -6,12 +6,14 @@
 //! - `worker`: one thread per UDP port driving a [`sfu::WorkerCore`].
 //! - `engine`: the registry of lives and the handle signaling uses to add/remove peers.
 //! - `signaling`: the `/ws` session.
+//! - `limits`: per-client-IP limits on `/ws` sockets (open at once, new per second).
 //! - `http`: `/healthz`, `/metrics` and server start-up.
 //! - [`metrics`]: counters rendered for Prometheus.
 
 pub mod config;
 mod engine;
 mod http;
+mod limits;
 pub mod metrics;
 pub mod sfu;
 mod signaling;
@@ -27,4 +29,5 @@ pub(crate) struct AppState {
     pub settings: MediaSettings,
     pub engine: Arc<engine::Engine>,
     pub metrics: Arc<metrics::Metrics>,
+    pub socket_limiter: Arc<limits::SocketLimiter>,
 }

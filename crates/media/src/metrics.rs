@@ -32,6 +32,9 @@ pub struct Metrics {
     pub stun_bindings_rate_limited: AtomicU64,
     pub signaling_errors: AtomicU64,
     pub publisher_stalls: AtomicU64,
+    pub sockets_refused: AtomicU64,
+    /// Open `/ws` sockets.
+    pub signaling_sockets: AtomicI64,
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
     setup_count: AtomicU64,
     setup_sum_micros: AtomicU64,
@@ -54,7 +57,7 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let gauges: [(&str, &str, &AtomicI64); 4] = [
+        let gauges: [(&str, &str, &AtomicI64); 5] = [
             ("media_rooms", "Lives with at least one peer.", &self.rooms),
             (
                 "media_publishers",
@@ -67,6 +70,11 @@ impl Metrics {
                 &self.viewers,
             ),
             ("media_peers", "All peers held by the workers.", &self.peers),
+            (
+                "media_signaling_sockets",
+                "Open /ws signaling sockets.",
+                &self.signaling_sockets,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(
@@ -75,7 +83,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -151,6 +159,11 @@ impl Metrics {
                 "media_publisher_stalls_total",
                 "Times a connected publisher's video stopped arriving.",
                 &self.publisher_stalls,
+            ),
+            (
+                "media_signaling_sockets_refused_total",
+                "/ws sockets refused by the per-IP limits (rate_limited).",
+                &self.sockets_refused,
             ),
         ];
         for (name, help, value) in counters {

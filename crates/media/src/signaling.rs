@@ -34,6 +34,9 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A client silent this long is disconnected.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Remote ICE candidates accepted per socket; later ones are ignored.
+const MAX_CANDIDATES: usize = 32;
+
 /// Names of the client message types, to tell "unknown type" from "malformed".
 const KNOWN_TYPES: [&str; 5] = ["publish", "watch", "candidate", "leave", "ping"];
 
@@ -43,6 +46,16 @@ pub async fn ws_route(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let ip = crate::limits::client_ip(
+        req.peer_addr(),
+        req.headers()
+            .get(actix_web::http::header::X_FORWARDED_FOR)
+            .and_then(|h| h.to_str().ok()),
+        state.settings.trust_proxy_headers,
+    );
+    // Counted before the upgrade, refused after it: a browser cannot read an HTTP status
+    // of a failed WebSocket upgrade, but it can read an `error` message.
+    let slot = state.socket_limiter.try_open(ip, Instant::now());
     let origin_allowed = origin_allowed(&req, &state);
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
@@ -51,12 +64,30 @@ pub async fn ws_route(
         .max_continuation_size(MAX_SIGNALING_MESSAGE_BYTES);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
+        let _open = OpenSocket::new(state.metrics.clone());
         let mut signaling = Signaling {
             session,
             state,
             peer: None,
             bucket: RATE_BURST,
             bucket_at: Instant::now(),
+            candidates: 0,
+        };
+        let _slot = match slot {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::debug!(?ip, ?refused, "signaling socket refused");
+                signaling
+                    .state
+                    .metrics
+                    .sockets_refused
+                    .fetch_add(1, Relaxed);
+                signaling
+                    .error(MediaErrorCode::RateLimited, refused.message(), true)
+                    .await;
+                signaling.close().await;
+                return;
+            }
         };
         if !origin_allowed {
             signaling
@@ -87,6 +118,22 @@ fn origin_allowed(req: &HttpRequest, state: &AppState) -> bool {
     }
 }
 
+/// Counts an open `/ws` socket in `media_signaling_sockets` while alive.
+struct OpenSocket(Arc<crate::metrics::Metrics>);
+
+impl OpenSocket {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.signaling_sockets.fetch_add(1, Relaxed);
+        OpenSocket(metrics)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.signaling_sockets.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A refusal to send back to the client.
 struct Refusal {
     code: MediaErrorCode,
@@ -110,6 +157,8 @@ struct Signaling {
     peer: Option<PeerId>,
     bucket: f64,
     bucket_at: Instant,
+    /// `candidate` messages accepted so far (capped at [`MAX_CANDIDATES`]).
+    candidates: usize,
 }
 
 impl Signaling {
@@ -217,8 +266,14 @@ impl Signaling {
                 };
                 let line = candidate.trim();
                 let line = line.strip_prefix("a=").unwrap_or(line);
+                // Each remote candidate costs memory and ICE pairs in the peer's `Rtc`:
+                // browsers send a handful, so more than MAX_CANDIDATES are ignored.
+                if self.candidates >= MAX_CANDIDATES {
+                    return Ok(true);
+                }
                 // mDNS (.local) and end-of-candidates lines do not parse: ignore them.
                 if let Ok(candidate) = str0m::Candidate::from_sdp_string(line) {
+                    self.candidates += 1;
                     self.state.engine.remote_candidate(peer, candidate);
                 }
                 Ok(true)

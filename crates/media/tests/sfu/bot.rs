@@ -96,7 +96,11 @@ pub fn make_offer(
 impl Bot {
     /// Connects signaling, publishes or watches with `token`, and starts the media thread.
     pub async fn start(http: SocketAddr, token: &str, role: BotRole) -> Bot {
-        let mut ws = Ws::connect(http, None).await;
+        Self::start_on(Ws::connect(http, None).await, token, role).await
+    }
+
+    /// Like [`Bot::start`] on an already connected signaling socket.
+    pub async fn start_on(mut ws: Ws, token: &str, role: BotRole) -> Bot {
         let (rtc, socket, offer, pending, audio, video) = make_offer(role);
         let message = match role {
             BotRole::Publisher { .. } => MediaClientMessage::Publish {

@@ -106,11 +106,29 @@ pub struct Ws {
 
 impl Ws {
     pub async fn connect(http: SocketAddr, origin: Option<&str>) -> Ws {
+        Self::connect_with(http, origin, None).await
+    }
+
+    /// Connects as if through a proxy that saw the client at `forwarded_for`.
+    pub async fn connect_from(http: SocketAddr, forwarded_for: &str) -> Ws {
+        Self::connect_with(http, None, Some(forwarded_for)).await
+    }
+
+    async fn connect_with(
+        http: SocketAddr,
+        origin: Option<&str>,
+        forwarded_for: Option<&str>,
+    ) -> Ws {
         let mut request = format!("ws://{http}/ws").into_client_request().unwrap();
         if let Some(origin) = origin {
             request
                 .headers_mut()
                 .insert("Origin", origin.parse().unwrap());
+        }
+        if let Some(ip) = forwarded_for {
+            request
+                .headers_mut()
+                .insert("X-Forwarded-For", ip.parse().unwrap());
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Ws { stream }

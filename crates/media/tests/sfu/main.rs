@@ -4,6 +4,7 @@
 mod bad_input;
 mod bot;
 mod helpers;
+mod limits;
 mod load;
 mod media_flow;
 mod stun;
