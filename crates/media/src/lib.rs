@@ -10,6 +10,8 @@
 //! - `http`: `/healthz`, `/metrics` and server start-up.
 //! - [`metrics`]: counters rendered for Prometheus.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 mod engine;
 mod http;

@@ -1,6 +1,8 @@
 //! `privatehub-media`: reads the configuration from the environment, starts the SFU and
 //! runs until SIGINT/SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 
 #[tokio::main]

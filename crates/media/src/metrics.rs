@@ -173,6 +173,13 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
+        if let Some(rss) = resident_memory_bytes() {
+            let name = "process_resident_memory_bytes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Resident memory size in bytes.\n# TYPE {name} gauge\n{name} {rss}"
+            );
+        }
         let name = "media_peer_setup_seconds";
         let _ = writeln!(
             out,
@@ -197,6 +204,37 @@ impl Metrics {
     }
 }
 
+/// Resident set size of this process: `/proc/self/statm`'s second field (pages) times
+/// the page size. `None` where procfs is missing (not Linux).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// The page size from the aux vector (`AT_PAGESZ`), read once; 4096 if unreadable.
+fn page_size() -> u64 {
+    static PAGE_SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE_SIZE.get_or_init(|| {
+        const AT_PAGESZ: u64 = 6;
+        const WORD: usize = std::mem::size_of::<usize>();
+        let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+        auxv.chunks_exact(2 * WORD)
+            .map(|pair| {
+                let word = |bytes: &[u8]| {
+                    let mut buf = [0u8; 8];
+                    buf[..WORD].copy_from_slice(bytes);
+                    u64::from_ne_bytes(buf)
+                };
+                (word(&pair[..WORD]), word(&pair[WORD..]))
+            })
+            .find(|(key, _)| *key == AT_PAGESZ)
+            .map(|(_, value)| value)
+            .filter(|size| size.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +249,11 @@ mod tests {
         assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.05\"} 0"));
         assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.1\"} 1"));
         assert!(text.contains("media_peer_setup_seconds_count 1"));
+        if cfg!(target_os = "linux") {
+            let rss = resident_memory_bytes().unwrap();
+            assert!(rss > 1 << 20, "rss {rss}");
+            assert!(text.contains("# TYPE process_resident_memory_bytes gauge"));
+            assert!(page_size() >= 4096);
+        }
     }
 }

@@ -43,6 +43,7 @@ fn offer() -> SessionDescription {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
+    let _heap = crate::alloc::shared().await;
     let server = spawn_server(42030, 2).await;
     let http = server.http_addr;
     let mut publisher = Bot::start(

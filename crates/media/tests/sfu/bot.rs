@@ -101,7 +101,8 @@ impl Bot {
 
     /// Like [`Bot::start`] on an already connected signaling socket.
     pub async fn start_on(mut ws: Ws, token: &str, role: BotRole) -> Bot {
-        let (rtc, socket, offer, pending, audio, video) = make_offer(role);
+        let (rtc, socket, offer, pending, audio, video) =
+            crate::alloc::as_client(|| make_offer(role));
         let message = match role {
             BotRole::Publisher { .. } => MediaClientMessage::Publish {
                 token: token.into(),
@@ -123,7 +124,9 @@ impl Bot {
                 other => panic!("expected an answer, got {other:?}"),
             }
         };
-        Self::with_answer(ws, rtc, socket, pending, answer, role, audio, video)
+        crate::alloc::as_client(|| {
+            Self::with_answer(ws, rtc, socket, pending, answer, role, audio, video)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -150,6 +153,7 @@ impl Bot {
             let close_dtls = close_dtls.clone();
             let pause = pause.clone();
             std::thread::spawn(move || {
+                crate::alloc::mark_client_thread();
                 run(
                     rtc, socket, role, audio, video, stats, stop, close_dtls, pause,
                 )

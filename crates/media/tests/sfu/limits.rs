@@ -64,6 +64,7 @@ async fn finish(server: privatehub_media::RunningServer, publisher: Bot, viewer:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_sockets_per_ip_are_capped() {
+    let _heap = crate::alloc::shared().await;
     let mut settings = MediaSettings::for_tests(SECRET, 42050, 1);
     settings.trust_proxy_headers = true;
     settings.max_sockets_per_ip = 4;
@@ -116,6 +117,7 @@ async fn open_sockets_per_ip_are_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_sockets_per_ip_per_second_are_limited() {
+    let _heap = crate::alloc::shared().await;
     let mut settings = MediaSettings::for_tests(SECRET, 42060, 1);
     settings.trust_proxy_headers = true;
     settings.max_sockets_per_ip = 0;
@@ -157,6 +159,7 @@ async fn new_sockets_per_ip_per_second_are_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_ignored_unless_trusted() {
+    let _heap = crate::alloc::shared().await;
     let mut settings = MediaSettings::for_tests(SECRET, 42070, 1);
     settings.max_sockets_per_ip = 1;
     let server = spawn_server_with(settings).await;

@@ -31,6 +31,7 @@ fn worker_cpu_seconds() -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
 async fn load_measurement() {
+    let _heap = crate::alloc::exclusive().await;
     let viewers: usize = std::env::var("LOAD_VIEWERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -60,6 +61,12 @@ async fn load_measurement() {
             s.connected_at.is_some()
         })
         .await;
+    let heap_before = crate::alloc::live_bytes() as f64;
+    let client_before = crate::alloc::client_bytes() as f64;
+    let rss_before = metric(
+        &get_text(http, "/metrics").await,
+        "process_resident_memory_bytes",
+    );
     let mut bots = Vec::new();
     for _ in 0..viewers {
         bots.push(Bot::start(http, &token(99, MediaRole::Watch), BotRole::Viewer).await);
@@ -99,6 +106,20 @@ async fn load_measurement() {
     let cpu = worker_cpu_seconds() - before_cpu;
     let elapsed = started.elapsed().as_secs_f64();
     let after = get_text(http, "/metrics").await;
+    // Heap held for the viewers after streaming for `seconds`: whole process (server +
+    // in-process bots), the bots' share (allocated on bot threads) and the rest (server).
+    let heap = crate::alloc::live_bytes() as f64 - heap_before;
+    let client = crate::alloc::client_bytes() as f64 - client_before;
+    let rss = metric(&after, "process_resident_memory_bytes");
+    eprintln!(
+        "heap per viewer: {:.0} KB total, {:.0} KB bot side, {:.0} KB server side; process RSS {:.1} MB (was {:.1} MB before the viewers, +{:.0} KB per viewer, bots included)",
+        heap / viewers as f64 / 1024.0,
+        client / viewers as f64 / 1024.0,
+        (heap - client) / viewers as f64 / 1024.0,
+        rss / 1e6,
+        rss_before / 1e6,
+        (rss - rss_before) / viewers as f64 / 1024.0,
+    );
     let packets =
         metric(&after, "media_packets_out_total") - metric(&before, "media_packets_out_total");
     let packets_in =

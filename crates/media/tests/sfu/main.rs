@@ -1,10 +1,12 @@
 //! Black-box tests of the media server: real WebSocket signaling, real loopback UDP,
 //! str0m client bots. Each test uses its own UDP port range so they can run in parallel.
 
+mod alloc;
 mod bad_input;
 mod bot;
 mod helpers;
 mod limits;
 mod load;
 mod media_flow;
+mod memory;
 mod stun;

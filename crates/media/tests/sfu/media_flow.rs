@@ -13,6 +13,7 @@ const LIVE: i64 = 11;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_watch_replace_leave() {
+    let _heap = crate::alloc::shared().await;
     let server = spawn_server(42000, 2).await;
     let http = server.http_addr;
 
@@ -160,6 +161,7 @@ async fn publish_watch_replace_leave() {
 /// freed without the WebSocket closing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnects_are_detected() {
+    let _heap = crate::alloc::shared().await;
     let mut settings = privatehub_media::MediaSettings::for_tests(crate::helpers::SECRET, 42010, 1);
     settings.connect_timeout_secs = 2;
     let server = crate::helpers::spawn_server_with(settings).await;
@@ -217,6 +219,7 @@ async fn disconnects_are_detected() {
 /// receiving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_stall_is_told_to_viewers() {
+    let _heap = crate::alloc::shared().await;
     let server = spawn_server(42040, 2).await;
     let http = server.http_addr;
     let publisher = Bot::start(

@@ -31,6 +31,7 @@ fn decode_xor_mapped(resp: &[u8]) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_binding_request_gets_xor_mapped_address() {
+    let _heap = crate::alloc::shared().await;
     let server = spawn_server(42020, 2).await;
     for port in server.rtc_ports.clone() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
