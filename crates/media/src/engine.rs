@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use privatehub_protocol::{LiveId, MediaServerMessage};
 use str0m::Candidate;
 use str0m::change::SdpAnswer;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender, UnboundedSender, channel};
 
 use crate::config::MediaSettings;
 use crate::metrics::Metrics;
@@ -22,16 +24,57 @@ use crate::sfu::{
     Command, CoreConfig, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate,
 };
 
-/// What the engine tells a signaling session.
-#[derive(Debug)]
-pub enum SessionNotice {
-    /// Send this message to the client.
-    Send(MediaServerMessage),
-    /// The peer is gone: close the socket.
-    Close,
+/// Capacity of a session's notice queue. Notices are rare (a few per publisher change),
+/// so a session that lets this many pile up is not reading: it is closed rather than
+/// letting its queue grow.
+pub const NOTICE_QUEUE: usize = 32;
+
+/// How the engine reaches a signaling session: messages to send (bounded, never
+/// waited on) and a close signal that always gets through.
+#[derive(Clone)]
+pub struct NoticeSender {
+    messages: Sender<MediaServerMessage>,
+    close: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
-pub type NoticeSender = UnboundedSender<SessionNotice>;
+/// The session's end of a [`NoticeSender`].
+pub struct SessionNotices {
+    pub messages: Receiver<MediaServerMessage>,
+    pub close: Arc<Notify>,
+}
+
+/// A new session's notice queue.
+pub fn notice_channel(metrics: Arc<Metrics>) -> (NoticeSender, SessionNotices) {
+    let (messages, receiver) = channel(NOTICE_QUEUE);
+    let close = Arc::new(Notify::new());
+    (
+        NoticeSender {
+            messages,
+            close: close.clone(),
+            metrics,
+        },
+        SessionNotices {
+            messages: receiver,
+            close,
+        },
+    )
+}
+
+impl NoticeSender {
+    /// Queues a message for the client; if the session is too far behind, closes it.
+    pub fn send(&self, message: MediaServerMessage) {
+        if let Err(TrySendError::Full(_)) = self.messages.try_send(message) {
+            self.metrics.notice_overflows.fetch_add(1, Relaxed);
+            self.close();
+        }
+    }
+
+    /// Tells the session to close its socket (after sending what is queued).
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}
 
 /// Why a peer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -201,13 +244,9 @@ impl Engine {
             Role::Viewer => {
                 entry.viewers.insert(id);
                 if entry.publisher_connected {
-                    let _ = notify.send(SessionNotice::Send(MediaServerMessage::PublisherJoined {
-                        live_id: live,
-                    }));
+                    notify.send(MediaServerMessage::PublisherJoined { live_id: live });
                     if entry.publisher_stalled {
-                        let _ = notify.send(SessionNotice::Send(
-                            MediaServerMessage::PublisherStalled { live_id: live },
-                        ));
+                        notify.send(MediaServerMessage::PublisherStalled { live_id: live });
                     }
                 }
                 self.metrics.viewers.fetch_add(1, Relaxed);
@@ -217,12 +256,10 @@ impl Engine {
         if let Some(old) = replaced
             && let Some(old_entry) = registry.peers.get(&old)
         {
-            let _ = old_entry
+            old_entry
                 .notify
-                .send(SessionNotice::Send(MediaServerMessage::Replaced {
-                    live_id: live,
-                }));
-            let _ = old_entry.notify.send(SessionNotice::Close);
+                .send(MediaServerMessage::Replaced { live_id: live });
+            old_entry.notify.close();
             let _ = self.workers[old_entry.worker]
                 .commands
                 .send(Command::RemovePeer {
@@ -287,9 +324,8 @@ impl Engine {
                     entry.publisher_connected = true;
                     for viewer in &entry.viewers {
                         if let Some(v) = peers.get(viewer) {
-                            let _ = v.notify.send(SessionNotice::Send(
-                                MediaServerMessage::PublisherJoined { live_id: *live },
-                            ));
+                            v.notify
+                                .send(MediaServerMessage::PublisherJoined { live_id: *live });
                         }
                     }
                 }
@@ -318,7 +354,7 @@ impl Engine {
                 };
                 for viewer in &entry.viewers {
                     if let Some(v) = peers.get(viewer) {
-                        let _ = v.notify.send(SessionNotice::Send(message.clone()));
+                        v.notify.send(message.clone());
                     }
                 }
             }
@@ -332,7 +368,7 @@ impl Engine {
                 self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
                 self.metrics.peers.fetch_sub(1, Relaxed);
                 if *reason != RemoveReason::Left {
-                    let _ = entry.notify.send(SessionNotice::Close);
+                    entry.notify.close();
                 }
                 let Registry { lives, peers } = &mut *registry;
                 let Some(live_entry) = lives.get_mut(live) else {
@@ -347,9 +383,8 @@ impl Engine {
                             live_entry.publisher_stalled = false;
                             for viewer in &live_entry.viewers {
                                 if let Some(v) = peers.get(viewer) {
-                                    let _ = v.notify.send(SessionNotice::Send(
-                                        MediaServerMessage::PublisherLeft { live_id: *live },
-                                    ));
+                                    v.notify
+                                        .send(MediaServerMessage::PublisherLeft { live_id: *live });
                                 }
                             }
                         }
@@ -389,5 +424,37 @@ pub fn core_config(settings: &MediaSettings) -> CoreConfig {
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
         keyframe_interval: Duration::from_millis(settings.keyframe_interval_ms),
         stall_after: crate::sfu::STALL_AFTER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_that_does_not_read_is_closed_not_queued_without_bound() {
+        let metrics = Arc::new(Metrics::default());
+        let (sender, mut session) = notice_channel(metrics.clone());
+        let message = MediaServerMessage::PublisherLeft { live_id: LiveId(1) };
+        for _ in 0..NOTICE_QUEUE {
+            sender.send(message.clone());
+        }
+        assert_eq!(metrics.notice_overflows.load(Relaxed), 0);
+        // Not closed yet.
+        let closed = tokio::time::timeout(Duration::from_millis(10), session.close.notified());
+        assert!(closed.await.is_err());
+        // One more than the queue holds: dropped, counted, and the session told to close.
+        for _ in 0..100 {
+            sender.send(message.clone());
+        }
+        assert_eq!(metrics.notice_overflows.load(Relaxed), 100);
+        let closed = tokio::time::timeout(Duration::from_millis(100), session.close.notified());
+        assert!(closed.await.is_ok());
+        // What was queued is still delivered in order, and nothing more.
+        let mut queued = 0;
+        while session.messages.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, NOTICE_QUEUE);
     }
 }

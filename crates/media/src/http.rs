@@ -105,6 +105,9 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
             settings.max_sockets_per_ip,
             settings.new_sockets_per_ip_per_sec,
         ),
+        rtc_builds: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
     });
     let server = HttpServer::new(move || {
         App::new()

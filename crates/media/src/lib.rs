@@ -32,4 +32,6 @@ pub(crate) struct AppState {
     pub engine: Arc<engine::Engine>,
     pub metrics: Arc<metrics::Metrics>,
     pub socket_limiter: Arc<limits::SocketLimiter>,
+    /// Bounds concurrent `Rtc` builds (offer → answer) to the number of cores.
+    pub rtc_builds: tokio::sync::Semaphore,
 }

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub signaling_errors: AtomicU64,
     pub publisher_stalls: AtomicU64,
     pub sockets_refused: AtomicU64,
+    pub notice_overflows: AtomicU64,
     /// Open `/ws` sockets.
     pub signaling_sockets: AtomicI64,
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
@@ -83,7 +84,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -164,6 +165,11 @@ impl Metrics {
                 "media_signaling_sockets_refused_total",
                 "/ws sockets refused by the per-IP limits (rate_limited).",
                 &self.sockets_refused,
+            ),
+            (
+                "media_notice_overflows_total",
+                "Signaling sockets closed because they fell too far behind reading notices.",
+                &self.notice_overflows,
             ),
         ];
         for (name, help, value) in counters {

@@ -19,10 +19,9 @@ use privatehub_protocol::{
     MediaTokenClaims, MediaTokenError, SdpKind, SessionDescription, verify_media_token,
 };
 use secrecy::ExposeSecret;
-use tokio::sync::mpsc::unbounded_channel;
 
 use crate::AppState;
-use crate::engine::{PrepareError, SessionNotice};
+use crate::engine::{NoticeSender, PrepareError, SessionNotices, notice_channel};
 use crate::sfu::{PeerId, RemoveReason, Role};
 
 /// Messages a client may send in a burst.
@@ -33,6 +32,8 @@ const RATE_PER_SECOND: f64 = 20.0;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A client silent this long is disconnected.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Longest wait for one outgoing message to be accepted by a client's socket.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Remote ICE candidates accepted per socket; later ones are ignored.
 const MAX_CANDIDATES: usize = 32;
@@ -163,12 +164,25 @@ struct Signaling {
 
 impl Signaling {
     async fn run(&mut self, mut stream: AggregatedMessageStream) {
-        let (notify, mut notices) = unbounded_channel();
+        let (notify, notices) = notice_channel(self.state.metrics.clone());
+        let SessionNotices {
+            messages: mut notices,
+            close: close_signal,
+        } = notices;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         let mut last_heard = Instant::now();
         loop {
+            // Biased: queued notices go out before a close signal sent after them
+            // (`replaced` then close).
             tokio::select! {
+                biased;
+                Some(message) = notices.recv() => {
+                    if self.send(&message).await.is_err() {
+                        break;
+                    }
+                }
+                () = close_signal.notified() => break,
                 message = stream.next() => {
                     last_heard = Instant::now();
                     let Some(message) = message else { break };
@@ -178,7 +192,10 @@ impl Signaling {
                             self.error(MediaErrorCode::MessageTooLarge, "binary frames are not accepted", true).await;
                             false
                         }
-                        Ok(AggregatedMessage::Ping(bytes)) => self.session.pong(&bytes).await.is_ok(),
+                        Ok(AggregatedMessage::Ping(bytes)) => {
+                            let session = &mut self.session;
+                            within_send_timeout(session.pong(&bytes)).await.is_ok()
+                        }
                         Ok(AggregatedMessage::Pong(_)) => true,
                         Ok(AggregatedMessage::Close(_)) => false,
                         Err(actix_ws::ProtocolError::Overflow) => {
@@ -191,24 +208,16 @@ impl Signaling {
                         break;
                     }
                 }
-                notice = notices.recv() => match notice {
-                    Some(SessionNotice::Send(message)) => {
-                        if self.send(&message).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(SessionNotice::Close) | None => {
-                        self.peer = None;
-                        break;
-                    }
-                },
                 _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > CLIENT_TIMEOUT || self.session.ping(b"").await.is_err() {
+                    if last_heard.elapsed() > CLIENT_TIMEOUT
+                        || within_send_timeout(self.session.ping(b"")).await.is_err()
+                    {
                         break;
                     }
                 }
             }
         }
+        // Removing an already removed peer (replaced, timed out...) is a no-op.
         if let Some(peer) = self.peer.take() {
             self.state.engine.remove_peer(peer, RemoveReason::Left);
         }
@@ -216,11 +225,7 @@ impl Signaling {
     }
 
     /// Handles one text message; returns false when the socket must close.
-    async fn on_text(
-        &mut self,
-        text: &str,
-        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
-    ) -> bool {
+    async fn on_text(&mut self, text: &str, notify: &NoticeSender) -> bool {
         if !self.take_token() {
             self.error(MediaErrorCode::RateLimited, "too many messages", true)
                 .await;
@@ -243,7 +248,7 @@ impl Signaling {
     async fn on_message(
         &mut self,
         message: MediaClientMessage,
-        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
+        notify: &NoticeSender,
     ) -> Result<bool, Refusal> {
         match message {
             MediaClientMessage::Ping => {
@@ -292,7 +297,7 @@ impl Signaling {
         role: Role,
         token: &str,
         offer: SessionDescription,
-        notify: &tokio::sync::mpsc::UnboundedSender<SessionNotice>,
+        notify: &NoticeSender,
     ) -> Result<bool, Refusal> {
         let offered_at = Instant::now();
         if self.peer.is_some() {
@@ -319,11 +324,21 @@ impl Signaling {
         }
         let engine = self.state.engine.clone();
         let live = claims.live_id;
+        // Each build costs about a millisecond of CPU: bound how many run at once so a
+        // burst of offers cannot take every core from the media workers.
+        let state = self.state.clone();
+        let permit = state
+            .rtc_builds
+            .acquire()
+            .await
+            .map_err(|_| Refusal::new(MediaErrorCode::Internal, "shutting down", true))?;
         let prepared = tokio::task::spawn_blocking(move || {
             engine.prepare_peer(role, live, &offer.sdp, offered_at)
         })
-        .await
-        .map_err(|_| Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true))?;
+        .await;
+        drop(permit);
+        let prepared = prepared
+            .map_err(|_| Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true))?;
         let (new_peer, answer, worker) = prepared.map_err(|error| match error {
             PrepareError::ServerFull | PrepareError::LiveFull => {
                 Refusal::new(MediaErrorCode::ServerFull, error.to_string(), true)
@@ -376,7 +391,7 @@ impl Signaling {
 
     async fn send(&mut self, message: &MediaServerMessage) -> Result<(), actix_ws::Closed> {
         let text = serde_json::to_string(message).unwrap_or_default();
-        self.session.text(text).await
+        within_send_timeout(self.session.text(text)).await
     }
 
     async fn error(&mut self, code: MediaErrorCode, message: &str, close: bool) {
@@ -400,6 +415,16 @@ impl Signaling {
             }))
             .await;
     }
+}
+
+/// A send to a client that does not read (its TCP window stays full) would wait forever
+/// and pin the session; after [`SEND_TIMEOUT`] the session gives up and closes instead.
+async fn within_send_timeout(
+    send: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<(), actix_ws::Closed> {
+    tokio::time::timeout(SEND_TIMEOUT, send)
+        .await
+        .unwrap_or(Err(actix_ws::Closed))
 }
 
 /// Parses a client message, telling malformed JSON from an unknown `type`.
