@@ -86,6 +86,15 @@ impl Shared {
     }
 }
 
+/// Sets [`Shared::stop`] when dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 struct Crypto {
     cert: DtlsCert,
     provider: Arc<CryptoProvider>,
@@ -135,6 +144,8 @@ fn new_bot(
 pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
     let crypto = Arc::new(Crypto::new()?);
     let shared = Arc::new(Shared::new());
+    // Any early return stops every thread of this run at once.
+    let _stop_on_return = StopOnDrop(shared.clone());
     let cpu_clock = CpuClock::default();
     let started = Instant::now();
     let hard_deadline =
