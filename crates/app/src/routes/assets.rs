@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 /// `(file name, content type, content)`.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -22,6 +23,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
         JS,
         include_str!("../../static/chat-client.js"),
     ),
+    ("favicon.svg", SVG, include_str!("../../static/favicon.svg")),
     (
         "live-page.js",
         JS,

@@ -203,5 +203,8 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
     for browser in [alice, bob, carol] {
         browser.close().await;
     }
+    // The services' logs, next to the screenshots, for whoever looks at a run.
+    std::fs::write(artifact_path("live-flow-app.log"), stack.app.log()).ok();
+    std::fs::write(artifact_path("live-flow-media.log"), stack.media.log()).ok();
     drop(stack);
 }
