@@ -6,6 +6,12 @@
 //! and the server may push `publisher_joined`, `publisher_left`, `publisher_stalled`,
 //! `publisher_resumed`, `replaced`. Errors are
 //! `error{code,message,close}`; see `docs/protocol.md`.
+//!
+//! One client cannot hurt the others: sockets per client IP are capped (`limits`, refused
+//! with `rate_limited` right after the upgrade), messages per socket are rate limited,
+//! trickled candidates are capped, engine notices wait in a bounded queue (a session
+//! that falls behind is closed), every send to the client has a timeout, and `Rtc`
+//! builds run on the blocking pool, at most one per core at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
