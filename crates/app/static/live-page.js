@@ -71,6 +71,7 @@ function setState(state) {
   statusEl.dataset.state = state;
   page.dataset.state = state;
   statusText.textContent = STATE_TEXT[state];
+  document.title = `${state === 'live' ? '● ' : ''}${channel} · PrivateHub`;
   overlay.hidden = state === 'live';
   overlayText.textContent = OVERLAY_TEXT[state];
   viewerCount.hidden = state === 'offline' || state === 'ended';

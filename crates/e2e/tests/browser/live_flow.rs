@@ -185,6 +185,23 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         started.elapsed()
     );
 
+    // The start-live page on a phone-sized window, while live.
+    alice
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone-sized window");
+    alice
+        .wait_js(
+            "single-column layout",
+            "document.querySelector('#chat').getBoundingClientRect().top > document.querySelector('#preview').getBoundingClientRect().bottom",
+            Duration::from_secs(5),
+        )
+        .await;
+    alice
+        .screenshot(&[artifact_path("start-live-phone.png")])
+        .await;
+
     // Ending the live shows the ended state to viewers within a few seconds.
     pages::end_live(&alice).await;
     let ended = Instant::now();
