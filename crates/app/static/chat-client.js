@@ -103,6 +103,39 @@ function el(tag, className, text) {
   return node;
 }
 
+const LINK_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/g;
+
+/**
+ * Appends `text` to `node` as text nodes, turning http(s) URLs into links. Built with
+ * DOM calls only: nothing in `text` is ever parsed as HTML.
+ */
+function appendTextWithLinks(node, text) {
+  let last = 0;
+  for (const match of text.matchAll(LINK_PATTERN)) {
+    const raw = match[0].replace(/[.,:;!?)\]}]+$/, '');
+    const start = match.index;
+    if (start > last) node.append(text.slice(last, start));
+    let url = null;
+    try {
+      url = new URL(raw);
+    } catch {
+      url = null;
+    }
+    if (url && (url.protocol === 'http:' || url.protocol === 'https:')) {
+      const link = document.createElement('a');
+      link.href = url.href;
+      link.textContent = raw;
+      link.rel = 'noopener noreferrer nofollow ugc';
+      link.target = '_blank';
+      node.append(link);
+    } else {
+      node.append(raw);
+    }
+    last = start + raw.length;
+  }
+  if (last < text.length) node.append(text.slice(last));
+}
+
 function timeLabel(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
@@ -149,7 +182,9 @@ export function mountChat(root, socket) {
     const who = el('strong', 'chat-user', message.username);
     if (message.username === socket.channel) who.classList.add('is-broadcaster');
     meta.append(who);
-    item.append(meta, el('span', 'chat-text', message.text));
+    const body = el('span', 'chat-text');
+    appendTextWithLinks(body, message.text);
+    item.append(meta, body);
     if (state.isOwner && message.username !== state.me) {
       const tools = el('span', 'chat-tools');
       const del = el('button', 'chat-tool', 'Delete');

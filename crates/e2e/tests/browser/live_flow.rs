@@ -80,6 +80,18 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
             browser.name
         );
     }
+    // Links become links (and only http/https ones).
+    let with_link = "notes at https://example.com/notes?day=1. and javascript:alert(1)";
+    pages::send_chat(&bob, with_link).await;
+    pages::wait_chat_line(&carol, with_link).await;
+    let links = carol
+        .js(
+            "return [...document.querySelectorAll('#chat-log a')].map(a => a.href);",
+            vec![],
+        )
+        .await;
+    assert_eq!(links, serde_json::json!(["https://example.com/notes?day=1"]));
+
     // The broadcaster deletes a message: it disappears for everyone.
     alice
         .js(
