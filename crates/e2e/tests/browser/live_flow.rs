@@ -90,7 +90,10 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
             vec![],
         )
         .await;
-    assert_eq!(links, serde_json::json!(["https://example.com/notes?day=1"]));
+    assert_eq!(
+        links,
+        serde_json::json!(["https://example.com/notes?day=1"])
+    );
 
     // The broadcaster deletes a message: it disappears for everyone.
     alice
