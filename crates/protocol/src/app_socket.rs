@@ -9,9 +9,10 @@
 //! 2. client `live:join` with a channel (the broadcaster's username); server answers
 //!    `live:state` (the current live or none), `chat:history` (recent messages of the
 //!    current live) and `live:viewers`;
-//! 3. from then on: `chat:send` → `chat:message` to everyone in the room, `live:viewers`
-//!    whenever someone joins or leaves, `live:started` / `live:ended` as the broadcaster
-//!    goes live or ends, `chat:deleted` when the broadcaster removes messages;
+//! 3. from then on: `chat:send` → `chat:message` to everyone in the room; `live:viewers`
+//!    when someone joins or leaves (coalesced: at most one every 250 ms per room);
+//!    `live:started` / `live:ended` as the broadcaster goes live or ends;
+//!    `chat:deleted` when the broadcaster removes messages;
 //! 4. client `live:leave` (or closing the socket) leaves the room.
 //!
 //! A socket is in at most one room at a time; `live:join` of another channel leaves the

@@ -27,6 +27,9 @@ use crate::viewers::ViewerCounts;
 /// Messages a signed-in user may post per [`CHAT_RATE_WINDOW`], across all their tabs.
 pub const CHAT_RATE_MAX: usize = 5;
 pub const CHAT_RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Viewer counts are pushed to a room at most this often (joins and leaves in between
+/// are coalesced), so a crowd arriving does not cost a message per member per arrival.
+pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_millis(250);
 /// Pending messages per socket before it is considered too slow and dropped.
 pub const OUTBOX_CAPACITY: usize = 256;
 
@@ -131,6 +134,10 @@ struct Room {
     banned: HashSet<UserId>,
     /// Highest viewer count already written to the database for the current live.
     stored_peak: u32,
+    /// Members that are not the channel's owner.
+    viewer_count: u32,
+    /// The count last pushed to the members; `None` forces the next push.
+    sent_count: Option<u32>,
 }
 
 /// The task that owns all rooms. Create with [`ChatServer::new`], spawn
@@ -161,8 +168,11 @@ impl ChatServer {
     /// Runs until every [`ChatHandle`] is dropped.
     pub async fn run(mut self) {
         let mut prune = tokio::time::interval(Duration::from_secs(60));
+        let mut counts = tokio::time::interval(VIEWER_COUNT_INTERVAL);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = counts.tick() => self.push_counts(),
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => break,
@@ -263,11 +273,14 @@ impl ChatServer {
             return;
         };
         state.room = Some(key.clone());
-        room.members.insert(conn);
         let is_owner = state
             .user
             .as_ref()
             .is_some_and(|user| user.id == room.owner);
+        if room.members.insert(conn) && !is_owner {
+            room.viewer_count += 1;
+        }
+        let count = room.viewer_count;
         let channel_name = room.channel.to_string();
         let live = room.live.clone();
         self.deliver(
@@ -291,25 +304,35 @@ impl ChatServer {
         self.deliver(
             conn,
             AppServerMessage::ChatHistory {
-                channel: channel_name,
+                channel: channel_name.clone(),
                 messages,
             },
         );
-        self.publish_count(&key);
+        // The newcomer gets the count now; the others with the next push.
+        self.deliver(
+            conn,
+            AppServerMessage::LiveViewers {
+                channel: channel_name,
+                count,
+            },
+        );
+        self.record_count(&key);
     }
 
     /// Takes `conn` out of its room, if any.
     fn leave(&mut self, conn: ConnId) {
-        let Some(key) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|state| state.room.take())
-        else {
+        let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
+        let Some(key) = state.room.take() else {
+            return;
+        };
+        let user = state.user.as_ref().map(|user| user.id);
         let empty = match self.rooms.get_mut(&key) {
             Some(room) => {
-                room.members.remove(&conn);
+                if room.members.remove(&conn) && user != Some(room.owner) {
+                    room.viewer_count = room.viewer_count.saturating_sub(1);
+                }
                 room.members.is_empty()
             }
             None => return,
@@ -322,7 +345,7 @@ impl ChatServer {
                 self.viewers.set(live.live_id, 0);
             }
         } else {
-            self.publish_count(&key);
+            self.record_count(&key);
         }
     }
 
@@ -471,6 +494,7 @@ impl ChatServer {
         };
         room.live = Some(live.clone());
         room.stored_peak = 0;
+        room.sent_count = None;
         let channel = room.channel.to_string();
         self.broadcast(
             &key,
@@ -486,7 +510,7 @@ impl ChatServer {
                 messages: Vec::new(),
             },
         );
-        self.publish_count(&key);
+        self.record_count(&key);
     }
 
     fn live_ended(&mut self, channel: Username, live: LiveId) {
@@ -540,42 +564,48 @@ impl ChatServer {
         Ok((key, live.live_id))
     }
 
-    /// Sends the room's viewer count to its members and records it for the API.
-    fn publish_count(&mut self, key: &str) {
+    /// Records the room's viewer count for the lives API and the live's peak. Members
+    /// hear about it with the next [`ChatServer::push_counts`].
+    fn record_count(&mut self, key: &str) {
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
-        let count = room
-            .members
-            .iter()
-            .filter(|member| {
-                self.conns
-                    .get(member)
-                    .and_then(|state| state.user.as_ref())
-                    .is_none_or(|user| user.id != room.owner)
-            })
-            .count();
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
-        if let Some(live) = &room.live {
-            self.viewers.set(live.live_id, count);
-            if count > room.stored_peak {
-                room.stored_peak = count;
-                let pool = self.pool.clone();
-                let live_id = live.live_id;
-                tokio::spawn(async move {
-                    let result = db::run(&pool, move |connection| {
-                        chat::raise_peak_viewers(connection, live_id, count)
-                            .map_err(InternalError::from)
-                    })
-                    .await;
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "storing peak viewers failed");
-                    }
-                });
-            }
+        let count = room.viewer_count;
+        let Some(live) = &room.live else {
+            return;
+        };
+        self.viewers.set(live.live_id, count);
+        if count > room.stored_peak {
+            room.stored_peak = count;
+            let pool = self.pool.clone();
+            let live_id = live.live_id;
+            tokio::spawn(async move {
+                let result = db::run(&pool, move |connection| {
+                    chat::raise_peak_viewers(connection, live_id, count)
+                        .map_err(InternalError::from)
+                })
+                .await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "storing peak viewers failed");
+                }
+            });
         }
-        let channel = room.channel.to_string();
-        self.broadcast(key, AppServerMessage::LiveViewers { channel, count });
+    }
+
+    /// Sends `live:viewers` to every room whose count changed since the last push.
+    fn push_counts(&mut self) {
+        let changed: Vec<(String, String, u32)> = self
+            .rooms
+            .iter_mut()
+            .filter(|(_, room)| room.sent_count != Some(room.viewer_count))
+            .map(|(key, room)| {
+                room.sent_count = Some(room.viewer_count);
+                (key.clone(), room.channel.to_string(), room.viewer_count)
+            })
+            .collect();
+        for (key, channel, count) in changed {
+            self.broadcast(&key, AppServerMessage::LiveViewers { channel, count });
+        }
     }
 
     fn broadcast_deleted(&mut self, key: &str, message_ids: Vec<ChatMessageId>) {
@@ -685,6 +715,8 @@ async fn load_room(pool: &DbPool, channel: Username) -> Result<Option<Room>, Int
             }),
             members: HashSet::new(),
             banned: banned.into_iter().collect(),
+            viewer_count: 0,
+            sent_count: None,
         }))
     })
     .await
