@@ -36,6 +36,11 @@ pub async fn socket(
     MaybeUser(user): MaybeUser,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin_allowed(&request, &state.settings.public_origin) {
+        tracing::warn!(
+            origin = ?request.headers().get(ORIGIN),
+            expected = %state.settings.public_origin,
+            "refused an app WebSocket from another origin (is APP_PUBLIC_URL the URL browsers use?)"
+        );
         return Ok(json_error(
             StatusCode::FORBIDDEN,
             "bad_origin",
