@@ -118,7 +118,11 @@ async function watch() {
     sessionCount += 1;
     player.session = session;
     session.addEventListener('track', () => {
-      if (video.srcObject !== session.remoteStream) video.srcObject = session.remoteStream;
+      if (video.srcObject !== session.remoteStream) {
+        video.srcObject = session.remoteStream;
+        // A new source restarts the element's frame counter.
+        player.lastFrames = 0;
+      }
       video.play().catch(() => {});
     });
     session.addEventListener('publisher-left', () => {
@@ -154,10 +158,12 @@ async function watch() {
 function monitor() {
   const frames = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
   const now = performance.now();
+  if (frames < player.lastFrames) player.lastFrames = 0;
   if (frames > player.lastFrames) {
     player.lastFrames = frames;
     player.lastFrameAt = now;
-    if (player.session && (player.state === 'connecting' || player.state === 'stalled')) {
+    const current = player.session && video.srcObject === player.session.remoteStream;
+    if (current && (player.state === 'connecting' || player.state === 'stalled')) {
       player.backoff.reset();
       setState('live');
     }

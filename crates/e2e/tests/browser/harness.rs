@@ -207,15 +207,31 @@ impl Browser {
     }
 
     /// Waits until the numeric `expression` rises by more than `by` from its value now.
+    /// A counter that restarts (a new peer connection or media element) restarts the
+    /// baseline from its new value.
     pub async fn wait_rising(&self, what: &str, expression: &str, by: f64, timeout: Duration) {
-        let start = self.number(expression).await;
-        let start = if start.is_nan() { 0.0 } else { start };
-        self.wait_js(
-            &format!("{what} to rise above {start} + {by}"),
-            &format!("Number(await ({expression})) > {}", start + by),
-            timeout,
-        )
-        .await;
+        let deadline = Instant::now() + timeout;
+        let mut baseline = self.number(expression).await;
+        let mut last = baseline;
+        loop {
+            let value = self.number(expression).await;
+            if !value.is_nan() {
+                if baseline.is_nan() || value < last {
+                    baseline = value;
+                }
+                last = value;
+                if value - baseline > by {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: timed out after {timeout:?} waiting for {what} ({expression}) to rise by {by}: \
+                 from {baseline} to {last}",
+                self.name
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Saves a PNG screenshot to every path in `paths`.
