@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use privatehub_testkit::{StackOptions, start_stack};
 
 use crate::harness::{Browser, BrowserOptions, ChromeDriver, artifact_path, workspace_root};
-use crate::pages::{self, LIVE_STATUS, PLAYER_FRAMES};
+use crate::pages::{self, AUDIO_PACKETS, LIVE_STATUS, PLAYER_FRAMES};
 
 /// A chat message that would run script if it were ever rendered as HTML.
 const HOSTILE_MESSAGE: &str =
@@ -161,6 +161,30 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         )
         .await;
     carol.screenshot(&[artifact_path("live-phone.png")]).await;
+
+    // The broadcaster switches microphone while live: the new track replaces the old
+    // one on the same connection and viewers keep hearing it.
+    let microphones = alice
+        .js(
+            "const select = document.querySelector('#mic-select'); \
+             const other = [...select.options].find(o => !o.selected); \
+             if (other) { select.value = other.value; select.dispatchEvent(new Event('change')); } \
+             return select.options.length;",
+            vec![],
+        )
+        .await;
+    println!("alice has {microphones} microphones to choose from");
+    bob.wait_rising(
+        "audio packets after the switch",
+        AUDIO_PACKETS,
+        20.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        alice.js(&format!("return {LIVE_STATUS};"), vec![]).await,
+        "live"
+    );
 
     // The broadcaster reloads and goes live again; viewers recover on their own,
     // without reloading (the marker set now must survive).
