@@ -6,20 +6,23 @@
 //! each member's bounded outbox. A member whose outbox is full is dropped (its socket
 //! closes and its page reconnects) rather than slowing everyone down.
 
+mod loading;
+mod moderation;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{
-    AppClientMessage, AppServerMessage, AppSocketErrorCode, CHAT_HISTORY_LENGTH, ChatMessage,
-    ChatMessageId, LiveSummary,
+    AppClientMessage, AppServerMessage, AppSocketErrorCode, ChatMessage, ChatMessageId, LiveSummary,
 };
 use tokio::sync::mpsc;
 
+use self::loading::{load_history, load_room};
 use super::rate_limit::SlidingWindow;
-use crate::db::users::{self, UserId};
-use crate::db::{self, DbPool, chat, lives};
+use crate::db::users::UserId;
+use crate::db::{self, DbPool, chat};
 use crate::domain::{ChatText, ChatTextError, Username};
 use crate::error::InternalError;
 use crate::viewers::ViewerCounts;
@@ -417,76 +420,6 @@ impl ChatServer {
         Ok(())
     }
 
-    async fn chat_delete(
-        &mut self,
-        conn: ConnId,
-        message_id: ChatMessageId,
-    ) -> Result<(), Refusal> {
-        let (key, live) = self.moderated_room(conn)?;
-        let now_ms = now_unix_ms();
-        let deleted = db::run(&self.pool, move |connection| {
-            chat::delete_message(connection, live, message_id.0, now_ms)
-                .map_err(InternalError::from)
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "deleting a chat message failed");
-            internal()
-        })?;
-        if !deleted {
-            return Err(refusal(
-                AppSocketErrorCode::UnknownMessage,
-                "That message does not exist or was already removed.",
-            ));
-        }
-        self.broadcast_deleted(&key, vec![message_id]);
-        Ok(())
-    }
-
-    async fn chat_ban(&mut self, conn: ConnId, raw_username: &str) -> Result<(), Refusal> {
-        let (key, live) = self.moderated_room(conn)?;
-        let owner = self
-            .rooms
-            .get(&key)
-            .map(|room| room.owner)
-            .ok_or_else(not_joined)?;
-        let unknown = || refusal(AppSocketErrorCode::UnknownUser, "There is no such user.");
-        let username = Username::parse(raw_username).map_err(|_| unknown())?;
-        let now_ms = now_unix_ms();
-        let outcome = db::run(&self.pool, move |connection| {
-            let Some(user) = users::find_by_username(connection, &username)? else {
-                return Ok(None);
-            };
-            if user.id == owner {
-                return Ok(Some((user, None)));
-            }
-            let ids = chat::ban_user(connection, owner, user.id, Some(live), now_ms)?;
-            Ok::<_, InternalError>(Some((user, Some(ids))))
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "banning a chat user failed");
-            internal()
-        })?;
-        let (banned, ids) = outcome.ok_or_else(unknown)?;
-        let ids =
-            ids.ok_or_else(|| refusal(AppSocketErrorCode::Forbidden, "You cannot ban yourself."))?;
-        let Some(room) = self.rooms.get_mut(&key) else {
-            return Ok(());
-        };
-        room.banned.insert(banned.id);
-        let channel = room.channel.to_string();
-        self.broadcast_deleted(&key, ids.into_iter().map(ChatMessageId).collect());
-        self.broadcast(
-            &key,
-            AppServerMessage::ChatBanned {
-                channel,
-                username: banned.username.to_string(),
-            },
-        );
-        Ok(())
-    }
-
     fn live_started(&mut self, channel: Username, live: LiveSummary) {
         let key = channel.canonical();
         let Some(room) = self.rooms.get_mut(&key) else {
@@ -547,23 +480,6 @@ impl ChatServer {
         Ok((user, key))
     }
 
-    /// The room `conn` moderates (it must be the owner's) and its current live.
-    fn moderated_room(&self, conn: ConnId) -> Result<(String, LiveId), Refusal> {
-        let (user, key) = self.member(conn)?;
-        let room = self.rooms.get(&key).ok_or_else(not_joined)?;
-        if room.owner != user.id {
-            return Err(refusal(
-                AppSocketErrorCode::Forbidden,
-                "Only the broadcaster can moderate this chat.",
-            ));
-        }
-        let live = room
-            .live
-            .as_ref()
-            .ok_or_else(|| refusal(AppSocketErrorCode::NotLive, "This channel is not live."))?;
-        Ok((key, live.live_id))
-    }
-
     /// Records the room's viewer count for the lives API and the live's peak. Members
     /// hear about it with the next [`ChatServer::push_counts`].
     fn record_count(&mut self, key: &str) {
@@ -606,23 +522,6 @@ impl ChatServer {
         for (key, channel, count) in changed {
             self.broadcast(&key, AppServerMessage::LiveViewers { channel, count });
         }
-    }
-
-    fn broadcast_deleted(&mut self, key: &str, message_ids: Vec<ChatMessageId>) {
-        if message_ids.is_empty() {
-            return;
-        }
-        let Some(room) = self.rooms.get(key) else {
-            return;
-        };
-        let channel = room.channel.to_string();
-        self.broadcast(
-            key,
-            AppServerMessage::ChatDeleted {
-                channel,
-                message_ids,
-            },
-        );
     }
 
     fn broadcast(&mut self, key: &str, message: AppServerMessage) {
@@ -694,53 +593,4 @@ fn internal() -> Refusal {
 fn now_unix_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// The channel's owner, current live and bans; `None` if there is no such user.
-async fn load_room(pool: &DbPool, channel: Username) -> Result<Option<Room>, InternalError> {
-    db::run(pool, move |connection| {
-        let Some(owner) = users::find_by_username(connection, &channel)? else {
-            return Ok(None);
-        };
-        let live = lives::find_current_by_user(connection, owner.id)?;
-        let banned = chat::banned_users(connection, owner.id)?;
-        Ok(Some(Room {
-            channel: owner.username.clone(),
-            owner: owner.id,
-            stored_peak: live.as_ref().map_or(0, |live| live.peak_viewers),
-            live: live.map(|live| LiveSummary {
-                live_id: live.id,
-                title: live.title,
-                started_at_ms: live.started_at.saturating_mul(1000),
-            }),
-            members: HashSet::new(),
-            banned: banned.into_iter().collect(),
-            viewer_count: 0,
-            sent_count: None,
-        }))
-    })
-    .await
-}
-
-async fn load_history(
-    pool: &DbPool,
-    channel: &str,
-    live: LiveId,
-) -> Result<Vec<ChatMessage>, InternalError> {
-    let limit = i64::try_from(CHAT_HISTORY_LENGTH).unwrap_or(50);
-    let stored = db::run(pool, move |connection| {
-        chat::recent_messages(connection, live, limit).map_err(InternalError::from)
-    })
-    .await?;
-    Ok(stored
-        .into_iter()
-        .map(|message| ChatMessage {
-            id: ChatMessageId(message.id),
-            channel: channel.to_owned(),
-            live_id: message.live_id,
-            username: message.username,
-            text: message.body,
-            sent_at_ms: message.sent_at_ms,
-        })
-        .collect())
 }

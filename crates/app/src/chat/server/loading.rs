@@ -1,0 +1,65 @@
+//! Loading a room's state and recent history from the database.
+
+use std::collections::HashSet;
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::app_socket::{
+    CHAT_HISTORY_LENGTH, ChatMessage, ChatMessageId, LiveSummary,
+};
+
+use super::Room;
+use crate::db::{self, DbPool, chat, lives, users};
+use crate::domain::Username;
+use crate::error::InternalError;
+
+/// The channel's owner, current live and bans; `None` if there is no such user.
+pub(super) async fn load_room(
+    pool: &DbPool,
+    channel: Username,
+) -> Result<Option<Room>, InternalError> {
+    db::run(pool, move |connection| {
+        let Some(owner) = users::find_by_username(connection, &channel)? else {
+            return Ok(None);
+        };
+        let live = lives::find_current_by_user(connection, owner.id)?;
+        let banned = chat::banned_users(connection, owner.id)?;
+        Ok(Some(Room {
+            channel: owner.username.clone(),
+            owner: owner.id,
+            stored_peak: live.as_ref().map_or(0, |live| live.peak_viewers),
+            live: live.map(|live| LiveSummary {
+                live_id: live.id,
+                title: live.title,
+                started_at_ms: live.started_at.saturating_mul(1000),
+            }),
+            members: HashSet::new(),
+            banned: banned.into_iter().collect(),
+            viewer_count: 0,
+            sent_count: None,
+        }))
+    })
+    .await
+}
+
+pub(super) async fn load_history(
+    pool: &DbPool,
+    channel: &str,
+    live: LiveId,
+) -> Result<Vec<ChatMessage>, InternalError> {
+    let limit = i64::try_from(CHAT_HISTORY_LENGTH).unwrap_or(50);
+    let stored = db::run(pool, move |connection| {
+        chat::recent_messages(connection, live, limit).map_err(InternalError::from)
+    })
+    .await?;
+    Ok(stored
+        .into_iter()
+        .map(|message| ChatMessage {
+            id: ChatMessageId(message.id),
+            channel: channel.to_owned(),
+            live_id: message.live_id,
+            username: message.username,
+            text: message.body,
+            sent_at_ms: message.sent_at_ms,
+        })
+        .collect())
+}

@@ -1,0 +1,121 @@
+//! The broadcaster's moderation of their chat: deleting one message, banning a user
+//! (whose messages of the current live disappear for everyone).
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::app_socket::{AppServerMessage, AppSocketErrorCode, ChatMessageId};
+
+use super::{ChatServer, ConnId, Refusal, internal, not_joined, now_unix_ms, refusal};
+use crate::db::users;
+use crate::db::{self, chat};
+use crate::domain::Username;
+use crate::error::InternalError;
+
+impl ChatServer {
+    pub(super) async fn chat_delete(
+        &mut self,
+        conn: ConnId,
+        message_id: ChatMessageId,
+    ) -> Result<(), Refusal> {
+        let (key, live) = self.moderated_room(conn)?;
+        let now_ms = now_unix_ms();
+        let deleted = db::run(&self.pool, move |connection| {
+            chat::delete_message(connection, live, message_id.0, now_ms)
+                .map_err(InternalError::from)
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "deleting a chat message failed");
+            internal()
+        })?;
+        if !deleted {
+            return Err(refusal(
+                AppSocketErrorCode::UnknownMessage,
+                "That message does not exist or was already removed.",
+            ));
+        }
+        self.broadcast_deleted(&key, vec![message_id]);
+        Ok(())
+    }
+
+    pub(super) async fn chat_ban(
+        &mut self,
+        conn: ConnId,
+        raw_username: &str,
+    ) -> Result<(), Refusal> {
+        let (key, live) = self.moderated_room(conn)?;
+        let owner = self
+            .rooms
+            .get(&key)
+            .map(|room| room.owner)
+            .ok_or_else(not_joined)?;
+        let unknown = || refusal(AppSocketErrorCode::UnknownUser, "There is no such user.");
+        let username = Username::parse(raw_username).map_err(|_| unknown())?;
+        let now_ms = now_unix_ms();
+        let outcome = db::run(&self.pool, move |connection| {
+            let Some(user) = users::find_by_username(connection, &username)? else {
+                return Ok(None);
+            };
+            if user.id == owner {
+                return Ok(Some((user, None)));
+            }
+            let ids = chat::ban_user(connection, owner, user.id, Some(live), now_ms)?;
+            Ok::<_, InternalError>(Some((user, Some(ids))))
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "banning a chat user failed");
+            internal()
+        })?;
+        let (banned, ids) = outcome.ok_or_else(unknown)?;
+        let ids =
+            ids.ok_or_else(|| refusal(AppSocketErrorCode::Forbidden, "You cannot ban yourself."))?;
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return Ok(());
+        };
+        room.banned.insert(banned.id);
+        let channel = room.channel.to_string();
+        self.broadcast_deleted(&key, ids.into_iter().map(ChatMessageId).collect());
+        self.broadcast(
+            &key,
+            AppServerMessage::ChatBanned {
+                channel,
+                username: banned.username.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The room `conn` moderates (it must be the owner's) and its current live.
+    pub(super) fn moderated_room(&self, conn: ConnId) -> Result<(String, LiveId), Refusal> {
+        let (user, key) = self.member(conn)?;
+        let room = self.rooms.get(&key).ok_or_else(not_joined)?;
+        if room.owner != user.id {
+            return Err(refusal(
+                AppSocketErrorCode::Forbidden,
+                "Only the broadcaster can moderate this chat.",
+            ));
+        }
+        let live = room
+            .live
+            .as_ref()
+            .ok_or_else(|| refusal(AppSocketErrorCode::NotLive, "This channel is not live."))?;
+        Ok((key, live.live_id))
+    }
+
+    pub(super) fn broadcast_deleted(&mut self, key: &str, message_ids: Vec<ChatMessageId>) {
+        if message_ids.is_empty() {
+            return;
+        }
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let channel = room.channel.to_string();
+        self.broadcast(
+            key,
+            AppServerMessage::ChatDeleted {
+                channel,
+                message_ids,
+            },
+        );
+    }
+}
