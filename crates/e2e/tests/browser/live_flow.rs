@@ -140,7 +140,10 @@ async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
         started.elapsed()
     );
 
-    // Screenshots of both pages for the artifacts and the README.
+    // Screenshots of both pages for the artifacts and the README (once carol's
+    // reconnected socket counts again).
+    pages::wait_viewers(&alice, 2).await;
+    pages::wait_viewers(&bob, 2).await;
     let docs = workspace_root().join("docs").join("screenshots");
     alice
         .screenshot(&[artifact_path("start-live.png"), docs.join("start-live.png")])
