@@ -129,6 +129,13 @@ async function watch() {
       log('publisher left');
       setState('stalled');
     });
+    // The broadcaster is still connected but its video stopped: say so at once rather
+    // than waiting for the frame counter; frames arriving again switch back to live.
+    session.addEventListener('publisher-stalled', () => {
+      log('publisher stalled');
+      if (player.state === 'live') setState('stalled');
+    });
+    session.addEventListener('publisher-resumed', () => log('publisher resumed'));
     session.addEventListener('publisher-joined', () => {
       log('publisher joined');
       player.stateSince = performance.now();

@@ -190,6 +190,12 @@ export class MediaSession extends EventTarget {
       case 'publisher_left':
         this.#emit('publisher-left', message);
         break;
+      case 'publisher_stalled':
+        this.#emit('publisher-stalled', message);
+        break;
+      case 'publisher_resumed':
+        this.#emit('publisher-resumed', message);
+        break;
       case 'replaced':
         this.#emit('replaced', message);
         this.#finish('replaced by a newer publish');

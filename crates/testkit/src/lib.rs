@@ -73,10 +73,16 @@ pub struct RunningStack {
 pub fn start_stack(options: StackOptions) -> RunningStack {
     let data = tempfile::tempdir().expect("create temporary data directory");
     let token_secret = format!("privatehub-test-secret-{:032}", std::process::id());
-    let media = start_media(&options, data.path().join("media"), &token_secret);
+    // The app's port is chosen first: the media server must accept its exact origin.
     let app_port = free_tcp_port();
     let app_url = format!("http://127.0.0.1:{app_port}");
     let app_public_url = options.app_public_url.clone().unwrap_or(app_url.clone());
+    let media = start_media(
+        &options,
+        data.path().join("media"),
+        &token_secret,
+        &app_public_url,
+    );
     let media_public_url = options
         .media_public_url
         .clone()
@@ -124,7 +130,16 @@ pub struct RunningMedia {
 /// Starts only the media server (for load-generator and connectivity tests).
 pub fn start_media_server(options: &StackOptions, token_secret: &str) -> RunningMedia {
     let data = tempfile::tempdir().expect("create temporary data directory");
-    let started = start_media(options, data.path().to_path_buf(), token_secret);
+    let app_origin = options
+        .app_public_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1".into());
+    let started = start_media(
+        options,
+        data.path().to_path_buf(),
+        token_secret,
+        &app_origin,
+    );
     RunningMedia {
         url: started.url,
         port: started.port,
@@ -142,15 +157,16 @@ struct StartedMedia {
     process: ServiceProcess,
 }
 
-fn start_media(options: &StackOptions, dir: PathBuf, token_secret: &str) -> StartedMedia {
+fn start_media(
+    options: &StackOptions,
+    dir: PathBuf,
+    token_secret: &str,
+    app_origin: &str,
+) -> StartedMedia {
     std::fs::create_dir_all(&dir).expect("create media data directory");
     let port = free_tcp_port();
     let rtc_ports = free_udp_port_range(options.media_workers.max(1));
-    let app_origin_guess = options
-        .app_public_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1".into());
-    let mut origins = vec![app_origin_guess];
+    let mut origins = vec![app_origin.trim_end_matches('/').to_owned()];
     origins.extend(options.extra_cors_origins.iter().cloned());
     let mut env: Vec<(String, String)> = vec![
         ("MEDIA_BIND".into(), "127.0.0.1".into()),

@@ -16,13 +16,8 @@ const HOSTILE_MESSAGE: &str =
 async fn broadcaster_and_two_viewers_watch_chat_reload_and_end() {
     let _guard = crate::exclusive().await;
     let started = Instant::now();
-    // The media server compares `Origin` exactly, but the app's port is only chosen
-    // inside `start_stack`, after the media server started: accept any origin here.
-    // (The nginx scenario checks a real, exact origin.)
-    let stack = start_stack(StackOptions {
-        media_env: vec![("CORS_ORIGIN".into(), "*".into())],
-        ..StackOptions::default()
-    });
+    // The media server accepts exactly the app's origin, as in production.
+    let stack = start_stack(StackOptions::default());
     let app = stack.app_url.clone();
     let driver = ChromeDriver::start().await;
     let options = BrowserOptions::default();
