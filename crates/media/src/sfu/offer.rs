@@ -12,9 +12,13 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::{Candidate, IceCreds, Rtc};
 
-/// Per-viewer video send buffer (packets). str0m's default of 1000 costs about 1 MB per
-/// viewer in frame mode; 500 still covers NACKs for over a second of 2 Mbit/s video.
-const SEND_BUFFER_VIDEO: usize = 500;
+/// Per-viewer video send buffer (packets). In frame mode this is also the size of str0m's
+/// RTX/NACK cache, which holds each viewer's own packetized copies (~1.2 KB payload plus
+/// header each), so it is most of a viewer's memory: 500 cost ~1 MB per viewer. 128
+/// packets is ~0.45 s of 2 Mbit/s video at 30 fps (~280 video packets/s), longer than any
+/// NACK round trip worth repairing, and still two keyframes of ~75 KB. Audio keeps str0m's
+/// default of 50 (1 s of Opus, a few KB per viewer).
+const SEND_BUFFER_VIDEO: usize = 128;
 
 /// What every server `Rtc` shares: one DTLS certificate and one crypto provider.
 #[derive(Clone)]

@@ -509,3 +509,78 @@ fn plain_stun_binding_is_answered_and_unknown_traffic_ignored() {
         .handle_datagram(h.now, source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
     assert!(h.core.poll_output().is_none());
 }
+
+#[test]
+fn frames_go_to_other_workers_first_and_fan_out_in_slices() {
+    let mut h = Harness::new();
+    let publisher = h.add(Some(1));
+    let viewers: Vec<usize> = (0..(FANOUT_SLICE * 2 + 5)).map(|_| h.add(None)).collect();
+    h.run_until(Duration::from_secs(5), |h| {
+        viewers
+            .iter()
+            .all(|v| h.clients[*v].stats.audio_frames >= 3)
+    });
+    let viewer_addrs: HashSet<SocketAddr> = viewers.iter().map(|v| h.clients[*v].addr).collect();
+
+    // One audio frame (one packet) from the publisher.
+    let now = h.now;
+    let client = &mut h.clients[publisher];
+    let writer = client.rtc.writer(client.audio).unwrap();
+    let pt = writer
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .unwrap()
+        .pt();
+    let ms = now.duration_since(h.start).as_millis() as u64;
+    let time = MediaTime::new(ms * 48, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+    writer.write(pt, now, time, vec![1u8; 80]).unwrap();
+    let mut datagrams = Vec::new();
+    client.rtc.handle_input(Input::Timeout(now)).unwrap();
+    while let Output::Transmit(t) = client.rtc.poll_output().unwrap() {
+        datagrams.push(t.contents.to_vec());
+    }
+    assert!(!datagrams.is_empty());
+    let source = client.addr;
+
+    let mut handed_off = false;
+    let mut reached = HashSet::new();
+    for contents in datagrams {
+        h.core.handle_datagram(now, source, &contents);
+        // Nothing has been written to viewers yet when the input returns: the hand-off
+        // to other workers is the first thing out.
+        if h.core
+            .out
+            .iter()
+            .any(|o| matches!(o, CoreOutput::ToOtherWorkers(WorkerMessage::Frame(_))))
+        {
+            assert!(
+                !h.core.out.iter().any(|o| matches!(
+                    o,
+                    CoreOutput::Transmit { destination, .. } if viewer_addrs.contains(destination)
+                )),
+                "viewer datagrams before the hand-off"
+            );
+        }
+        let mut most_pending = 0;
+        while let Some(output) = h.core.poll_output() {
+            most_pending = most_pending.max(h.core.out.len() + 1);
+            match output {
+                CoreOutput::ToOtherWorkers(WorkerMessage::Frame(_)) => {
+                    assert!(reached.is_empty(), "hand-off after local fan-out");
+                    handed_off = true;
+                }
+                CoreOutput::Transmit { destination, .. } if viewer_addrs.contains(&destination) => {
+                    reached.insert(destination);
+                }
+                _ => {}
+            }
+        }
+        // Sliced: never the whole fan-out's datagrams queued at once.
+        assert!(
+            most_pending <= FANOUT_SLICE * 2,
+            "{most_pending} outputs queued"
+        );
+    }
+    assert!(handed_off);
+    assert_eq!(reached, viewer_addrs);
+}
