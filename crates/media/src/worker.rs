@@ -148,8 +148,6 @@ async fn flush(
 ) {
     let metrics = &engine.metrics;
     let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    // The core fans a frame out in slices of viewers and hands it to the other workers
-    // first: each `poll_output` after a slice's datagrams are sent runs the next slice.
     while let Some(output) = core.poll_output() {
         match output {
             CoreOutput::Transmit {

@@ -151,20 +151,6 @@ enum Action {
     Remove(PeerId, RemoveReason),
 }
 
-/// Viewers one fan-out slice writes to before the core lets its driver send what it has
-/// produced (see [`WorkerCore::poll_output`]): a keyframe (~20 packets) to 16 viewers is
-/// a few hundred datagrams, so the first viewers' packets leave while the rest are still
-/// being packetized and encrypted instead of after the whole fan-out.
-const FANOUT_SLICE: usize = 16;
-
-/// A frame being written to this worker's viewers, a slice at a time.
-struct Fanout {
-    frame: Arc<Frame>,
-    viewers: Vec<PeerId>,
-    /// Index in `viewers` of the next viewer to write to.
-    next: usize,
-}
-
 /// Counters a test or the stats call can read without the metrics registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoreStats {
@@ -215,11 +201,6 @@ pub struct WorkerCore {
     stun_limiter: stun::StunRateLimiter,
     out: VecDeque<CoreOutput>,
     actions: VecDeque<Action>,
-    /// The fan-out in progress, if a slice of it was handed to the driver.
-    fanout: Option<Fanout>,
-    /// The `now` of the input whose deferred work (`actions`, `fanout`) is not done yet;
-    /// [`WorkerCore::poll_output`] continues it with that time.
-    pending_now: Option<Instant>,
 }
 
 impl WorkerCore {
@@ -236,22 +217,11 @@ impl WorkerCore {
             stun_limiter: stun::StunRateLimiter::default(),
             out: VecDeque::new(),
             actions: VecDeque::new(),
-            fanout: None,
-            pending_now: None,
         }
     }
 
-    /// The next thing the driver must do, if any. Call it until it returns `None` after
-    /// every input: a fan-out is done in slices, the next slice when the previous one's
-    /// output has been taken, so hand-offs to other workers and the first viewers'
-    /// datagrams can leave before the last viewers' are encrypted. (An input given before
-    /// that finishes the pending work first.)
+    /// The next thing the driver must do, if any.
     pub fn poll_output(&mut self) -> Option<CoreOutput> {
-        if self.out.is_empty()
-            && let Some(now) = self.pending_now
-        {
-            self.advance(now, true);
-        }
         self.out.pop_front()
     }
 
@@ -277,7 +247,6 @@ impl WorkerCore {
 
     /// A command from signaling.
     pub fn handle_command(&mut self, now: Instant, command: Command) {
-        self.finish_pending();
         match command {
             Command::AddPeer(new_peer) => self.add_peer(now, *new_peer),
             Command::RemovePeer { peer, reason } => {
@@ -302,7 +271,6 @@ impl WorkerCore {
 
     /// A message from another worker.
     pub fn handle_worker_message(&mut self, now: Instant, message: WorkerMessage) {
-        self.finish_pending();
         match message {
             WorkerMessage::Frame(frame) => {
                 if self.rooms.get(&frame.live).is_some_and(Room::has_viewers) {
@@ -320,7 +288,6 @@ impl WorkerCore {
 
     /// A datagram that arrived on this worker's socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
-        self.finish_pending();
         let peer_id = match self.by_addr.get(&source) {
             Some(id) => *id,
             None => match stun::classify(buf) {
@@ -358,7 +325,6 @@ impl WorkerCore {
 
     /// Timers: peers' str0m timeouts, connect timeouts and the rooms' keyframe timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.finish_pending();
         let mut due = Vec::new();
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
@@ -502,34 +468,8 @@ impl WorkerCore {
         }
     }
 
-    /// Runs the deferred work of the input at `now`, stopping as soon as there is output
-    /// for the driver; [`WorkerCore::poll_output`] continues it.
     fn run_actions(&mut self, now: Instant) {
-        self.advance(now, true);
-    }
-
-    /// Completes the deferred work of an earlier input that the driver did not drain.
-    fn finish_pending(&mut self) {
-        if let Some(now) = self.pending_now {
-            self.advance(now, false);
-        }
-    }
-
-    /// Runs deferred work (the fan-out in progress first, then the actions in order).
-    /// With `yield_early` it stops whenever output is waiting.
-    fn advance(&mut self, now: Instant, yield_early: bool) {
-        self.pending_now = Some(now);
-        loop {
-            if yield_early && !self.out.is_empty() {
-                return;
-            }
-            if self.fanout.is_some() {
-                self.fanout_slice(now);
-                continue;
-            }
-            let Some(action) = self.actions.pop_front() else {
-                break;
-            };
+        while let Some(action) = self.actions.pop_front() {
             match action {
                 Action::Deliver(frame) => self.deliver(now, frame),
                 Action::WantKeyframe(live) => self.want_keyframe(now, live),
@@ -542,7 +482,6 @@ impl WorkerCore {
                 Action::Remove(id, reason) => self.remove_peer(now, id, reason),
             }
         }
-        self.pending_now = None;
     }
 
     fn want_keyframe(&mut self, now: Instant, live: LiveId) {
@@ -587,8 +526,7 @@ impl WorkerCore {
         });
     }
 
-    /// Forwards one publisher frame to this worker's viewers of its live: checks the
-    /// generation and starts the fan-out, which [`WorkerCore::fanout_slice`] does.
+    /// Forwards one publisher frame to this worker's viewers of its live.
     fn deliver(&mut self, now: Instant, frame: Arc<Frame>) {
         let Some(room) = self.rooms.get_mut(&frame.live) else {
             return;
@@ -612,22 +550,8 @@ impl WorkerCore {
         if frame.keyframe {
             room.throttle.keyframe_seen();
         }
-        self.fanout = Some(Fanout {
-            frame,
-            viewers,
-            next: 0,
-        });
-    }
-
-    /// Writes the fan-out's frame to its next [`FANOUT_SLICE`] viewers.
-    fn fanout_slice(&mut self, now: Instant) {
-        let Some(mut fanout) = self.fanout.take() else {
-            return;
-        };
-        let end = (fanout.next + FANOUT_SLICE).min(fanout.viewers.len());
-        let frame = fanout.frame.clone();
         let mut forwarded = 0u64;
-        for &id in &fanout.viewers[fanout.next..end] {
+        for id in viewers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -640,13 +564,6 @@ impl WorkerCore {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 if peer.write_frame(frame_ref) {
                     *forwarded_ref += 1;
-                    // str0m's pacer releases written media only on a timeout input; give
-                    // it one now so this slice's datagrams are ready, rather than in a
-                    // timeout pass over every viewer after the whole fan-out.
-                    peer.last_now = peer.last_now.max(now);
-                    peer.rtc
-                        .handle_input(Input::Timeout(peer.last_now))
-                        .map_err(PeerFault::Rtc)?;
                     peer.drain(now, &mut self.out, &mut self.actions, metrics)
                 } else {
                     Ok(())
@@ -666,11 +583,6 @@ impl WorkerCore {
             self.update_deadline(id);
         }
         self.metrics.frames_forwarded.fetch_add(forwarded, Relaxed);
-        fanout.next = end;
-        if end < fanout.viewers.len() {
-            self.fanout = Some(fanout);
-            return;
-        }
         if let Some(room) = self.rooms.get_mut(&frame.live)
             && room.gated_viewers(&self.peers) == 0
         {
