@@ -240,12 +240,7 @@ impl ChatServer {
 
     async fn join(&mut self, conn: ConnId, raw_channel: &str) {
         let Ok(channel) = Username::parse(raw_channel) else {
-            self.deliver_error(
-                conn,
-                AppSocketErrorCode::UnknownChannel,
-                "There is no such channel.".into(),
-                None,
-            );
+            self.deliver_unknown_channel(conn);
             return;
         };
         self.leave(conn);
@@ -256,12 +251,7 @@ impl ChatServer {
                     self.rooms.insert(key.clone(), room);
                 }
                 Ok(None) => {
-                    self.deliver_error(
-                        conn,
-                        AppSocketErrorCode::UnknownChannel,
-                        "There is no such channel.".into(),
-                        None,
-                    );
+                    self.deliver_unknown_channel(conn);
                     return;
                 }
                 Err(error) => {
@@ -563,6 +553,15 @@ impl ChatServer {
                 message,
                 retry_after_ms,
             },
+        );
+    }
+
+    fn deliver_unknown_channel(&mut self, conn: ConnId) {
+        self.deliver_error(
+            conn,
+            AppSocketErrorCode::UnknownChannel,
+            "There is no such channel.".into(),
+            None,
         );
     }
 

@@ -546,12 +546,14 @@ impl WorkerCore {
                 self.actions.push_back(Action::WantKeyframe(frame.live));
             }
         }
-        let viewers = room.viewers.clone();
+        // Borrowed out of the room for the loop (no per-frame copy); removals during the
+        // loop are deferred through `actions`, so the list cannot change meanwhile.
+        let viewers = std::mem::take(&mut room.viewers);
         if frame.keyframe {
             room.throttle.keyframe_seen();
         }
         let mut forwarded = 0u64;
-        for id in viewers {
+        for &id in &viewers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -583,10 +585,11 @@ impl WorkerCore {
             self.update_deadline(id);
         }
         self.metrics.frames_forwarded.fetch_add(forwarded, Relaxed);
-        if let Some(room) = self.rooms.get_mut(&frame.live)
-            && room.gated_viewers(&self.peers) == 0
-        {
-            room.gate_retry.clear();
+        if let Some(room) = self.rooms.get_mut(&frame.live) {
+            room.viewers = viewers;
+            if room.gated_viewers(&self.peers) == 0 {
+                room.gate_retry.clear();
+            }
         }
     }
 
