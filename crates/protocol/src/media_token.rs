@@ -8,10 +8,48 @@ use serde::{Deserialize, Serialize};
 
 /// Clock skew tolerated between the app that signs and the media server that verifies.
 const EXPIRY_LEEWAY_SECONDS: u64 = 5;
+/// Longest lifetime a token may claim: the app's largest `MEDIA_TOKEN_TTL_SECONDS`. A
+/// token claiming more was not issued by a correctly configured app.
+const MAX_LIFETIME_SECONDS: u64 = 86_400;
 /// Expected `iss` claim: refuses JWTs signed with the same secret for another purpose.
 const ISSUER: &str = "privatehub-app";
 /// Expected `aud` claim.
 const AUDIENCE: &str = "privatehub-media";
+
+/// Shortest accepted `MEDIA_TOKEN_SECRET`, in bytes: HS256 wants a 256-bit key.
+pub const MIN_MEDIA_TOKEN_SECRET_BYTES: usize = 32;
+
+/// Secrets printed in our example files or too obvious to be secret: anyone could sign
+/// tokens with them. Compared ignoring case and surrounding spaces.
+pub const PUBLISHED_EXAMPLE_SECRETS: &[&str] = &[
+    "change-me-to-the-output-of-openssl-rand-hex-32",
+    "changeme",
+    "change-me",
+    "secret",
+    "password",
+];
+
+/// What is wrong with a `MEDIA_TOKEN_SECRET`, or `None` if it is usable. The message
+/// reads after the variable name ("MEDIA_TOKEN_SECRET: ...") and says how to fix it.
+pub fn media_token_secret_problem(secret: &str) -> Option<&'static str> {
+    let secret = secret.trim();
+    if PUBLISHED_EXAMPLE_SECRETS
+        .iter()
+        .any(|example| example.eq_ignore_ascii_case(secret))
+    {
+        return Some(
+            "is a published example value, anyone could forge media tokens with it; \
+             generate one with `openssl rand -hex 32` and set the same value in app.env and media.env",
+        );
+    }
+    if secret.len() < MIN_MEDIA_TOKEN_SECRET_BYTES {
+        return Some(
+            "must be at least 32 bytes; generate one with `openssl rand -hex 32` \
+             and set the same value in app.env and media.env",
+        );
+    }
+    None
+}
 
 /// Database id of a live (one broadcast session). The media server keys rooms by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,6 +134,10 @@ pub enum MediaTokenError {
     /// The secret is empty; refusing to sign or verify with it.
     #[error("the media token secret is empty")]
     EmptySecret,
+    /// Validly signed, but its times are impossible for a token the app issued: issued
+    /// in the future, or valid for longer than the app ever grants.
+    #[error("the media token's validity period is not plausible: {0}")]
+    ImplausibleTimes(&'static str),
 }
 
 /// Signs `claims` with `secret` (HS256).
@@ -114,8 +156,44 @@ pub fn issue_media_token(
     .map_err(|error| MediaTokenError::Malformed(error.to_string()))
 }
 
-/// Checks signature, algorithm, issuer, audience and expiry against the system clock.
+/// Checks signature, algorithm, issuer, audience and expiry against the system clock,
+/// and that `iat`/`exp` describe a token the app could have issued.
 pub fn verify_media_token(token: &str, secret: &[u8]) -> Result<MediaTokenClaims, MediaTokenError> {
+    let claims = decode_media_token(token, secret)?;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    check_times(&claims, now_unix)?;
+    Ok(claims)
+}
+
+/// `exp` itself is checked by `jsonwebtoken`; this refuses what a signer with a sane
+/// clock and TTL would never produce (a leaked secret or a misconfigured signer).
+fn check_times(claims: &MediaTokenClaims, now_unix: u64) -> Result<(), MediaTokenError> {
+    let latest_iat = now_unix.saturating_add(EXPIRY_LEEWAY_SECONDS);
+    let longest = MAX_LIFETIME_SECONDS + EXPIRY_LEEWAY_SECONDS;
+    if claims.iat > latest_iat {
+        return Err(MediaTokenError::ImplausibleTimes("issued in the future"));
+    }
+    if claims.exp < claims.iat {
+        return Err(MediaTokenError::ImplausibleTimes(
+            "expires before it was issued",
+        ));
+    }
+    if claims.exp - claims.iat > longest {
+        return Err(MediaTokenError::ImplausibleTimes(
+            "valid for longer than 24 hours",
+        ));
+    }
+    if claims.exp > now_unix.saturating_add(longest) {
+        return Err(MediaTokenError::ImplausibleTimes(
+            "expires more than 24 hours from now",
+        ));
+    }
+    Ok(())
+}
+
+fn decode_media_token(token: &str, secret: &[u8]) -> Result<MediaTokenClaims, MediaTokenError> {
     if secret.is_empty() {
         return Err(MediaTokenError::EmptySecret);
     }
@@ -211,5 +289,97 @@ mod tests {
             verify_media_token(&token, b"secret"),
             Err(MediaTokenError::Malformed(_))
         ));
+    }
+
+    fn verify_claims(claims: &MediaTokenClaims) -> Result<MediaTokenClaims, MediaTokenError> {
+        verify_media_token(&issue_media_token(claims, b"secret").unwrap(), b"secret")
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused() {
+        let now = now_unix();
+        // Within the clock-skew leeway: accepted.
+        assert!(verify_claims(&claims(now + EXPIRY_LEEWAY_SECONDS, 60)).is_ok());
+        assert_eq!(
+            verify_claims(&claims(now + 60, 60)),
+            Err(MediaTokenError::ImplausibleTimes("issued in the future"))
+        );
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_apps_maximum_are_refused() {
+        let now = now_unix();
+        // The app's longest TTL (MEDIA_TOKEN_TTL_SECONDS=86400) is accepted.
+        assert!(verify_claims(&claims(now, MAX_LIFETIME_SECONDS)).is_ok());
+        assert!(verify_claims(&claims(now, MAX_LIFETIME_SECONDS + EXPIRY_LEEWAY_SECONDS)).is_ok());
+        let century = 100 * 365 * 86_400;
+        assert_eq!(
+            verify_claims(&claims(now, century)),
+            Err(MediaTokenError::ImplausibleTimes(
+                "valid for longer than 24 hours"
+            ))
+        );
+        assert!(matches!(
+            verify_claims(&claims(
+                now,
+                MAX_LIFETIME_SECONDS + EXPIRY_LEEWAY_SECONDS + 1
+            )),
+            Err(MediaTokenError::ImplausibleTimes(_))
+        ));
+        // An old `iat` does not buy a far `exp`.
+        let mut stretched = claims(now - 3600, 60);
+        stretched.exp = now + 2 * MAX_LIFETIME_SECONDS;
+        assert!(matches!(
+            verify_claims(&stretched),
+            Err(MediaTokenError::ImplausibleTimes(_))
+        ));
+        let mut backwards = claims(now, 60);
+        backwards.iat = now + 2;
+        backwards.exp = now + 1;
+        assert_eq!(
+            verify_claims(&backwards),
+            Err(MediaTokenError::ImplausibleTimes(
+                "expires before it was issued"
+            ))
+        );
+    }
+
+    #[test]
+    fn check_times_bounds_exp_against_now() {
+        let now = 1_000_000;
+        let far = MediaTokenClaims {
+            iat: now + 5,
+            exp: now + 5 + MAX_LIFETIME_SECONDS + EXPIRY_LEEWAY_SECONDS,
+            ..claims(now, 60)
+        };
+        assert_eq!(
+            check_times(&far, now),
+            Err(MediaTokenError::ImplausibleTimes(
+                "expires more than 24 hours from now"
+            ))
+        );
+        assert_eq!(check_times(&far, now + 5), Ok(()));
+    }
+
+    #[test]
+    fn short_and_example_secrets_have_a_problem() {
+        let message = |secret: &str| media_token_secret_problem(secret).unwrap_or("");
+        assert!(message("").contains("at least 32 bytes"));
+        assert!(message("changeme").contains("example"));
+        assert!(message("secret").contains("example"));
+        assert!(message(&"x".repeat(31)).contains("at least 32 bytes"));
+        assert!(
+            message("change-me-to-the-output-of-openssl-rand-hex-32").contains("example"),
+            "the value in deploy/*.env.example"
+        );
+        assert!(message("  CHANGE-ME-to-the-output-of-openssl-rand-hex-32 ").contains("example"));
+        assert!(message(&"x".repeat(31)).contains("openssl rand -hex 32"));
+        assert_eq!(media_token_secret_problem(&"x".repeat(32)), None);
+        assert_eq!(
+            media_token_secret_problem(
+                "3f9a1c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf0246a"
+            ),
+            None
+        );
     }
 }
