@@ -10,7 +10,10 @@ use privatehub_testkit::{StackOptions, start_media_server};
 
 #[test]
 fn one_publisher_three_viewers_receive_media() {
-    let media = start_media_server(&StackOptions::default(), "loadgen-test-secret");
+    let media = start_media_server(
+        &StackOptions::default(),
+        "loadgen-test-secret-at-least-32-bytes",
+    );
     let config = RunConfig {
         target: ServerTarget::PrivateHub {
             ws_url: format!("ws://127.0.0.1:{}/ws", media.port),

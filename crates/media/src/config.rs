@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::Path;
 
+use privatehub_protocol::media_token::media_token_secret_problem;
 use secrecy::SecretString;
 
 /// Where the shared token secret is read from when `MEDIA_TOKEN_SECRET` is unset. The app
@@ -32,6 +33,13 @@ pub enum ConfigError {
     Missing {
         variable: &'static str,
         hint: &'static str,
+    },
+    /// The token secret is too short or a published example (the value is never shown).
+    #[error("{source_name}: {problem}")]
+    WeakSecret {
+        /// `MEDIA_TOKEN_SECRET`, or the secret file it was read from.
+        source_name: String,
+        problem: &'static str,
     },
 }
 
@@ -198,10 +206,13 @@ impl MediaSettings {
             Some((_, path)) => std::path::PathBuf::from(path),
             None => secret_file.to_path_buf(),
         };
-        let token_secret = match get(&["MEDIA_TOKEN_SECRET"]) {
-            Some((_, value)) => value,
+        let (token_secret, secret_source) = match get(&["MEDIA_TOKEN_SECRET"]) {
+            Some((var, value)) => (value, var.to_owned()),
             None => match std::fs::read_to_string(&secret_file) {
-                Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+                Ok(text) if !text.trim().is_empty() => (
+                    text.trim().to_owned(),
+                    format!("MEDIA_TOKEN_SECRET_FILE ({})", secret_file.display()),
+                ),
                 _ => {
                     return Err(ConfigError::Missing {
                         variable: "MEDIA_TOKEN_SECRET",
@@ -210,6 +221,12 @@ impl MediaSettings {
                 }
             },
         };
+        if let Some(problem) = media_token_secret_problem(&token_secret) {
+            return Err(ConfigError::WeakSecret {
+                source_name: secret_source,
+                problem,
+            });
+        }
         let max_peers = parse_num(get(&["MEDIA_MAX_PEERS"]), 2000usize)?;
         let max_viewers_per_live = parse_num(get(&["MEDIA_MAX_VIEWERS_PER_LIVE"]), 1000usize)?;
         let connect_timeout_secs = parse_num(get(&["MEDIA_CONNECT_TIMEOUT_SECS"]), 15u64)?;
@@ -322,6 +339,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn parse(vars: &[(&str, &str)]) -> Result<MediaSettings, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
@@ -333,7 +352,7 @@ mod tests {
     #[test]
     fn defaults_and_aliases() {
         let s = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIASOUP_RTC_MIN_PORT", "41000"),
             ("MEDIASOUP_ANNOUNCED_IP", "10.0.0.5"),
             ("MEDIA_WORKERS", "2"),
@@ -354,7 +373,7 @@ mod tests {
     #[test]
     fn socket_limits_and_proxy_trust() {
         let s = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIA_MAX_SOCKETS_PER_IP", "0"),
             ("MEDIA_NEW_SOCKETS_PER_IP_PER_SEC", "3"),
             ("MEDIA_TRUST_PROXY_HEADERS", "yes"),
@@ -364,13 +383,13 @@ mod tests {
         assert_eq!(s.new_sockets_per_ip_per_sec, 3);
         assert!(s.trust_proxy_headers);
         let e = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIA_TRUST_PROXY_HEADERS", "maybe"),
         ])
         .unwrap_err();
         assert!(e.to_string().contains("MEDIA_TRUST_PROXY_HEADERS"), "{e}");
         let e = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIA_MAX_SOCKETS_PER_IP", "-1"),
         ])
         .unwrap_err();
@@ -379,7 +398,7 @@ mod tests {
 
     #[test]
     fn loopback_announced_binds_loopback() {
-        let s = parse(&[("MEDIA_TOKEN_SECRET", "s")]).unwrap();
+        let s = parse(&[("MEDIA_TOKEN_SECRET", SECRET)]).unwrap();
         assert!(s.rtc_bind_ip.is_loopback());
     }
 
@@ -388,21 +407,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("media-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("secret");
-        std::fs::write(&file, "abc123\n").unwrap();
+        std::fs::write(&file, format!("{SECRET}\n")).unwrap();
         let s = parse(&[("MEDIA_TOKEN_SECRET_FILE", file.to_str().unwrap())]).unwrap();
         use secrecy::ExposeSecret;
-        assert_eq!(s.token_secret.expose_secret(), "abc123");
+        assert_eq!(s.token_secret.expose_secret(), SECRET);
+        // A short secret in the file is refused, naming the file.
+        std::fs::write(&file, "abc123\n").unwrap();
+        let e = parse(&[("MEDIA_TOKEN_SECRET_FILE", file.to_str().unwrap())]).unwrap_err();
+        assert!(e.to_string().contains("MEDIA_TOKEN_SECRET_FILE"), "{e}");
+        assert!(!e.to_string().contains("abc123"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = parse(&[("MEDIA_TOKEN_SECRET", "s"), ("MEDIA_SERVER_PORT", "x")]).unwrap_err();
+        let e = parse(&[("MEDIA_TOKEN_SECRET", SECRET), ("MEDIA_SERVER_PORT", "x")]).unwrap_err();
         assert!(e.to_string().contains("MEDIA_SERVER_PORT"), "{e}");
         let e = parse(&[]).unwrap_err();
         assert!(e.to_string().contains("MEDIA_TOKEN_SECRET"), "{e}");
         let e = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIA_RTC_MIN_PORT", "40000"),
             ("MEDIA_RTC_MAX_PORT", "40000"),
             ("MEDIA_WORKERS", "2"),
@@ -410,10 +434,31 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("MEDIA_WORKERS"), "{e}");
         let e = parse(&[
-            ("MEDIA_TOKEN_SECRET", "s"),
+            ("MEDIA_TOKEN_SECRET", SECRET),
             ("MEDIA_ANNOUNCED_IP", "0.0.0.0"),
         ])
         .unwrap_err();
         assert!(e.to_string().contains("MEDIA_ANNOUNCED_IP"), "{e}");
+    }
+
+    #[test]
+    fn short_or_example_secrets_stop_start_up() {
+        for (secret, expected) in [
+            ("s", "at least 32 bytes"),
+            ("0123456789abcdef0123456789abcde", "at least 32 bytes"),
+            (
+                "change-me-to-the-output-of-openssl-rand-hex-32",
+                "published example",
+            ),
+        ] {
+            let e = parse(&[("MEDIA_TOKEN_SECRET", secret)]).unwrap_err();
+            let e = e.to_string();
+            assert!(e.starts_with("MEDIA_TOKEN_SECRET: "), "{e}");
+            assert!(e.contains(expected), "{e}");
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+            if secret.len() > 8 {
+                assert!(!e.contains(secret), "the secret must not be shown: {e}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
+use secrecy::ExposeSecret;
 use tokio::sync::mpsc::{channel, unbounded_channel};
 
 use crate::AppState;
@@ -52,6 +53,12 @@ impl RunningServer {
 
 /// Starts the media server inside the current tokio runtime.
 pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
+    // `from_env` already refuses these; settings built in code must not bypass it.
+    if let Some(problem) = privatehub_protocol::media_token::media_token_secret_problem(
+        settings.token_secret.expose_secret(),
+    ) {
+        anyhow::bail!("MEDIA_TOKEN_SECRET: {problem}");
+    }
     let metrics = Arc::new(Metrics::default());
     let ports = settings.rtc_ports();
     let mut handles = Vec::new();

@@ -111,7 +111,7 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
     assert_eq!(got, Some(MediaErrorCode::WrongState));
     ws.close().await;
 
-    // Tokens: forged, expired, wrong role, garbage.
+    // Tokens: forged, expired, valid for a century, wrong role, garbage.
     let cases = [
         (
             token_with(LIVE, MediaRole::Watch, "not-the-secret", 0, 300),
@@ -121,6 +121,11 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
         (
             token_with(LIVE, MediaRole::Watch, SECRET, 3600, 60),
             MediaErrorCode::TokenExpired,
+            false,
+        ),
+        (
+            token_with(LIVE, MediaRole::Watch, SECRET, 0, 100 * 365 * 86_400),
+            MediaErrorCode::InvalidToken,
             false,
         ),
         (

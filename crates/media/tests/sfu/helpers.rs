@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "test-secret-for-media";
+pub const SECRET: &str = "test-secret-for-the-media-server-tests";
 
 pub async fn spawn_server(rtc_min_port: u16, workers: usize) -> RunningServer {
     spawn_server_with(MediaSettings::for_tests(SECRET, rtc_min_port, workers)).await

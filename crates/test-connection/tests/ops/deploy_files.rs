@@ -1,6 +1,7 @@
 //! The example environment files in deploy/ are accepted by the real services: every
 //! active line and every commented default (`#NAME=value`), with only addresses, ports
-//! and paths moved to loopback and a temporary directory.
+//! and paths moved to loopback and a temporary directory, and the placeholder secret
+//! replaced (the services refuse it on purpose).
 
 use std::path::Path;
 use std::time::Duration;
@@ -64,6 +65,7 @@ fn example_env_files_start_the_services() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
+    let secret = "example-env-test-secret-0123456789abcdef".to_owned();
     let app_port = free_tcp_port();
     let app = ServiceProcess::spawn(
         "privatehub-app",
@@ -72,6 +74,7 @@ fn example_env_files_start_the_services() {
             app_env,
             &[
                 ("APP_PORT", app_port.to_string()),
+                ("MEDIA_TOKEN_SECRET", secret.clone()),
                 (
                     "DATABASE_URL",
                     dir.path().join("app.sqlite").display().to_string(),
@@ -88,6 +91,7 @@ fn example_env_files_start_the_services() {
             media_env,
             &[
                 ("MEDIA_SERVER_PORT", media_port.to_string()),
+                ("MEDIA_TOKEN_SECRET", secret.clone()),
                 ("MEDIA_ANNOUNCED_IP", "127.0.0.1".into()),
                 ("MEDIA_RTC_BIND_IP", "127.0.0.1".into()),
                 ("MEDIA_RTC_MIN_PORT", first.to_string()),
