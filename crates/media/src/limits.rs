@@ -4,14 +4,18 @@
 //!
 //! The client IP is the connection's peer address, or, with `MEDIA_TRUST_PROXY_HEADERS`,
 //! the right-most `X-Forwarded-For` entry (the address the proxy in front of us saw; the
-//! entries left of it are whatever the client sent). Loopback clients are never limited:
-//! with nginx on the same host and proxy headers not trusted every client would share
-//! 127.0.0.1, and local tools (load generator, `test-connection`) open many sockets.
+//! entries left of it are whatever the client sent). Limits count an IPv4 address or an
+//! IPv6 /64 (one subscriber usually holds a whole /64), IPv4-mapped IPv6 as IPv4.
+//!
+//! A loopback TCP peer is not limited while proxy headers are not trusted: with nginx on
+//! the same host every client would share 127.0.0.1, and local tools (load generator,
+//! `test-connection`) open many sockets. An address from a header is never exempt: a
+//! client could write `X-Forwarded-For: ::1` itself.
 //!
 //! [`SocketLimiter`] takes time as an argument; the signaling route passes the clock.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,44 @@ impl Refused {
     }
 }
 
+/// A client's address and where it came from, which decides whether it may be exempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddress {
+    /// The TCP peer, proxy headers not trusted.
+    Peer(IpAddr),
+    /// The TCP peer while proxy headers are trusted but none was usable: the proxy
+    /// itself, or a client that reached us past it.
+    UnforwardedPeer(IpAddr),
+    /// The right-most `X-Forwarded-For` entry (proxy headers trusted).
+    Forwarded(IpAddr),
+}
+
+impl ClientAddress {
+    pub fn ip(self) -> IpAddr {
+        match self {
+            ClientAddress::Peer(ip)
+            | ClientAddress::UnforwardedPeer(ip)
+            | ClientAddress::Forwarded(ip) => ip,
+        }
+    }
+
+    /// Only a loopback TCP peer with proxy headers not trusted skips the limits.
+    fn exempt(self) -> bool {
+        matches!(self, ClientAddress::Peer(ip) if ip.to_canonical().is_loopback())
+    }
+}
+
+/// What the limits count: an IPv4 address, or the /64 of an IPv6 address.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
 #[derive(Debug)]
 struct IpState {
     open: usize,
@@ -45,11 +87,12 @@ struct IpState {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Keyed by [`network`].
     ips: HashMap<IpAddr, IpState>,
     last_prune: Option<Instant>,
 }
 
-/// Counts open sockets and recent connections per client IP.
+/// Counts open sockets and recent connections per client network (IPv4 address or IPv6 /64).
 #[derive(Debug)]
 pub struct SocketLimiter {
     max_open: usize,
@@ -87,13 +130,13 @@ impl SocketLimiter {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits a new socket from `ip` (`None`: unknown address, not limited) at `now`.
+    /// Admits a new socket from `client` (`None`: unknown address, not limited) at `now`.
     pub fn try_open(
         self: &Arc<Self>,
-        ip: Option<IpAddr>,
+        client: Option<ClientAddress>,
         now: Instant,
     ) -> Result<SocketSlot, Refused> {
-        let Some(ip) = ip.filter(|ip| !ip.to_canonical().is_loopback()) else {
+        let Some(ip) = client.filter(|c| !c.exempt()).map(|c| network(c.ip())) else {
             return Ok(SocketSlot { limiter: None });
         };
         if self.max_open == 0 && self.per_second == 0 {
@@ -149,25 +192,34 @@ pub fn client_ip(
     peer: Option<SocketAddr>,
     forwarded_for: Option<&str>,
     trust_proxy_headers: bool,
-) -> Option<IpAddr> {
-    if trust_proxy_headers && let Some(last) = forwarded_for.and_then(|h| h.rsplit(',').next()) {
-        let last = last.trim();
-        if let Ok(ip) = last.parse::<IpAddr>() {
-            return Some(ip);
-        }
-        if let Ok(addr) = last.parse::<SocketAddr>() {
-            return Some(addr.ip());
-        }
+) -> Option<ClientAddress> {
+    if !trust_proxy_headers {
+        return peer.map(|p| ClientAddress::Peer(p.ip()));
     }
-    peer.map(|p| p.ip())
+    let forwarded = forwarded_for
+        .and_then(|h| h.rsplit(',').next())
+        .map(str::trim)
+        .and_then(|last| {
+            last.parse::<IpAddr>()
+                .ok()
+                .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        });
+    match forwarded {
+        Some(ip) => Some(ClientAddress::Forwarded(ip)),
+        None => peer.map(|p| ClientAddress::UnforwardedPeer(p.ip())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> Option<IpAddr> {
-        Some(s.parse().unwrap())
+    fn ip(s: &str) -> Option<ClientAddress> {
+        Some(ClientAddress::Peer(s.parse().unwrap()))
+    }
+
+    fn forwarded(s: &str) -> Option<ClientAddress> {
+        Some(ClientAddress::Forwarded(s.parse().unwrap()))
     }
 
     #[test]
@@ -223,21 +275,78 @@ mod tests {
     }
 
     #[test]
+    fn addresses_from_headers_or_behind_a_proxy_are_never_exempt() {
+        let limiter = SocketLimiter::new(1, 0);
+        let now = Instant::now();
+        let local = "127.0.0.1".parse().unwrap();
+        for client in [
+            forwarded("::1"),
+            forwarded("127.0.0.1"),
+            forwarded("::ffff:127.0.0.1"),
+            Some(ClientAddress::UnforwardedPeer(local)),
+        ] {
+            let _slot = limiter.try_open(client, now).unwrap();
+            assert_eq!(
+                limiter.try_open(client, now).unwrap_err(),
+                Refused::TooManyOpen,
+                "{client:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
+        let limiter = SocketLimiter::new(2, 0);
+        let now = Instant::now();
+        let _a = limiter.try_open(forwarded("2001:db8:1:2::1"), now).unwrap();
+        let _b = limiter
+            .try_open(forwarded("2001:db8:1:2:ffff::9"), now)
+            .unwrap();
+        assert_eq!(
+            limiter
+                .try_open(forwarded("2001:db8:1:2::3"), now)
+                .unwrap_err(),
+            Refused::TooManyOpen,
+            "same /64"
+        );
+        // The next /64 is another client.
+        let _c = limiter.try_open(forwarded("2001:db8:1:3::1"), now).unwrap();
+        let _d = limiter.try_open(ip("192.0.2.1"), now).unwrap();
+        let _e = limiter
+            .try_open(forwarded("::ffff:192.0.2.1"), now)
+            .unwrap();
+        assert_eq!(
+            limiter.try_open(ip("192.0.2.1"), now).unwrap_err(),
+            Refused::TooManyOpen,
+            "IPv4-mapped IPv6 is the same IPv4 client"
+        );
+        assert_eq!(limiter.tracked(), 3);
+    }
+
+    #[test]
     fn client_ip_trusts_forwarded_for_only_when_told() {
         let peer: Option<SocketAddr> = Some("127.0.0.1:5555".parse().unwrap());
+        let local = "127.0.0.1".parse().unwrap();
         let xff = Some("6.6.6.6, 203.0.113.7");
         assert_eq!(client_ip(peer, xff, false), ip("127.0.0.1"));
-        assert_eq!(client_ip(peer, xff, true), ip("203.0.113.7"));
+        assert_eq!(client_ip(peer, xff, true), forwarded("203.0.113.7"));
         assert_eq!(
             client_ip(peer, Some("2001:db8::1"), true),
-            ip("2001:db8::1")
+            forwarded("2001:db8::1")
         );
         assert_eq!(
             client_ip(peer, Some("198.51.100.4:1234"), true),
-            ip("198.51.100.4")
+            forwarded("198.51.100.4")
         );
-        assert_eq!(client_ip(peer, Some("garbage"), true), ip("127.0.0.1"));
-        assert_eq!(client_ip(peer, None, true), ip("127.0.0.1"));
+        assert_eq!(client_ip(peer, Some("::1"), true), forwarded("::1"));
+        assert_eq!(
+            client_ip(peer, Some("garbage"), true),
+            Some(ClientAddress::UnforwardedPeer(local))
+        );
+        assert_eq!(
+            client_ip(peer, None, true),
+            Some(ClientAddress::UnforwardedPeer(local))
+        );
         assert_eq!(client_ip(None, None, false), None);
     }
 }

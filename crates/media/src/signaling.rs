@@ -53,7 +53,7 @@ pub async fn ws_route(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let ip = crate::limits::client_ip(
+    let client = crate::limits::client_ip(
         req.peer_addr(),
         req.headers()
             .get(actix_web::http::header::X_FORWARDED_FOR)
@@ -62,7 +62,7 @@ pub async fn ws_route(
     );
     // Counted before the upgrade, refused after it: a browser cannot read an HTTP status
     // of a failed WebSocket upgrade, but it can read an `error` message.
-    let slot = state.socket_limiter.try_open(ip, Instant::now());
+    let slot = state.socket_limiter.try_open(client, Instant::now());
     let origin_allowed = origin_allowed(&req, &state);
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
@@ -83,7 +83,7 @@ pub async fn ws_route(
         let _slot = match slot {
             Ok(slot) => slot,
             Err(refused) => {
-                tracing::debug!(?ip, ?refused, "signaling socket refused");
+                tracing::debug!(?client, ?refused, "signaling socket refused");
                 signaling
                     .state
                     .metrics

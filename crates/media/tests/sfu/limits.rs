@@ -1,7 +1,8 @@
 //! Per-client-IP limits on `/ws`: a flood of sockets from one address is refused with
 //! `rate_limited` while a viewer (even one from the same address) keeps streaming.
 //! Clients are placed at public addresses with `X-Forwarded-For` and
-//! `MEDIA_TRUST_PROXY_HEADERS` on, as behind nginx; loopback clients are never limited.
+//! `MEDIA_TRUST_PROXY_HEADERS` on, as behind nginx; a loopback peer is not limited while
+//! proxy headers are not trusted, but a header claiming loopback is.
 
 use std::time::Duration;
 
@@ -173,6 +174,41 @@ async fn forwarded_for_is_ignored_unless_trusted() {
     }
     let metrics = get_text(http, "/metrics").await;
     assert_eq!(metric(&metrics, "media_signaling_sockets"), 5.0);
+    for mut ws in kept {
+        ws.close().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_loopback_and_ipv6_neighbours_are_limited() {
+    let _heap = crate::alloc::shared().await;
+    let mut settings = MediaSettings::for_tests(SECRET, 42110, 1);
+    settings.trust_proxy_headers = true;
+    settings.max_sockets_per_ip = 1;
+    settings.new_sockets_per_ip_per_sec = 0;
+    let server = spawn_server_with(settings).await;
+    let http = server.http_addr;
+    // A header saying loopback is only a claim: the cap applies.
+    let mut kept = Vec::new();
+    for claimed in ["::1", "127.0.0.1", "2001:db8:5:6::1"] {
+        let mut first = Ws::connect_from(http, claimed).await;
+        assert!(admitted(&mut first).await, "{claimed}");
+        kept.push(first);
+        let mut second = Ws::connect_from(http, claimed).await;
+        assert!(!admitted(&mut second).await, "second socket from {claimed}");
+    }
+    // Another address in the same IPv6 /64 is the same client; the next /64 is not.
+    let mut neighbour = Ws::connect_from(http, "2001:db8:5:6:ffff::2").await;
+    assert!(!admitted(&mut neighbour).await, "same /64");
+    let mut next_net = Ws::connect_from(http, "2001:db8:5:7::1").await;
+    assert!(admitted(&mut next_net).await, "another /64");
+    kept.push(next_net);
+    let metrics = get_text(http, "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "media_signaling_sockets_refused_total"),
+        4.0
+    );
     for mut ws in kept {
         ws.close().await;
     }
