@@ -22,6 +22,7 @@ use crate::config::MediaSettings;
 use crate::metrics::Metrics;
 use crate::sfu::{
     Command, CoreConfig, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate,
+    SdpProblem,
 };
 
 /// Capacity of a session's notice queue. Notices are rare (a few per publisher change),
@@ -85,9 +86,9 @@ pub enum PrepareError {
     /// The live has `MEDIA_MAX_VIEWERS_PER_LIVE` viewers already.
     #[error("this live has reached its viewer limit")]
     LiveFull,
-    /// The offer is not usable SDP or str0m refused it.
-    #[error("invalid SDP offer: {0}")]
-    InvalidSdp(String),
+    /// The offer is not usable SDP or str0m refused it; `detail` is for logs only.
+    #[error("{}", problem.message())]
+    InvalidSdp { problem: SdpProblem, detail: String },
     /// Something on our side failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -192,7 +193,9 @@ impl Engine {
             .map_err(|e| {
                 self.workers[worker].peers.fetch_sub(1, Relaxed);
                 match e {
-                    OfferError::InvalidSdp(m) => PrepareError::InvalidSdp(m),
+                    OfferError::InvalidSdp { problem, detail } => {
+                        PrepareError::InvalidSdp { problem, detail }
+                    }
                     OfferError::Internal(m) => PrepareError::Internal(m),
                 }
             })?;

@@ -349,11 +349,14 @@ impl Signaling {
             PrepareError::ServerFull | PrepareError::LiveFull => {
                 Refusal::new(MediaErrorCode::ServerFull, error.to_string(), true)
             }
-            PrepareError::InvalidSdp(_) => {
-                Refusal::new(MediaErrorCode::InvalidSdp, error.to_string(), false)
+            PrepareError::InvalidSdp { problem, detail } => {
+                // str0m's text stays in the log: it can hold heap addresses.
+                tracing::debug!(?problem, %detail, "offer refused");
+                Refusal::new(MediaErrorCode::InvalidSdp, problem.message(), false)
             }
-            PrepareError::Internal(_) => {
-                Refusal::new(MediaErrorCode::Internal, error.to_string(), true)
+            PrepareError::Internal(detail) => {
+                tracing::error!(%detail, "peer set-up failed");
+                Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true)
             }
         })?;
         let peer = new_peer.id;

@@ -31,7 +31,7 @@ use str0m::{Candidate, Input, Rtc, RtcError};
 
 pub use forward::Frame;
 use forward::Room;
-pub use offer::{OfferError, RtcTemplate};
+pub use offer::{OfferError, RtcTemplate, SdpProblem};
 use peer::{Peer, PeerFault};
 
 use crate::metrics::Metrics;

@@ -20,6 +20,10 @@ use str0m::{Candidate, IceCreds, Rtc};
 /// default of 50 (1 s of Opus, a few KB per viewer).
 const SEND_BUFFER_VIDEO: usize = 128;
 
+/// Characters of str0m's error text kept for the log. The text is never sent to the
+/// client: parse errors print positions as heap pointers (`PointerOffset(0x7f..)`).
+const DETAIL_CHARS: usize = 200;
+
 /// What every server `Rtc` shares: one DTLS certificate and one crypto provider.
 #[derive(Clone)]
 pub struct RtcTemplate {
@@ -27,15 +31,56 @@ pub struct RtcTemplate {
     pub provider: Arc<CryptoProvider>,
 }
 
+/// What was wrong with a client's offer, in words that are safe to send back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpProblem {
+    /// Not parseable as SDP.
+    Unparseable,
+    /// Parsed, but str0m refused it (no common codec, both ICE-lite...).
+    Refused,
+    /// str0m panicked on it.
+    Crashed,
+}
+
+impl SdpProblem {
+    /// The fixed text sent to the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            SdpProblem::Unparseable => "the SDP offer could not be parsed",
+            SdpProblem::Refused => {
+                "the SDP offer was refused (no supported codec, or an unsupported setup)"
+            }
+            SdpProblem::Crashed => "the SDP offer could not be handled",
+        }
+    }
+}
+
 /// Why an offer could not be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
-    /// Not parseable SDP, or str0m refused it (no common codec, both ICE-lite...).
-    #[error("invalid SDP offer: {0}")]
-    InvalidSdp(String),
+    /// The client's offer is unusable. `detail` is str0m's text, capped, for logs only.
+    #[error("{}", problem.message())]
+    InvalidSdp { problem: SdpProblem, detail: String },
     /// Our own configuration is unusable (e.g. the announced address).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl OfferError {
+    fn invalid(problem: SdpProblem, detail: impl std::fmt::Display) -> Self {
+        OfferError::InvalidSdp {
+            problem,
+            detail: capped(&detail.to_string()),
+        }
+    }
+}
+
+/// The first [`DETAIL_CHARS`] characters of `text`.
+fn capped(text: &str) -> String {
+    match text.char_indices().nth(DETAIL_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 impl RtcTemplate {
@@ -59,7 +104,7 @@ impl RtcTemplate {
         now: Instant,
     ) -> Result<(Rtc, SdpAnswer, String), OfferError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
-            .map_err(|e| OfferError::InvalidSdp(e.to_string()))?;
+            .map_err(|e| OfferError::invalid(SdpProblem::Unparseable, e))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let config = Rtc::builder()
@@ -80,9 +125,44 @@ impl RtcTemplate {
             let answer = rtc
                 .sdp_api()
                 .accept_offer(offer)
-                .map_err(|e| OfferError::InvalidSdp(e.to_string()))?;
+                .map_err(|e| OfferError::invalid(SdpProblem::Refused, e))?;
             Ok((rtc, answer, ufrag))
         }));
-        result.unwrap_or_else(|_| Err(OfferError::InvalidSdp("the offer made str0m panic".into())))
+        result.unwrap_or_else(|_| {
+            Err(OfferError::invalid(
+                SdpProblem::Crashed,
+                "the offer made str0m panic",
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_offers_get_a_fixed_message_and_a_capped_detail() {
+        let template = RtcTemplate::generate().unwrap();
+        let addr = "127.0.0.1:40000".parse().unwrap();
+        let garbage = format!("v=0\r\nthis is not sdp {}\r\n", "x".repeat(5000));
+        let Err(error) = template.accept_offer(addr, &garbage, Instant::now()) else {
+            panic!("garbage accepted");
+        };
+        assert_eq!(error.to_string(), "the SDP offer could not be parsed");
+        let OfferError::InvalidSdp { problem, detail } = error else {
+            panic!("not an SDP error: {error:?}");
+        };
+        assert_eq!(problem, SdpProblem::Unparseable);
+        assert!(detail.chars().count() <= DETAIL_CHARS + 3, "{detail}");
+    }
+
+    #[test]
+    fn capped_keeps_short_text_and_cuts_on_a_character_boundary() {
+        assert_eq!(capped("short"), "short");
+        let long = "é".repeat(DETAIL_CHARS + 10);
+        let cut = capped(&long);
+        assert_eq!(cut.chars().count(), DETAIL_CHARS + 3);
+        assert!(cut.ends_with("..."));
     }
 }
