@@ -86,6 +86,9 @@ pub enum RequestError {
     /// The body could not be read (connection dropped, bad encoding).
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// The body did not arrive within `body_deadline::BODY_READ_TIMEOUT`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Query string of the wrong shape.
     #[error("invalid query string: {0}")]
     InvalidQuery(String),
@@ -102,6 +105,7 @@ impl RequestError {
             RequestError::UnsupportedMediaType => "unsupported_media_type",
             RequestError::PayloadTooLarge => "payload_too_large",
             RequestError::UnreadableBody => "unreadable_body",
+            RequestError::BodyTimeout => "body_timeout",
             RequestError::InvalidQuery(_) => "invalid_query",
             RequestError::InvalidPath(_) => "invalid_path",
         }
@@ -114,6 +118,7 @@ impl ResponseError for RequestError {
             RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::InvalidPath(_) => StatusCode::NOT_FOUND,
+            RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -161,9 +166,7 @@ pub fn json_error_handler(error: JsonPayloadError, _request: &HttpRequest) -> ac
             RequestError::InvalidBody(inner.to_string())
         }
         JsonPayloadError::Deserialize(_) => RequestError::MalformedJson,
-        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
-            RequestError::PayloadTooLarge
-        }
+        JsonPayloadError::Payload(error) => payload_error_ref(error),
         _ => RequestError::UnreadableBody,
     };
     mapped.into()
@@ -181,8 +184,16 @@ pub fn path_error_handler(error: PathError, _request: &HttpRequest) -> actix_web
 
 /// For `PayloadConfig` users (raw bodies): maps a payload error.
 pub fn payload_error(error: actix_web::error::PayloadError) -> RequestError {
+    payload_error_ref(&error)
+}
+
+fn payload_error_ref(error: &actix_web::error::PayloadError) -> RequestError {
+    use actix_web::error::PayloadError;
     match error {
-        actix_web::error::PayloadError::Overflow => RequestError::PayloadTooLarge,
+        PayloadError::Overflow => RequestError::PayloadTooLarge,
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            RequestError::BodyTimeout
+        }
         _ => RequestError::UnreadableBody,
     }
 }

@@ -3,14 +3,17 @@
 //!
 //! Entry point for embedding and tests: [`startup::Application::build`] with a
 //! [`settings::Settings`], then [`startup::Application::run_until_stopped`].
-//! `chat` (the real-time socket) is added by a later issue; it updates
-//! [`viewers::ViewerCounts`] held in [`state::AppState`].
+//! `chat` is the real-time socket; it updates [`viewers::ViewerCounts`] held in
+//! [`state::AppState`].
 
 pub mod auth;
+pub mod body_deadline;
 pub mod chat;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod log_field;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod settings;

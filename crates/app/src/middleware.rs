@@ -10,6 +10,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next};
 
 use crate::error::json_error;
+use crate::log_field::LogField;
 use crate::routes::is_api_path;
 use crate::settings::Settings;
 
@@ -27,12 +28,14 @@ pub async fn request_log(
         Ok(response) => {
             let status = response.status().as_u16();
             if response.status().is_server_error() {
-                tracing::error!(%method, %path, status, elapsed_ms, "request");
+                tracing::error!(%method, path = %LogField(&path), status, elapsed_ms, "request");
             } else {
-                tracing::info!(%method, %path, status, elapsed_ms, "request");
+                tracing::info!(%method, path = %LogField(&path), status, elapsed_ms, "request");
             }
         }
-        Err(error) => tracing::warn!(%method, %path, %error, elapsed_ms, "request failed"),
+        Err(error) => {
+            tracing::warn!(%method, path = %LogField(&path), %error, elapsed_ms, "request failed");
+        }
     }
     result
 }

@@ -47,19 +47,47 @@ pub struct Settings {
     /// `TRUST_PROXY_HEADERS`: take the client address and scheme from
     /// `X-Forwarded-For`/`X-Forwarded-Proto`. Only enable behind a proxy that sets them.
     pub trust_proxy_headers: bool,
-    /// `LOGIN_MAX_FAILURES_PER_ACCOUNT`, `LOGIN_MAX_FAILURES_PER_IP`,
-    /// `LOGIN_RATE_WINDOW_SECONDS`.
+    /// `LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP`, `LOGIN_MAX_FAILURES_PER_ACCOUNT`,
+    /// `LOGIN_MAX_FAILURES_PER_IP`, `LOGIN_RATE_WINDOW_SECONDS`.
     pub login_rate_limit: LoginRateLimitSettings,
+    /// `SIGNUP_MAX_PER_IP`, `SIGNUP_RATE_WINDOW_SECONDS`.
+    pub signup_rate_limit: SignupRateLimitSettings,
+    /// `PASSWORD_HASH_WORKERS`, `PASSWORD_HASH_QUEUE`, `PASSWORD_HASH_QUEUE_PER_IP`.
+    pub hashing: HashingSettings,
+    /// `APP_MAX_SOCKETS_PER_IP`: open `/ws` sockets one client network may hold.
+    pub max_sockets_per_ip: usize,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
 }
 
-/// Limits on failed log-ins within a sliding window.
+/// Limits on failed log-ins (see `auth::rate_limit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginRateLimitSettings {
-    pub max_failures_per_account: u32,
-    pub max_failures_per_ip: u32,
+    /// Failures of one account from one network before growing delays start.
+    pub free_failures_per_pair: u32,
+    /// Failures of one account from anywhere per window (known networks exempt).
+    pub max_per_account: u32,
+    /// Failures from one network across accounts per window.
+    pub max_per_network: u32,
     pub window: Duration,
+}
+
+/// Limit on sign-ups per client network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupRateLimitSettings {
+    pub max_per_network: u32,
+    pub window: Duration,
+}
+
+/// The password-hashing pool (see `auth::hashing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingSettings {
+    /// Threads computing hashes; each holds one 19 MiB buffer while busy.
+    pub workers: usize,
+    /// Jobs that may wait for a thread; more are refused with 503.
+    pub queue: usize,
+    /// Places (queued or running) one client network may hold; more get 429.
+    pub per_client: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,22 +185,36 @@ impl Settings {
             }
         };
         let trust_proxy_headers = parse_or(&get, "TRUST_PROXY_HEADERS", false, parse_bool)?;
-        let login_rate_limit = LoginRateLimitSettings {
-            max_failures_per_account: match get("LOGIN_MAX_FAILURES_PER_ACCOUNT") {
-                None => 5,
-                Some(raw) => parse_ranged(&raw, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 1, 1000)? as u32,
-            },
-            max_failures_per_ip: match get("LOGIN_MAX_FAILURES_PER_IP") {
-                None => 20,
-                Some(raw) => parse_ranged(&raw, "LOGIN_MAX_FAILURES_PER_IP", 1, 100_000)? as u32,
-            },
-            window: match get("LOGIN_RATE_WINDOW_SECONDS") {
-                None => Duration::from_secs(15 * 60),
-                Some(raw) => {
-                    Duration::from_secs(parse_ranged(&raw, "LOGIN_RATE_WINDOW_SECONDS", 1, 86_400)?)
-                }
-            },
+        let ranged = |variable: &'static str, default: u64, min: u64, max: u64| match get(variable)
+        {
+            None => Ok(default),
+            Some(raw) => parse_ranged(&raw, variable, min, max),
         };
+        let login_rate_limit = LoginRateLimitSettings {
+            free_failures_per_pair: ranged("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP", 5, 1, 1000)?
+                as u32,
+            max_per_account: ranged("LOGIN_MAX_FAILURES_PER_ACCOUNT", 50, 1, 100_000)? as u32,
+            max_per_network: ranged("LOGIN_MAX_FAILURES_PER_IP", 20, 1, 100_000)? as u32,
+            window: Duration::from_secs(ranged("LOGIN_RATE_WINDOW_SECONDS", 900, 1, 86_400)?),
+        };
+        let signup_rate_limit = SignupRateLimitSettings {
+            max_per_network: ranged("SIGNUP_MAX_PER_IP", 5, 1, 100_000)? as u32,
+            window: Duration::from_secs(ranged("SIGNUP_RATE_WINDOW_SECONDS", 3600, 1, 86_400)?),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let hash_workers = ranged("PASSWORD_HASH_WORKERS", cores.min(16), 1, 64)?;
+        let hash_queue = ranged("PASSWORD_HASH_QUEUE", (4 * hash_workers).max(8), 1, 10_000)?;
+        let hashing = HashingSettings {
+            workers: hash_workers as usize,
+            queue: hash_queue as usize,
+            per_client: ranged(
+                "PASSWORD_HASH_QUEUE_PER_IP",
+                (hash_queue / 4).max(1),
+                1,
+                10_000,
+            )? as usize,
+        };
+        let max_sockets_per_ip = ranged("APP_MAX_SOCKETS_PER_IP", 20, 1, 1_000_000)? as usize;
         let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| {
             match raw.trim() {
                 "text" => Ok(LogFormat::Text),
@@ -194,6 +236,9 @@ impl Settings {
             session_ttl,
             trust_proxy_headers,
             login_rate_limit,
+            signup_rate_limit,
+            hashing,
+            max_sockets_per_ip,
             log_format,
         })
     }

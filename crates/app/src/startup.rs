@@ -9,6 +9,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::auth::csrf::csrf_middleware;
+use crate::body_deadline::body_deadline;
 use crate::db::{self, sessions};
 use crate::error::{MAX_BODY_BYTES, json_error_handler, path_error_handler, query_error_handler};
 use crate::middleware::{api_errors_as_json, request_log, security_headers};
@@ -49,7 +50,8 @@ impl Application {
         let listener = TcpListener::bind((settings.bind, settings.port))
             .with_context(|| format!("binding {}:{}", settings.bind, settings.port))?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(pool, settings);
+        let state =
+            AppState::new(pool, settings).context("starting the password-hashing threads")?;
         let server = run(listener, state.clone())?;
         Ok(Application {
             port,
@@ -90,6 +92,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .app_data(web::PathConfig::default().error_handler(path_error_handler))
             .app_data(web::QueryConfig::default().error_handler(query_error_handler))
             .wrap(from_fn(csrf_middleware))
+            .wrap(from_fn(body_deadline))
             .wrap(from_fn(api_errors_as_json))
             .wrap(security_headers(&data.settings))
             .wrap(from_fn(request_log))

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::auth::rate_limit::LoginRateLimiter;
+use crate::auth::hashing::HashingPool;
+use crate::auth::rate_limit::{LoginRateLimiter, SignupRateLimiter};
+use crate::chat::socket_limit::SocketLimiter;
 use crate::chat::{ChatHandle, ChatServer};
 use crate::db::DbPool;
+use crate::metrics::AppMetrics;
 use crate::settings::Settings;
 use crate::viewers::ViewerCounts;
 
@@ -14,23 +17,35 @@ pub struct AppState {
     pub pool: DbPool,
     pub settings: Arc<Settings>,
     pub login_limiter: Arc<LoginRateLimiter>,
+    pub signup_limiter: Arc<SignupRateLimiter>,
+    /// Every argon2 computation runs here, never on the request's thread.
+    pub hashing: Arc<HashingPool>,
+    /// Open `/ws` sockets per client network.
+    pub sockets: Arc<SocketLimiter>,
+    pub metrics: Arc<AppMetrics>,
     pub viewers: ViewerCounts,
     /// The chat server behind `/ws`.
     pub chat: ChatHandle,
 }
 
 impl AppState {
-    /// Also spawns the chat server task, so it must run inside the tokio runtime.
-    pub fn new(pool: DbPool, settings: Settings) -> AppState {
+    /// Also spawns the chat server task, so it must run inside the tokio runtime, and
+    /// starts the password-hashing threads.
+    pub fn new(pool: DbPool, settings: Settings) -> std::io::Result<AppState> {
+        let metrics = Arc::new(AppMetrics::default());
         let viewers = ViewerCounts::default();
-        let (chat_server, chat) = ChatServer::new(pool.clone(), viewers.clone());
+        let (chat_server, chat) = ChatServer::new(pool.clone(), viewers.clone(), metrics.clone());
         tokio::spawn(chat_server.run());
-        AppState {
+        Ok(AppState {
             chat,
             pool,
             login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
+            signup_limiter: Arc::new(SignupRateLimiter::new(settings.signup_rate_limit)),
+            hashing: Arc::new(HashingPool::start(settings.hashing, metrics.clone())?),
+            sockets: SocketLimiter::new(settings.max_sockets_per_ip),
+            metrics,
             settings: Arc::new(settings),
             viewers,
-        }
+        })
     }
 }

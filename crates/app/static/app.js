@@ -27,9 +27,19 @@
   }
 
   // Only same-site paths are followed after logging in (no open redirect).
+  // Where to go after signing in: only a path on this site. The URL parser decides, not
+  // string checks: it drops tabs and newlines and reads backslashes as slashes, so
+  // "/\t/evil.example" would otherwise leave the site.
   function safeNext(raw) {
-    if (raw && raw.charAt(0) === '/' && raw.charAt(1) !== '/' && raw.charAt(1) !== '\\') return raw;
-    return null;
+    if (!raw) return null;
+    let url;
+    try {
+      url = new URL(raw, window.location.origin);
+    } catch (error) {
+      return null;
+    }
+    if (url.origin !== window.location.origin) return null;
+    return url.pathname + url.search + url.hash;
   }
 
   window.PrivateHub = { api: api };

@@ -91,7 +91,7 @@ pub async fn csrf_middleware(
             .await
             .map(ServiceResponse::map_into_left_body),
         Err(error) => {
-            tracing::warn!(method = %request.method(), path = request.path(), %error, "refused by the CSRF check");
+            tracing::warn!(method = %request.method(), path = %crate::log_field::LogField(request.path()), %error, "refused by the CSRF check");
             Ok(request
                 .into_response(error.error_response())
                 .map_into_right_body())

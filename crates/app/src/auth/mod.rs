@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod csrf;
+pub mod hashing;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

@@ -74,17 +74,26 @@ pub async fn start_session(
         .finish())
 }
 
-/// Deletes the request's session (if any) and returns a cookie that clears it.
+/// Identifies one log-in session (the stored hash of its token) without revealing
+/// the token: what the chat uses to end a session's sockets at log-out and to count
+/// the tabs of one session once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(String);
+
+/// Deletes the request's session (if any), ends its open sockets, and returns a cookie
+/// that clears it.
 pub async fn end_session(
     request: &HttpRequest,
     state: &AppState,
 ) -> Result<Cookie<'static>, InternalError> {
     if let Some(token) = token_from_request(request) {
         let token_hash = hash_token(&token);
+        let key = SessionKey(token_hash.clone());
         db::run(&state.pool, move |connection| {
             sessions::delete_session(connection, &token_hash).map_err(InternalError::from)
         })
         .await?;
+        state.chat.session_ended(key);
     }
     let mut removal = Cookie::build(SESSION_COOKIE, "")
         .path("/")
@@ -97,6 +106,12 @@ pub async fn end_session(
 }
 
 async fn user_from_request(request: &HttpRequest) -> Result<Option<User>, InternalError> {
+    Ok(session_from_request(request).await?.map(|(user, _)| user))
+}
+
+async fn session_from_request(
+    request: &HttpRequest,
+) -> Result<Option<(User, SessionKey)>, InternalError> {
     let Some(token) = token_from_request(request) else {
         return Ok(None);
     };
@@ -104,11 +119,13 @@ async fn user_from_request(request: &HttpRequest) -> Result<Option<User>, Intern
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| InternalError("AppState is not registered".into()))?;
     let token_hash = hash_token(&token);
+    let key = SessionKey(token_hash.clone());
     let now = db::now_unix();
-    db::run(&state.pool, move |connection| {
+    let user = db::run(&state.pool, move |connection| {
         sessions::find_user_by_session(connection, &token_hash, now).map_err(InternalError::from)
     })
-    .await
+    .await?;
+    Ok(user.map(|user| (user, key)))
 }
 
 /// Failure of the [`CurrentUser`] extractor.
@@ -169,6 +186,20 @@ impl FromRequest for MaybeUser {
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move { user_from_request(&request).await.map(MaybeUser) })
+    }
+}
+
+/// The signed-in user and their session, if any (for the chat socket).
+#[derive(Debug, Clone)]
+pub struct MaybeSession(pub Option<(User, SessionKey)>);
+
+impl FromRequest for MaybeSession {
+    type Error = InternalError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move { session_from_request(&request).await.map(MaybeSession) })
     }
 }
 

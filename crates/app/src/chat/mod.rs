@@ -13,5 +13,6 @@
 pub mod rate_limit;
 pub mod server;
 pub mod session;
+pub mod socket_limit;
 
 pub use server::{ChatHandle, ChatServer, ChatUser, ConnId};

@@ -10,6 +10,7 @@ mod loading;
 mod moderation;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,13 @@ use tokio::sync::mpsc;
 
 use self::loading::{load_history, load_room};
 use super::rate_limit::SlidingWindow;
+use crate::auth::client::ClientNetwork;
+use crate::auth::session::SessionKey;
 use crate::db::users::UserId;
 use crate::db::{self, DbPool, chat};
 use crate::domain::{ChatText, ChatTextError, Username};
 use crate::error::InternalError;
+use crate::metrics::AppMetrics;
 use crate::viewers::ViewerCounts;
 
 /// Messages a signed-in user may post per [`CHAT_RATE_WINDOW`], across all their tabs.
@@ -52,6 +56,18 @@ impl ConnId {
 pub struct ChatUser {
     pub id: UserId,
     pub username: Username,
+    /// The log-in session the socket was opened with.
+    pub session: SessionKey,
+}
+
+/// Who a viewer is, for the viewer count (`docs/protocol.md`, "Viewer count"): the tabs
+/// of one signed-in session count once, anonymous sockets once per client network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ViewerKey {
+    Session(SessionKey),
+    Network(ClientNetwork),
+    /// Address unknown (never for TCP): the socket alone.
+    Socket(ConnId),
 }
 
 /// Everything the server can be asked to do.
@@ -61,8 +77,11 @@ pub enum Command {
     Connect {
         conn: ConnId,
         user: Option<ChatUser>,
+        network: Option<ClientNetwork>,
         outbox: mpsc::Sender<AppServerMessage>,
     },
+    /// A log-in session ended: its sockets are closed.
+    SessionEnded { session: SessionKey },
     /// A socket closed.
     Disconnect { conn: ConnId },
     /// A socket sent a message.
@@ -90,11 +109,22 @@ impl ChatHandle {
     pub fn connect(
         &self,
         user: Option<ChatUser>,
+        network: Option<ClientNetwork>,
         outbox: mpsc::Sender<AppServerMessage>,
     ) -> ConnId {
         let conn = ConnId::next();
-        self.send(Command::Connect { conn, user, outbox });
+        self.send(Command::Connect {
+            conn,
+            user,
+            network,
+            outbox,
+        });
         conn
+    }
+
+    /// Closes every socket opened with `session` (log-out).
+    pub fn session_ended(&self, session: SessionKey) {
+        self.send(Command::SessionEnded { session });
     }
 
     pub fn disconnect(&self, conn: ConnId) {
@@ -124,6 +154,7 @@ impl ChatHandle {
 
 struct Conn {
     user: Option<ChatUser>,
+    viewer: ViewerKey,
     outbox: mpsc::Sender<AppServerMessage>,
     /// Canonical (lowercase) channel name of the joined room.
     room: Option<String>,
@@ -137,8 +168,8 @@ struct Room {
     banned: HashSet<UserId>,
     /// Highest viewer count already written to the database for the current live.
     stored_peak: u32,
-    /// Members that are not the channel's owner.
-    viewer_count: u32,
+    /// Members that are not the channel's owner, by viewer, with their socket counts.
+    viewers: HashMap<ViewerKey, u32>,
     /// The count last pushed to the members; `None` forces the next push.
     sent_count: Option<u32>,
 }
@@ -152,10 +183,35 @@ pub struct ChatServer {
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<String, Room>,
     limits: HashMap<UserId, SlidingWindow>,
+    metrics: Arc<AppMetrics>,
+}
+
+impl Room {
+    /// The viewer count as `docs/protocol.md` defines it.
+    fn viewer_count(&self) -> u32 {
+        u32::try_from(self.viewers.len()).unwrap_or(u32::MAX)
+    }
+
+    fn add_viewer(&mut self, viewer: &ViewerKey) {
+        *self.viewers.entry(viewer.clone()).or_insert(0) += 1;
+    }
+
+    fn remove_viewer(&mut self, viewer: &ViewerKey) {
+        if let Some(sockets) = self.viewers.get_mut(viewer) {
+            *sockets -= 1;
+            if *sockets == 0 {
+                self.viewers.remove(viewer);
+            }
+        }
+    }
 }
 
 impl ChatServer {
-    pub fn new(pool: DbPool, viewers: ViewerCounts) -> (ChatServer, ChatHandle) {
+    pub fn new(
+        pool: DbPool,
+        viewers: ViewerCounts,
+        metrics: Arc<AppMetrics>,
+    ) -> (ChatServer, ChatHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let server = ChatServer {
             commands: rx,
@@ -164,6 +220,7 @@ impl ChatServer {
             conns: HashMap::new(),
             rooms: HashMap::new(),
             limits: HashMap::new(),
+            metrics,
         };
         (server, ChatHandle { commands: tx })
     }
@@ -191,16 +248,28 @@ impl ChatServer {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Connect { conn, user, outbox } => {
+            Command::Connect {
+                conn,
+                user,
+                network,
+                outbox,
+            } => {
+                let viewer = match (&user, network) {
+                    (Some(user), _) => ViewerKey::Session(user.session.clone()),
+                    (None, Some(network)) => ViewerKey::Network(network),
+                    (None, None) => ViewerKey::Socket(conn),
+                };
                 self.conns.insert(
                     conn,
                     Conn {
                         user,
+                        viewer,
                         outbox,
                         room: None,
                     },
                 );
             }
+            Command::SessionEnded { session } => self.end_session(&session),
             Command::Disconnect { conn } => self.remove_conn(conn),
             Command::Client { conn, message } => self.client_message(conn, message).await,
             Command::LiveStarted { channel, live } => self.live_started(channel, live),
@@ -271,9 +340,9 @@ impl ChatServer {
             .as_ref()
             .is_some_and(|user| user.id == room.owner);
         if room.members.insert(conn) && !is_owner {
-            room.viewer_count += 1;
+            room.add_viewer(&state.viewer);
         }
-        let count = room.viewer_count;
+        let count = room.viewer_count();
         let channel_name = room.channel.to_string();
         let live = room.live.clone();
         self.deliver(
@@ -321,10 +390,11 @@ impl ChatServer {
             return;
         };
         let user = state.user.as_ref().map(|user| user.id);
+        let viewer = state.viewer.clone();
         let empty = match self.rooms.get_mut(&key) {
             Some(room) => {
                 if room.members.remove(&conn) && user != Some(room.owner) {
-                    room.viewer_count = room.viewer_count.saturating_sub(1);
+                    room.remove_viewer(&viewer);
                 }
                 room.members.is_empty()
             }
@@ -345,6 +415,27 @@ impl ChatServer {
     fn remove_conn(&mut self, conn: ConnId) {
         self.leave(conn);
         self.conns.remove(&conn);
+    }
+
+    /// Drops every socket of `session`; dropping their outboxes closes them.
+    fn end_session(&mut self, session: &SessionKey) {
+        let ended: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, state)| {
+                state
+                    .user
+                    .as_ref()
+                    .is_some_and(|user| &user.session == session)
+            })
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in ended {
+            self.metrics
+                .sockets_ended_by_logout
+                .fetch_add(1, Ordering::Relaxed);
+            self.remove_conn(conn);
+        }
     }
 
     async fn chat_send(&mut self, conn: ConnId, raw_text: &str) -> Result<(), Refusal> {
@@ -476,7 +567,7 @@ impl ChatServer {
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
-        let count = room.viewer_count;
+        let count = room.viewer_count();
         let Some(live) = &room.live else {
             return;
         };
@@ -503,10 +594,11 @@ impl ChatServer {
         let changed: Vec<(String, String, u32)> = self
             .rooms
             .iter_mut()
-            .filter(|(_, room)| room.sent_count != Some(room.viewer_count))
+            .filter(|(_, room)| room.sent_count != Some(room.viewer_count()))
             .map(|(key, room)| {
-                room.sent_count = Some(room.viewer_count);
-                (key.clone(), room.channel.to_string(), room.viewer_count)
+                let count = room.viewer_count();
+                room.sent_count = Some(count);
+                (key.clone(), room.channel.to_string(), count)
             })
             .collect();
         for (key, channel, count) in changed {
@@ -533,6 +625,9 @@ impl ChatServer {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(?conn, "socket too slow; dropping it");
+                self.metrics
+                    .sockets_dropped_slow
+                    .fetch_add(1, Ordering::Relaxed);
                 self.remove_conn(conn);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn),

@@ -1,8 +1,14 @@
 //! `GET /ws`: the app's real-time socket. Checks the `Origin` (a page of another site
-//! must not open a socket with the visitor's cookies), then runs one loop per socket:
-//! client frames → [`ChatHandle`], server messages → the socket, and a heartbeat that
-//! drops silent clients.
+//! must not open a socket with the visitor's cookies) and the sockets per client
+//! network, then runs one loop per socket: client frames → [`ChatHandle`], server
+//! messages → the socket, and a heartbeat that drops silent clients.
+//!
+//! Every write to the client has a deadline: a client that stops reading fills its TCP
+//! window, and without one the loop would wait forever, its heartbeat never firing and
+//! its socket still counted as a viewer.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -16,9 +22,13 @@ use tokio::sync::mpsc;
 
 use super::rate_limit::SlidingWindow;
 use super::server::{ChatHandle, ChatUser, OUTBOX_CAPACITY};
-use crate::auth::MaybeUser;
+use super::socket_limit::SocketSlot;
+use crate::auth::client::{ClientInfo, ClientNetwork};
+use crate::auth::session::MaybeSession;
 use crate::domain::Origin;
 use crate::error::json_error;
+use crate::log_field::LogField;
+use crate::metrics::AppMetrics;
 use crate::state::AppState;
 
 /// How often the server pings the client.
@@ -27,17 +37,24 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames a client may send per second (all kinds) before the socket is closed.
 const FRAMES_PER_SECOND: usize = 20;
+/// Longest wait for one message (or ping, or close) to be taken by the client's
+/// connection; a client that does not read for this long is dropped.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET /ws`: upgrades to a WebSocket if the request comes from the app's own origin.
 pub async fn socket(
     request: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    MaybeUser(user): MaybeUser,
+    MaybeSession(signed_in): MaybeSession,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin_allowed(&request, &state.settings.public_origin) {
+        let origin = request
+            .headers()
+            .get(ORIGIN)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         tracing::warn!(
-            origin = ?request.headers().get(ORIGIN),
+            origin = ?origin.as_deref().map(LogField),
             expected = %state.settings.public_origin,
             "refused an app WebSocket from another origin (is APP_PUBLIC_URL the URL browsers use?)"
         );
@@ -47,17 +64,58 @@ pub async fn socket(
             "WebSocket connections are only accepted from this site's own pages",
         ));
     }
-    let (response, session, stream) = actix_ws::handle(&request, body)?;
+    let network = ClientInfo::from_request(&request, state.settings.trust_proxy_headers).network();
+    // Counted before the upgrade, refused after it: a page cannot read the status of a
+    // failed upgrade, but it can read an `error` message.
+    let slot = state.sockets.try_open(network);
+    let (response, mut session, stream) = actix_ws::handle(&request, body)?;
+    let metrics = state.metrics.clone();
+    let Some(slot) = slot else {
+        metrics.refused_socket_cap.fetch_add(1, Relaxed);
+        tracing::info!(network = ?network, "refused an app socket: too many from this address");
+        let refusal = AppServerMessage::Error {
+            code: AppSocketErrorCode::RateLimited,
+            message: "Too many open connections from your address.".into(),
+            retry_after_ms: Some(10_000),
+        };
+        actix_web::rt::spawn(async move {
+            let _ = send(&mut session, &refusal).await;
+            let reason = CloseReason {
+                code: CloseCode::Policy,
+                description: Some("too many connections".into()),
+            };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(reason))).await;
+        });
+        return Ok(response);
+    };
     let stream = stream
         .max_frame_size(MAX_APP_SOCKET_MESSAGE_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_APP_SOCKET_MESSAGE_BYTES);
-    let user = user.map(|user| ChatUser {
+    let user = signed_in.map(|(user, session)| ChatUser {
         id: user.id,
         username: user.username,
+        session,
     });
-    actix_web::rt::spawn(run_session(state.chat.clone(), user, session, stream));
+    let socket = Socket {
+        chat: state.chat.clone(),
+        user,
+        network,
+        metrics,
+        _slot: slot,
+    };
+    actix_web::rt::spawn(run_session(socket, session, stream));
     Ok(response)
+}
+
+/// What one socket's loop needs besides the connection itself.
+struct Socket {
+    chat: ChatHandle,
+    user: Option<ChatUser>,
+    network: Option<ClientNetwork>,
+    metrics: Arc<AppMetrics>,
+    /// Its place in the per-network count, freed when the loop ends.
+    _slot: SocketSlot,
 }
 
 /// The `Origin` header must be present and equal to the app's public origin.
@@ -71,13 +129,24 @@ fn origin_allowed(request: &HttpRequest, public_origin: &Origin) -> bool {
 }
 
 async fn run_session(
-    chat: ChatHandle,
-    user: Option<ChatUser>,
+    socket: Socket,
     mut session: actix_ws::Session,
     mut stream: actix_ws::AggregatedMessageStream,
 ) {
+    let Socket {
+        chat,
+        user,
+        network,
+        metrics,
+        _slot,
+    } = socket;
+    metrics.sockets_open.fetch_add(1, Relaxed);
     let (outbox, mut inbox) = mpsc::channel::<AppServerMessage>(OUTBOX_CAPACITY);
-    let conn = chat.connect(user, outbox);
+    let conn = chat.connect(user, network, outbox);
+    let send_timed_out = || {
+        metrics.sockets_send_timeouts.fetch_add(1, Relaxed);
+        None
+    };
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut flood = SlidingWindow::new(FRAMES_PER_SECOND, Duration::from_secs(1));
@@ -102,8 +171,10 @@ async fn run_session(
                                     message: format!("Malformed message: {error}"),
                                     retry_after_ms: None,
                                 };
-                                if send(&mut session, &reply).await.is_err() {
-                                    break None;
+                                match send(&mut session, &reply).await {
+                                    Ok(()) => {}
+                                    Err(SendFailure::Closed) => break None,
+                                    Err(SendFailure::TimedOut) => break send_timed_out(),
                                 }
                             }
                         }
@@ -115,8 +186,10 @@ async fn run_session(
                         });
                     }
                     Ok(AggregatedMessage::Ping(bytes)) => {
-                        if session.pong(&bytes).await.is_err() {
-                            break None;
+                        match within_deadline(session.pong(&bytes)).await {
+                            Ok(()) => {}
+                            Err(SendFailure::Closed) => break None,
+                            Err(SendFailure::TimedOut) => break send_timed_out(),
                         }
                     }
                     Ok(AggregatedMessage::Pong(_)) => {}
@@ -138,33 +211,57 @@ async fn run_session(
                         description: Some("reconnect".into()),
                     });
                 };
-                if send(&mut session, &message).await.is_err() {
-                    break None;
+                match send(&mut session, &message).await {
+                    Ok(()) => {}
+                    Err(SendFailure::Closed) => break None,
+                    Err(SendFailure::TimedOut) => break send_timed_out(),
                 }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
+                    metrics.sockets_heartbeat_timeouts.fetch_add(1, Relaxed);
                     break Some(CloseReason {
                         code: CloseCode::Away,
                         description: Some("heartbeat timeout".into()),
                     });
                 }
-                if session.ping(b"").await.is_err() {
-                    break None;
+                match within_deadline(session.ping(b"")).await {
+                    Ok(()) => {}
+                    Err(SendFailure::Closed) => break None,
+                    Err(SendFailure::TimedOut) => break send_timed_out(),
                 }
             }
         }
     };
+    // Out of the room (and the viewer count) first; then the close frame, which a
+    // client that does not read may never take.
     chat.disconnect(conn);
-    let _ = session.close(close_reason).await;
+    metrics.sockets_open.fetch_sub(1, Relaxed);
+    let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(close_reason)).await;
+}
+
+/// Why a write to the client did not happen.
+enum SendFailure {
+    Closed,
+    TimedOut,
+}
+
+async fn within_deadline(
+    write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<(), SendFailure> {
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(actix_ws::Closed)) => Err(SendFailure::Closed),
+        Err(_) => Err(SendFailure::TimedOut),
+    }
 }
 
 async fn send(
     session: &mut actix_ws::Session,
     message: &AppServerMessage,
-) -> Result<(), actix_ws::Closed> {
+) -> Result<(), SendFailure> {
     match serde_json::to_string(message) {
-        Ok(json) => session.text(json).await,
+        Ok(json) => within_deadline(session.text(json)).await,
         Err(error) => {
             tracing::error!(%error, "serializing a socket message failed");
             Ok(())

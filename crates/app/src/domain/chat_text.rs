@@ -1,10 +1,13 @@
-//! [`ChatText`]: the text of a chat message, trimmed, non-empty, at most
-//! [`MAX_CHAT_MESSAGE_CHARS`] characters, without control characters other than
-//! newlines. It is plain text: pages render it with `textContent`, never as HTML.
+//! [`ChatText`]: the text of a chat message on one line, trimmed, non-empty, at most
+//! [`MAX_CHAT_MESSAGE_CHARS`] characters, without control characters or characters
+//! that reorder or hide text (see `display_text`). It is plain text: pages render it
+//! with `textContent`, never as HTML.
 
 use std::fmt;
 
 use privatehub_protocol::app_socket::MAX_CHAT_MESSAGE_CHARS;
+
+use super::display_text::clean_display_text;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatText(String);
@@ -21,9 +24,9 @@ pub enum ChatTextError {
 
 impl ChatText {
     pub fn parse(raw: &str) -> Result<ChatText, ChatTextError> {
-        let cleaned: String = raw
+        let cleaned: String = clean_display_text(raw)
             .chars()
-            .filter(|&c| c == '\n' || !c.is_control())
+            .filter(|&c| !c.is_control())
             .collect();
         let trimmed = cleaned.trim();
         if trimmed.is_empty() {
@@ -60,7 +63,10 @@ mod tests {
             ("  hi  ", Ok("hi")),
             ("<script>x</script>", Ok("<script>x</script>")),
             ("a\u{0}b\u{7}c", Ok("abc")),
-            ("line\nnext", Ok("line\nnext")),
+            ("line\nnext", Ok("line next")),
+            ("hi\nalice: I am the admin", Ok("hi alice: I am the admin")),
+            ("evil\u{202E}txt.exe", Ok("eviltxt.exe")),
+            ("\u{200B}\u{FEFF}", Err(ChatTextError::Empty)),
             ("", Err(ChatTextError::Empty)),
             (" \n\t ", Err(ChatTextError::Empty)),
             ("é", Ok("é")),

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::display_text::clean_display_text;
+
 /// Longest allowed title, in characters.
 pub const MAX_LIVE_TITLE_LEN: usize = 120;
 
@@ -19,14 +21,17 @@ pub enum LiveTitleError {
     /// Longer than [`MAX_LIVE_TITLE_LEN`] characters.
     #[error("the title must have at most {MAX_LIVE_TITLE_LEN} characters")]
     TooLong,
-    /// Contains a control character (newline, tab, NUL...).
+    /// Contains a control character other than a line break or tab (NUL, escape...).
     #[error("the title cannot contain control characters")]
     ControlCharacters,
 }
 
 impl LiveTitle {
+    /// Line breaks become spaces and characters that reorder or hide text are removed
+    /// (see `display_text`); other control characters are refused.
     pub fn parse(raw: &str) -> Result<LiveTitle, LiveTitleError> {
-        let trimmed = raw.trim();
+        let cleaned = clean_display_text(raw);
+        let trimmed = cleaned.trim();
         if trimmed.is_empty() {
             return Err(LiveTitleError::Empty);
         }
@@ -80,10 +85,12 @@ mod tests {
             LiveTitle::parse(&"a".repeat(121)),
             Err(LiveTitleError::TooLong)
         );
+        assert_eq!(LiveTitle::parse("a\nb").unwrap().as_str(), "a b");
         assert_eq!(
-            LiveTitle::parse("a\nb"),
-            Err(LiveTitleError::ControlCharacters)
+            LiveTitle::parse("Live \u{202E}golf").unwrap().as_str(),
+            "Live golf"
         );
+        assert_eq!(LiveTitle::parse("\u{200B}"), Err(LiveTitleError::Empty));
         assert_eq!(
             LiveTitle::parse("a\u{0}b"),
             Err(LiveTitleError::ControlCharacters)

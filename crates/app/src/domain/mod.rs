@@ -2,6 +2,7 @@
 //! these types first and never pass raw `String`s further in.
 
 mod chat_text;
+mod display_text;
 mod live_title;
 mod origin;
 mod password;

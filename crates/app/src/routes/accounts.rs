@@ -1,5 +1,6 @@
 //! `/api/auth/*`: sign up, log in, log out, who am I.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -8,10 +9,13 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::json::{CredentialsRequest, UserJson};
 use crate::auth::client::ClientInfo;
-use crate::auth::{CurrentUser, password, session};
+use crate::auth::hashing::HashingRefusal;
+use crate::auth::rate_limit::RetryAfter;
+use crate::auth::{CurrentUser, session};
 use crate::db::{self, users};
 use crate::domain::{Password, PasswordError, Username, UsernameError};
 use crate::error::{InternalError, JsonObject, json_error};
+use crate::log_field::LogField;
 use crate::state::AppState;
 
 /// Why an account request failed.
@@ -32,8 +36,29 @@ pub enum AccountError {
     /// Too many failed log-ins for this account or address.
     #[error("too many failed log-in attempts; try again in {} seconds", .0.as_secs().max(1))]
     RateLimited(Duration),
+    /// Too many sign-ups from this address.
+    #[error("too many new accounts from your address; try again in {} seconds", .0.as_secs().max(1))]
+    SignupRateLimited(Duration),
+    /// This address already has its share of the password checks in progress.
+    #[error("{}", HashingRefusal::ClientOverShare)]
+    TooManyAtOnce,
+    /// Every place in the password-hashing queue is taken.
+    #[error("{}", HashingRefusal::QueueFull)]
+    Busy,
     #[error(transparent)]
     Internal(#[from] InternalError),
+}
+
+impl From<HashingRefusal> for AccountError {
+    fn from(refusal: HashingRefusal) -> Self {
+        match refusal {
+            HashingRefusal::ClientOverShare => AccountError::TooManyAtOnce,
+            HashingRefusal::QueueFull => AccountError::Busy,
+            HashingRefusal::Stopped => {
+                AccountError::Internal(InternalError("the password-hashing pool stopped".into()))
+            }
+        }
+    }
 }
 
 impl ResponseError for AccountError {
@@ -44,22 +69,28 @@ impl ResponseError for AccountError {
             }
             AccountError::UsernameTaken => StatusCode::CONFLICT,
             AccountError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            AccountError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AccountError::RateLimited(_)
+            | AccountError::SignupRateLimited(_)
+            | AccountError::TooManyAtOnce => StatusCode::TOO_MANY_REQUESTS,
+            AccountError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             AccountError::Internal(inner) => inner.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let code = match self {
-            AccountError::InvalidUsername(_) => "invalid_username",
-            AccountError::InvalidPassword(_) => "invalid_password",
-            AccountError::UsernameTaken => "username_taken",
-            AccountError::InvalidCredentials => "invalid_credentials",
-            AccountError::RateLimited(_) => "rate_limited",
+        let (code, retry_after) = match self {
+            AccountError::InvalidUsername(_) => ("invalid_username", None),
+            AccountError::InvalidPassword(_) => ("invalid_password", None),
+            AccountError::UsernameTaken => ("username_taken", None),
+            AccountError::InvalidCredentials => ("invalid_credentials", None),
+            AccountError::RateLimited(wait) => ("rate_limited", Some(*wait)),
+            AccountError::SignupRateLimited(wait) => ("rate_limited", Some(*wait)),
+            AccountError::TooManyAtOnce => ("rate_limited", Some(Duration::from_secs(1))),
+            AccountError::Busy => ("busy", Some(Duration::from_secs(1))),
             AccountError::Internal(inner) => return inner.error_response(),
         };
         let mut response = json_error(self.status_code(), code, &self.to_string());
-        if let AccountError::RateLimited(wait) = self {
+        if let Some(wait) = retry_after {
             let seconds = wait.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.headers_mut().insert(RETRY_AFTER, value);
@@ -78,6 +109,7 @@ pub async fn signup(
     let CredentialsRequest { username, password } = body.into_inner();
     let username = Username::parse(&username)?;
     let password = Password::parse(password)?;
+    let network = ClientInfo::from_request(&request, state.settings.trust_proxy_headers).network();
 
     // Cheap pre-check so duplicates do not cost an argon2 hash; the unique index
     // still decides races.
@@ -89,10 +121,19 @@ pub async fn signup(
     {
         return Err(AccountError::UsernameTaken);
     }
+    state
+        .signup_limiter
+        .admit(network, Instant::now())
+        .map_err(|retry| {
+            state
+                .metrics
+                .refused_signup_rate_limited
+                .fetch_add(1, Relaxed);
+            AccountError::SignupRateLimited(retry.0)
+        })?;
 
-    let password_hash = web::block(move || password::hash_password(&password))
-        .await
-        .map_err(InternalError::from)??;
+    // No database connection is held while the hash is computed.
+    let password_hash = state.hashing.hash(network, password).await??;
     let now = db::now_unix();
     let user = db::run(&state.pool, move |connection| {
         users::create_user(connection, &username, &password_hash, now).map_err(
@@ -122,37 +163,50 @@ pub async fn login(
         password,
     } = body.into_inner();
     let password = Password::for_login(password)?;
-    let client = ClientInfo::from_request(&request, state.settings.trust_proxy_headers);
+    let network = ClientInfo::from_request(&request, state.settings.trust_proxy_headers).network();
     let limiter = &state.login_limiter;
-    limiter
-        .check(&raw_username, client.ip, Instant::now())
-        .map_err(|retry| AccountError::RateLimited(retry.0))?;
+    let rate_limited = |retry: RetryAfter| {
+        state
+            .metrics
+            .refused_login_rate_limited
+            .fetch_add(1, Relaxed);
+        AccountError::RateLimited(retry.0)
+    };
 
-    // A malformed name cannot exist; it is verified against the dummy hash like any
-    // unknown name so the response looks the same.
-    let username = Username::parse(&raw_username).ok();
-    let user = db::run(&state.pool, move |connection| {
-        let user = match &username {
-            Some(username) => users::find_by_username(connection, username)?,
-            None => None,
-        };
-        let verified = match &user {
-            Some(user) => password::verify_password(&password, &user.password_hash),
-            None => {
-                password::verify_against_dummy(&password);
-                false
-            }
-        };
-        Ok::<_, InternalError>(user.filter(|_| verified))
-    })
-    .await?;
-
-    let Some(user) = user else {
-        limiter.record_failure(&raw_username, client.ip, Instant::now());
-        tracing::info!(username = %raw_username, ip = ?client.ip, "failed log-in");
+    // A malformed name cannot be an account: refused without hashing (the naming rules
+    // are public, so this tells nothing), counted against the address only, and never
+    // used as a rate-limit key.
+    let Ok(username) = Username::parse(&raw_username) else {
+        limiter
+            .record_malformed_name(network, Instant::now())
+            .map_err(rate_limited)?;
+        tracing::info!(username = %LogField(&raw_username), network = ?network, "failed log-in: malformed name");
         return Err(AccountError::InvalidCredentials);
     };
-    limiter.record_success(&raw_username);
+    let attempt = limiter
+        .begin(&username, network, Instant::now())
+        .map_err(rate_limited)?;
+
+    let lookup = username.clone();
+    let user = db::run(&state.pool, move |connection| {
+        users::find_by_username(connection, &lookup).map_err(InternalError::from)
+    })
+    .await?;
+    // The connection went back to the pool before the (slow) password check.
+    let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
+    let verified = match state.hashing.verify(network, password, stored_hash).await {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            attempt.cancelled(Instant::now());
+            return Err(refusal.into());
+        }
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        attempt.failed(Instant::now());
+        tracing::info!(username = %username, network = ?network, "failed log-in");
+        return Err(AccountError::InvalidCredentials);
+    };
+    attempt.succeeded(Instant::now());
     let cookie = session::start_session(&request, &state, &user).await?;
     Ok(HttpResponse::Ok()
         .cookie(cookie)

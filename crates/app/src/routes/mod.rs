@@ -17,6 +17,7 @@ use crate::error::json_error;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(web::resource("/healthz").route(get_or_head().to(health::healthz)))
+        .service(web::resource("/metrics").route(web::get().to(health::metrics)))
         .service(web::resource("/ws").route(web::get().to(crate::chat::session::socket)))
         .service(
             web::scope("/api")

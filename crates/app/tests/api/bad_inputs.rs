@@ -241,8 +241,8 @@ async fn bad_live_requests_are_refused_and_write_nothing() {
             "invalid_title",
         ),
         (
-            "title with newline",
-            json!({"title": "a\nb"}),
+            "title with a NUL",
+            json!({"title": "a\u{0}b"}),
             400,
             "invalid_title",
         ),

@@ -1,97 +1,15 @@
 //! The real-time socket (`/ws`): chat, moderation, viewer counts, live events, and the
 //! origin check, over real WebSockets.
 
-use std::time::Duration;
+use std::net::Ipv4Addr;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{ORIGIN, TestApp, client, session_set_cookie, spawn_app, spawn_app_with};
-
-/// How long to wait for an expected socket message.
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Socket {
-    /// Opens `/ws` from this site's origin, with a session cookie if given.
-    async fn open(app: &TestApp, cookie: Option<&str>) -> Socket {
-        let url = format!("{}/ws", app.address.replace("http://", "ws://"));
-        let mut request = url.into_client_request().expect("request");
-        request
-            .headers_mut()
-            .insert("Origin", ORIGIN.parse().expect("header"));
-        if let Some(cookie) = cookie {
-            request
-                .headers_mut()
-                .insert("Cookie", cookie.parse().expect("header"));
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("socket opens");
-        Socket { ws }
-    }
-
-    /// Opens a socket and joins `channel`, consuming the join replies.
-    async fn joined(app: &TestApp, cookie: Option<&str>, channel: &str) -> Socket {
-        let mut socket = Socket::open(app, cookie).await;
-        socket
-            .send(json!({"type": "live:join", "channel": channel}))
-            .await;
-        socket.expect("live:state").await;
-        socket.expect("chat:history").await;
-        socket
-    }
-
-    async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::text(message.to_string()))
-            .await
-            .expect("send");
-    }
-
-    /// The next message of type `kind`, skipping others.
-    async fn expect(&mut self, kind: &str) -> Value {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let frame = self.ws.next().await.expect("socket open").expect("frame");
-                if let Message::Text(text) = frame {
-                    let message: Value = serde_json::from_str(text.as_str()).expect("json");
-                    if message["type"] == kind {
-                        return message;
-                    }
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} message within {WAIT:?}"))
-    }
-
-    /// Waits for a `live:viewers` message with `count`.
-    async fn expect_viewers(&mut self, count: u64) {
-        tokio::time::timeout(WAIT, async {
-            while self.expect("live:viewers").await["count"] != count {}
-        })
-        .await
-        .unwrap_or_else(|_| panic!("viewer count never became {count}"));
-    }
-}
-
-/// Signs `username` up and returns the `Cookie` header value of its session.
-async fn session(app: &TestApp, username: &str) -> (reqwest::Client, String) {
-    let client = client();
-    let response = app.signup(&client, username).await;
-    assert_eq!(response.status(), 201);
-    let set_cookie = session_set_cookie(&response);
-    let cookie = set_cookie.split(';').next().expect("cookie").to_owned();
-    (client, cookie)
-}
+use crate::helpers::{client, spawn_app, spawn_app_with};
+use crate::socket_client::{Socket, WAIT, session};
 
 #[tokio::test]
 async fn chat_reaches_everyone_as_plain_text_and_is_stored() {
@@ -137,39 +55,54 @@ async fn chat_reaches_everyone_as_plain_text_and_is_stored() {
     assert_eq!(app.count("chat_messages"), 1);
 }
 
+/// The count as `docs/protocol.md` defines it: the owner never counts, the tabs of one
+/// signed-in session count once, anonymous sockets once per address.
 #[tokio::test]
-async fn viewer_count_is_pushed_listed_and_its_peak_kept() {
+async fn viewer_count_counts_people_not_tabs_and_its_peak_is_kept() {
     let app = spawn_app().await;
     let (alice, alice_cookie) = session(&app, "alice").await;
+    let (_, bob_cookie) = session(&app, "bob").await;
+    let (_, carol_cookie) = session(&app, "carol").await;
     app.start_live(&alice, "Counting").await;
-    let mut owner = Socket::joined(&app, Some(&alice_cookie), "alice").await;
+    let from = |last: u8| Ipv4Addr::new(127, 0, 0, last);
+    let mut owner = Socket::joined_from(&app, Some(&alice_cookie), "alice", from(1)).await;
     owner.expect_viewers(0).await;
 
-    let first = Socket::joined(&app, None, "alice").await;
+    // Two anonymous tabs on one address count once; another address counts again.
+    let first = Socket::joined_from(&app, None, "alice", from(2)).await;
     owner.expect_viewers(1).await;
-    let mut second = Socket::joined(&app, None, "alice").await;
+    let same_address = Socket::joined_from(&app, None, "alice", from(2)).await;
+    let mut elsewhere = Socket::joined_from(&app, None, "alice", from(3)).await;
     owner.expect_viewers(2).await;
-    second.expect_viewers(2).await;
+    // Two tabs of bob's session count once; carol, on bob's address, counts too.
+    let _bob_tab = Socket::joined_from(&app, Some(&bob_cookie), "alice", from(4)).await;
+    let _bob_other_tab = Socket::joined_from(&app, Some(&bob_cookie), "alice", from(4)).await;
+    let _carol = Socket::joined_from(&app, Some(&carol_cookie), "alice", from(4)).await;
+    owner.expect_viewers(4).await;
+    elsewhere.expect_viewers(4).await;
     let lives: Value = app.get(&client(), "/api/lives").await.json().await.unwrap();
-    assert_eq!(lives[0]["viewers"], 2, "{lives}");
+    assert_eq!(lives[0]["viewers"], 4, "{lives}");
 
+    // The address stays counted while one of its tabs is open.
     drop(first);
-    owner.expect_viewers(1).await;
-    second.expect_viewers(1).await;
+    drop(elsewhere);
+    owner.expect_viewers(3).await;
+    drop(same_address);
+    owner.expect_viewers(2).await;
 
     let response = app.post(&alice, "/api/lives/stop", &json!({})).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(second.expect("live:ended").await["channel"], "alice");
+    assert_eq!(owner.expect("live:ended").await["channel"], "alice");
     let history: Value = app
         .get(&client(), "/api/users/alice/lives")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(history[0]["peak_viewers"], 2, "{history}");
+    assert_eq!(history[0]["peak_viewers"], 4, "{history}");
 
     app.start_live(&alice, "Again").await;
-    let started = second.expect("live:started").await;
+    let started = owner.expect("live:started").await;
     assert_eq!(started["live"]["title"], "Again");
 }
 
@@ -322,14 +255,8 @@ async fn unknown_channels_and_oversized_frames() {
         .send(Message::text("x".repeat(64 * 1024)))
         .await
         .expect("send");
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match socket.ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "an oversized frame closes the socket");
+    assert!(
+        socket.closed_within(WAIT).await,
+        "an oversized frame closes the socket"
+    );
 }

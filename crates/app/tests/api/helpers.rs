@@ -46,6 +46,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     ]);
     let mut settings =
         Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");
+    // Every test client comes from 127.0.0.1: the per-address limits on sign-ups and on
+    // concurrent password checks are raised here, and the tests of those limits set
+    // their own values (or send from other addresses).
+    settings.signup_rate_limit.max_per_network = 10_000;
+    settings.hashing.queue = 64;
+    settings.hashing.per_client = 64;
     customize(&mut settings);
     let application = Application::build(settings).await.expect("app starts");
     let address = format!("http://127.0.0.1:{}", application.port());

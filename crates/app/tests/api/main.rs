@@ -10,4 +10,6 @@ mod lives;
 mod pages;
 mod rate_limit;
 mod sessions;
+mod socket_client;
+mod sockets;
 mod tokens;

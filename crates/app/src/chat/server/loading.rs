@@ -1,6 +1,6 @@
 //! Loading a room's state and recent history from the database.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{
@@ -34,7 +34,7 @@ pub(super) async fn load_room(
             }),
             members: HashSet::new(),
             banned: banned.into_iter().collect(),
-            viewer_count: 0,
+            viewers: HashMap::new(),
             sent_count: None,
         }))
     })

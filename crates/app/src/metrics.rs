@@ -1,0 +1,142 @@
+//! The app's counters and gauges, rendered in the Prometheus text format by
+//! `GET /metrics`. Plain atomics, bumped where things happen.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Every counter and gauge of the app.
+#[derive(Debug, Default)]
+pub struct AppMetrics {
+    /// Password jobs waiting for a hashing worker.
+    pub hash_queued: AtomicI64,
+    /// Password jobs being computed.
+    pub hash_running: AtomicI64,
+    pub hash_completed: AtomicU64,
+    /// Jobs skipped because their requester went away while queued.
+    pub hash_abandoned: AtomicU64,
+    /// Bytes of argon2 memory the hashing workers hold.
+    pub hash_memory_bytes: AtomicI64,
+    pub refused_hash_queue_full: AtomicU64,
+    pub refused_hash_client_share: AtomicU64,
+    pub refused_login_rate_limited: AtomicU64,
+    pub refused_signup_rate_limited: AtomicU64,
+    pub refused_socket_cap: AtomicU64,
+    pub body_read_timeouts: AtomicU64,
+    /// Open `/ws` sockets.
+    pub sockets_open: AtomicI64,
+    /// Sockets dropped because their outbox was full (the client does not keep up).
+    pub sockets_dropped_slow: AtomicU64,
+    /// Sockets closed because one send to the client did not complete in time.
+    pub sockets_send_timeouts: AtomicU64,
+    pub sockets_heartbeat_timeouts: AtomicU64,
+    /// Sockets closed because their session logged out.
+    pub sockets_ended_by_logout: AtomicU64,
+}
+
+impl AppMetrics {
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "app_password_hash_queued",
+            "Password jobs waiting for a hashing worker.",
+            self.hash_queued.load(Relaxed),
+        );
+        gauge(
+            "app_password_hash_running",
+            "Password jobs being computed.",
+            self.hash_running.load(Relaxed),
+        );
+        gauge(
+            "app_password_hash_memory_bytes",
+            "Argon2 memory held by the hashing workers.",
+            self.hash_memory_bytes.load(Relaxed),
+        );
+        gauge(
+            "app_sockets_open",
+            "Open /ws sockets.",
+            self.sockets_open.load(Relaxed),
+        );
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "app_password_hash_completed_total",
+            "Password jobs computed.",
+            self.hash_completed.load(Relaxed),
+        );
+        counter(
+            "app_password_hash_abandoned_total",
+            "Queued password jobs skipped because the client went away.",
+            self.hash_abandoned.load(Relaxed),
+        );
+        counter(
+            "app_body_read_timeouts_total",
+            "Requests whose body did not arrive in time (408).",
+            self.body_read_timeouts.load(Relaxed),
+        );
+        counter(
+            "app_sockets_dropped_slow_total",
+            "Sockets dropped because the client did not read fast enough.",
+            self.sockets_dropped_slow.load(Relaxed),
+        );
+        counter(
+            "app_sockets_send_timeouts_total",
+            "Sockets closed because a send to the client timed out.",
+            self.sockets_send_timeouts.load(Relaxed),
+        );
+        counter(
+            "app_sockets_heartbeat_timeouts_total",
+            "Sockets closed because the client went silent.",
+            self.sockets_heartbeat_timeouts.load(Relaxed),
+        );
+        counter(
+            "app_sockets_ended_by_logout_total",
+            "Sockets closed because their session logged out.",
+            self.sockets_ended_by_logout.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP app_refusals_total Requests refused to protect the server, by reason.\n\
+             # TYPE app_refusals_total counter"
+        );
+        for (reason, value) in [
+            ("hash_queue_full", &self.refused_hash_queue_full),
+            ("hash_client_share", &self.refused_hash_client_share),
+            ("login_rate_limited", &self.refused_login_rate_limited),
+            ("signup_rate_limited", &self.refused_signup_rate_limited),
+            ("socket_cap", &self.refused_socket_cap),
+        ] {
+            let _ = writeln!(
+                out,
+                "app_refusals_total{{reason=\"{reason}\"}} {}",
+                value.load(Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_once() {
+        let metrics = AppMetrics::default();
+        metrics.refused_socket_cap.fetch_add(3, Relaxed);
+        let text = metrics.render();
+        assert!(text.contains("app_refusals_total{reason=\"socket_cap\"} 3"));
+        assert_eq!(text.matches("# TYPE app_refusals_total").count(), 1);
+        assert!(text.contains("app_password_hash_queued 0"));
+    }
+}
