@@ -15,8 +15,6 @@ use crate::domain::Origin;
 pub const DEFAULT_MEDIA_TOKEN_SECRET_FILE: &str = "data/media-token-secret";
 /// Default database file.
 pub const DEFAULT_DATABASE_PATH: &str = "data/privatehub.sqlite";
-/// Shortest accepted media-token secret, in bytes (HS256 wants at least 256 bits).
-pub const MIN_MEDIA_TOKEN_SECRET_LEN: usize = 32;
 
 /// The app's configuration. Fields are public so tests can adjust them after
 /// [`Settings::from_lookup`].
@@ -295,12 +293,11 @@ fn parse_database_url(raw: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// Refuses short secrets and the published example values (anyone could sign media
+/// tokens with those); the rule is shared with the media server.
 fn check_secret(secret: &str, variable: &'static str) -> Result<SecretString, SettingsError> {
-    if secret.len() < MIN_MEDIA_TOKEN_SECRET_LEN {
-        return Err(invalid(
-            variable,
-            format!("the secret must be at least {MIN_MEDIA_TOKEN_SECRET_LEN} bytes long"),
-        ));
+    if let Some(problem) = privatehub_protocol::media_token::media_token_secret_problem(secret) {
+        return Err(invalid(variable, format!("the secret {problem}")));
     }
     Ok(SecretString::from(secret.to_owned()))
 }
@@ -410,6 +407,10 @@ mod tests {
             ("MEDIA_PUBLIC_URL", "ftp://x"),
             ("NEXT_PUBLIC_MEDIA_SERVER_URL", "nope"),
             ("MEDIA_TOKEN_SECRET", "short"),
+            (
+                "MEDIA_TOKEN_SECRET",
+                "change-me-to-the-output-of-openssl-rand-hex-32",
+            ),
             ("MEDIA_TOKEN_TTL_SECONDS", "0"),
             ("TRUST_PROXY_HEADERS", "maybe"),
             ("DATABASE_URL", "postgres://x/y"),

@@ -339,3 +339,57 @@ async fn huge_chunked_body_is_refused_cleanly() {
     );
     assert_eq!(app.count("users"), 0);
 }
+
+/// A body announced but sent a few bytes at a time is not waited for forever: the
+/// request is answered `408 body_timeout` and the connection closed, for a handler that
+/// reads its body and for one that does not.
+#[tokio::test]
+async fn slowly_sent_bodies_time_out_and_free_the_connection() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut slow_clients = Vec::new();
+    for path in ["/api/auth/login", "/api/auth/logout"] {
+        let address = address.clone();
+        slow_clients.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {address}\r\nOrigin: {ORIGIN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"user"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            let mut received = Vec::new();
+            // Read until the server closes the connection (or 30 s pass).
+            let read_all = async {
+                let mut buffer = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&buffer[..n]),
+                    }
+                }
+            };
+            let closed = tokio::time::timeout(Duration::from_secs(30), read_all)
+                .await
+                .is_ok();
+            (
+                path,
+                closed,
+                started.elapsed(),
+                String::from_utf8_lossy(&received).into_owned(),
+            )
+        }));
+    }
+    for client in slow_clients {
+        let (path, closed, took, response) = client.await.unwrap();
+        assert!(closed, "{path}: connection still open after {took:?}");
+        println!("{path}: closed after {took:?}");
+        if path == "/api/auth/login" {
+            assert!(response.starts_with("HTTP/1.1 408"), "{path}: {response}");
+            assert!(response.contains("body_timeout"), "{path}: {response}");
+        }
+    }
+}

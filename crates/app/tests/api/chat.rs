@@ -260,3 +260,20 @@ async fn unknown_channels_and_oversized_frames() {
         "an oversized frame closes the socket"
     );
 }
+
+/// A message cannot reorder or hide text, nor fake a line of its own.
+#[tokio::test]
+async fn chat_lines_and_titles_lose_reordering_characters_and_line_breaks() {
+    let app = spawn_app().await;
+    let (alice, _) = session(&app, "alice").await;
+    let (_, bob_cookie) = session(&app, "bob").await;
+    let live = app
+        .start_live(&alice, "Cooking\u{202E}\n night\u{200B}")
+        .await;
+    assert_eq!(live["title"], "Cooking  night");
+    let mut bob = Socket::joined(&app, Some(&bob_cookie), "alice").await;
+    bob.send(json!({"type": "chat:send", "text": "hi\nalice: I am the admin \u{2066}gpj.exe\u{2069}\u{FEFF}"}))
+        .await;
+    let message = bob.expect("chat:message").await["message"].clone();
+    assert_eq!(message["text"], "hi alice: I am the admin gpj.exe");
+}
