@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,25 @@ pub struct WorkerHandle {
     pub commands: UnboundedSender<Command>,
     pub rtc_addr: SocketAddr,
     pub peers: AtomicUsize,
+    /// A command could not be delivered: the worker's thread is gone (logged once).
+    stopped: AtomicBool,
 }
+
+impl WorkerHandle {
+    pub fn new(commands: UnboundedSender<Command>, rtc_addr: SocketAddr) -> Self {
+        WorkerHandle {
+            commands,
+            rtc_addr,
+            peers: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The peer's worker thread is gone; the peer was dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the media worker stopped")]
+pub struct WorkerStopped;
 
 #[derive(Default)]
 struct Registry {
@@ -184,7 +202,9 @@ impl Engine {
             }
         }
         // Reserve a place on the least-loaded worker now, so a burst of joins spreads.
-        let worker = self.least_loaded_worker();
+        let worker = self
+            .least_loaded_worker()
+            .ok_or_else(|| PrepareError::Internal("no media worker is running".into()))?;
         self.workers[worker].peers.fetch_add(1, Relaxed);
         let rtc_addr = self.workers[worker].rtc_addr;
         let (rtc, answer, local_ufrag) = self
@@ -216,18 +236,40 @@ impl Engine {
         Ok((new_peer, answer, worker))
     }
 
-    fn least_loaded_worker(&self) -> usize {
+    /// A stopped worker would look least loaded forever: skip it.
+    fn least_loaded_worker(&self) -> Option<usize> {
         self.workers
             .iter()
             .enumerate()
+            .filter(|(_, w)| !w.commands.is_closed())
             .min_by_key(|(_, w)| w.peers.load(Relaxed))
-            .map_or(0, |(k, _)| k)
+            .map(|(k, _)| k)
+    }
+
+    /// Hands `command` to `worker`; false if its thread is gone.
+    fn send_to_worker(&self, worker: usize, command: Command) -> bool {
+        let handle = &self.workers[worker];
+        if handle.commands.send(command).is_ok() {
+            return true;
+        }
+        if !handle.stopped.swap(true, Relaxed) {
+            tracing::error!(
+                worker,
+                "media worker stopped: its peers are dropped and it gets no new ones"
+            );
+        }
+        false
     }
 
     /// Registers a prepared peer (whose worker place [`Engine::prepare_peer`] reserved)
     /// and hands it to its worker. A publisher replaces the
     /// live's current publisher, which is told `replaced` and removed.
-    pub fn add_peer(&self, new_peer: NewPeer, worker: usize, notify: NoticeSender) {
+    pub fn add_peer(
+        &self,
+        new_peer: NewPeer,
+        worker: usize,
+        notify: NoticeSender,
+    ) -> Result<(), WorkerStopped> {
         let id = new_peer.id;
         let live = new_peer.live;
         let role = new_peer.role;
@@ -263,12 +305,14 @@ impl Engine {
                 .notify
                 .send(MediaServerMessage::Replaced { live_id: live });
             old_entry.notify.close();
-            let _ = self.workers[old_entry.worker]
-                .commands
-                .send(Command::RemovePeer {
-                    peer: old,
-                    reason: RemoveReason::Replaced,
-                });
+            let old_worker = old_entry.worker;
+            let command = Command::RemovePeer {
+                peer: old,
+                reason: RemoveReason::Replaced,
+            };
+            if !self.send_to_worker(old_worker, command) {
+                self.forget_peer(&mut registry, old, RemoveReason::WorkerStopped);
+            }
         }
         registry.peers.insert(
             id,
@@ -279,29 +323,33 @@ impl Engine {
                 notify,
             },
         );
-        drop(registry);
-        let _ = self.workers[worker]
-            .commands
-            .send(Command::AddPeer(Box::new(new_peer)));
+        // Under the lock: a stopped worker's peer is forgotten before anyone sees it.
+        if !self.send_to_worker(worker, Command::AddPeer(Box::new(new_peer))) {
+            self.forget_peer(&mut registry, id, RemoveReason::WorkerStopped);
+            return Err(WorkerStopped);
+        }
+        Ok(())
     }
 
     /// Asks the peer's worker to remove it (the registry is updated when it reports back).
     pub fn remove_peer(&self, peer: PeerId, reason: RemoveReason) {
-        let worker = self.registry().peers.get(&peer).map(|p| p.worker);
-        if let Some(worker) = worker {
-            let _ = self.workers[worker]
-                .commands
-                .send(Command::RemovePeer { peer, reason });
+        let mut registry = self.registry();
+        let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
+            return;
+        };
+        if !self.send_to_worker(worker, Command::RemovePeer { peer, reason }) {
+            self.forget_peer(&mut registry, peer, reason);
         }
     }
 
     /// A trickled ICE candidate from the client.
     pub fn remote_candidate(&self, peer: PeerId, candidate: Candidate) {
-        let worker = self.registry().peers.get(&peer).map(|p| p.worker);
-        if let Some(worker) = worker {
-            let _ = self.workers[worker]
-                .commands
-                .send(Command::RemoteCandidate { peer, candidate });
+        let mut registry = self.registry();
+        let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
+            return;
+        };
+        if !self.send_to_worker(worker, Command::RemoteCandidate { peer, candidate }) {
+            self.forget_peer(&mut registry, peer, RemoveReason::WorkerStopped);
         }
     }
 
@@ -361,49 +409,52 @@ impl Engine {
                     }
                 }
             }
-            CoreOutput::Removed {
-                peer, live, reason, ..
-            } => {
-                let mut registry = self.registry();
-                let Some(entry) = registry.peers.remove(peer) else {
-                    return;
-                };
-                self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
-                self.metrics.peers.fetch_sub(1, Relaxed);
-                if *reason != RemoveReason::Left {
-                    entry.notify.close();
-                }
-                let Registry { lives, peers } = &mut *registry;
-                let Some(live_entry) = lives.get_mut(live) else {
-                    return;
-                };
-                match entry.role {
-                    Role::Publisher => {
-                        self.metrics.publishers.fetch_sub(1, Relaxed);
-                        if live_entry.publisher == Some(*peer) {
-                            live_entry.publisher = None;
-                            live_entry.publisher_connected = false;
-                            live_entry.publisher_stalled = false;
-                            for viewer in &live_entry.viewers {
-                                if let Some(v) = peers.get(viewer) {
-                                    v.notify
-                                        .send(MediaServerMessage::PublisherLeft { live_id: *live });
-                                }
-                            }
-                        }
-                    }
-                    Role::Viewer => {
-                        self.metrics.viewers.fetch_sub(1, Relaxed);
-                        live_entry.viewers.remove(peer);
-                    }
-                }
-                if live_entry.publisher.is_none() && live_entry.viewers.is_empty() {
-                    lives.remove(live);
-                    self.metrics.rooms.fetch_sub(1, Relaxed);
-                }
-                let _ = entry.live;
+            CoreOutput::Removed { peer, reason, .. } => {
+                self.forget_peer(&mut self.registry(), *peer, *reason);
             }
             _ => {}
+        }
+    }
+
+    /// Drops a removed peer from the registry: counts, its live, viewers told when their
+    /// publisher left, its session closed unless it left by itself. A no-op if unknown.
+    fn forget_peer(&self, registry: &mut Registry, peer: PeerId, reason: RemoveReason) {
+        let Some(entry) = registry.peers.remove(&peer) else {
+            return;
+        };
+        self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
+        self.metrics.peers.fetch_sub(1, Relaxed);
+        if reason != RemoveReason::Left {
+            entry.notify.close();
+        }
+        let live = entry.live;
+        let Registry { lives, peers } = registry;
+        let Some(live_entry) = lives.get_mut(&live) else {
+            return;
+        };
+        match entry.role {
+            Role::Publisher => {
+                self.metrics.publishers.fetch_sub(1, Relaxed);
+                if live_entry.publisher == Some(peer) {
+                    live_entry.publisher = None;
+                    live_entry.publisher_connected = false;
+                    live_entry.publisher_stalled = false;
+                    for viewer in &live_entry.viewers {
+                        if let Some(v) = peers.get(viewer) {
+                            v.notify
+                                .send(MediaServerMessage::PublisherLeft { live_id: live });
+                        }
+                    }
+                }
+            }
+            Role::Viewer => {
+                self.metrics.viewers.fetch_sub(1, Relaxed);
+                live_entry.viewers.remove(&peer);
+            }
+        }
+        if live_entry.publisher.is_none() && live_entry.viewers.is_empty() {
+            lives.remove(&live);
+            self.metrics.rooms.fetch_sub(1, Relaxed);
         }
     }
 
@@ -416,6 +467,7 @@ impl Engine {
     /// Tells every worker to close its peers and stop.
     pub fn shutdown(&self) {
         for worker in &self.workers {
+            // A worker that is already gone has nothing left to stop.
             let _ = worker.commands.send(Command::Shutdown);
         }
     }
@@ -433,6 +485,128 @@ pub fn core_config(settings: &MediaSettings) -> CoreConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use str0m::Rtc;
+    use str0m::media::{Direction, MediaKind};
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+    const LIVE: LiveId = LiveId(3);
+
+    /// An engine whose workers are plain channels the test holds (or drops, to play a
+    /// worker thread that died).
+    fn engine(workers: usize) -> (Engine, Vec<Option<UnboundedReceiver<Command>>>) {
+        let settings = MediaSettings::for_tests("engine-test-secret-0123456789abcdef", 40000, 2);
+        let mut handles = Vec::new();
+        let mut receivers = Vec::new();
+        for k in 0..workers {
+            let (tx, rx) = unbounded_channel();
+            let addr = SocketAddr::from(([127, 0, 0, 1], 40000 + k as u16));
+            handles.push(WorkerHandle::new(tx, addr));
+            receivers.push(Some(rx));
+        }
+        let metrics = Arc::new(Metrics::default());
+        (Engine::new(&settings, metrics, handles).unwrap(), receivers)
+    }
+
+    fn offer(role: Role) -> String {
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let dir = match role {
+            Role::Publisher => Direction::SendOnly,
+            Role::Viewer => Direction::RecvOnly,
+        };
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, dir, None, None, None);
+        api.add_media(MediaKind::Video, dir, None, None, None);
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    /// Prepares and adds a peer; returns it, its worker, the add result and its notices.
+    fn join(
+        engine: &Engine,
+        role: Role,
+        before_add: impl FnOnce(usize),
+    ) -> (PeerId, usize, Result<(), WorkerStopped>, SessionNotices) {
+        let (peer, _, worker) = engine
+            .prepare_peer(role, LIVE, &offer(role), Instant::now())
+            .unwrap();
+        before_add(worker);
+        let id = peer.id;
+        let (notify, notices) = notice_channel(engine.metrics.clone());
+        let added = engine.add_peer(peer, worker, notify);
+        (id, worker, added, notices)
+    }
+
+    /// Every count the registry keeps is back to zero.
+    fn assert_empty(engine: &Engine) {
+        assert_eq!(engine.counts(), (0, 0));
+        let m = &engine.metrics;
+        let gauges = [&m.rooms, &m.peers, &m.publishers, &m.viewers];
+        assert!(gauges.iter().all(|g| g.load(Relaxed) == 0), "{m:?}");
+        assert!(engine.workers.iter().all(|w| w.peers.load(Relaxed) == 0));
+    }
+
+    /// Whether the session was told to close (the engine does it synchronously).
+    fn closed(notices: &SessionNotices) -> bool {
+        use futures_util::FutureExt as _;
+        notices.close.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_peer_handed_to_a_stopped_worker_is_forgotten() {
+        let (engine, mut receivers) = engine(2);
+        let (_, worker, added, notices) = join(&engine, Role::Viewer, |worker| {
+            receivers[worker] = None;
+        });
+        assert!(added.is_err());
+        assert_empty(&engine);
+        assert!(closed(&notices), "the session is told to close");
+        assert!(engine.workers[worker].stopped.load(Relaxed));
+        // New peers go to the worker that still runs.
+        let (_, other, added, _) = join(&engine, Role::Viewer, |_| {});
+        assert!(added.is_ok());
+        assert_ne!(other, worker);
+        assert_eq!(engine.counts(), (1, 1));
+        // With no worker left, peers are refused up front.
+        receivers[other] = None;
+        let refused = engine.prepare_peer(Role::Viewer, LIVE, &offer(Role::Viewer), Instant::now());
+        assert!(matches!(refused, Err(PrepareError::Internal(_))));
+    }
+
+    #[test]
+    fn candidates_and_removals_for_a_stopped_worker_clean_up() {
+        let (engine, mut receivers) = engine(1);
+        let (publisher, worker, added, publisher_notices) = join(&engine, Role::Publisher, |_| {});
+        added.unwrap();
+        let (viewer, _, added, viewer_notices) = join(&engine, Role::Viewer, |_| {});
+        added.unwrap();
+        assert_eq!(engine.counts(), (1, 2));
+        // The worker dies with both peers on it.
+        receivers[worker] = None;
+        let candidate = str0m::Candidate::host(([127, 0, 0, 1], 5000).into(), "udp").unwrap();
+        engine.remote_candidate(viewer, candidate);
+        assert_eq!(engine.counts(), (1, 1), "the viewer is forgotten");
+        assert!(closed(&viewer_notices));
+        engine.remove_peer(publisher, RemoveReason::Left);
+        assert_empty(&engine);
+        // Left by itself: its session is already closing, no close signal needed.
+        assert!(!closed(&publisher_notices));
+    }
+
+    #[test]
+    fn a_replaced_publisher_on_a_stopped_worker_is_forgotten() {
+        let (engine, mut receivers) = engine(2);
+        let (old, old_worker, added, old_notices) = join(&engine, Role::Publisher, |_| {});
+        added.unwrap();
+        receivers[old_worker] = None;
+        let (new, _, added, _) = join(&engine, Role::Publisher, |_| {});
+        added.unwrap();
+        assert!(closed(&old_notices));
+        assert_eq!(engine.counts(), (1, 1));
+        assert_eq!(engine.metrics.publishers.load(Relaxed), 1);
+        assert_eq!(engine.workers[old_worker].peers.load(Relaxed), 0);
+        let registry = engine.registry();
+        assert!(!registry.peers.contains_key(&old));
+        assert_eq!(registry.lives[&LIVE].publisher, Some(new));
+    }
 
     #[tokio::test]
     async fn a_session_that_does_not_read_is_closed_not_queued_without_bound() {

@@ -77,11 +77,7 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         })?;
         let announced = SocketAddr::new(settings.announced_ip, *port);
         let (commands_tx, commands_rx) = unbounded_channel();
-        handles.push(WorkerHandle {
-            commands: commands_tx,
-            rtc_addr: announced,
-            peers: Default::default(),
-        });
+        handles.push(WorkerHandle::new(commands_tx, announced));
         let others = inbound_senders
             .iter()
             .enumerate()

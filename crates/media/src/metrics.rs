@@ -21,6 +21,7 @@ pub struct Metrics {
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub udp_send_errors: AtomicU64,
+    pub udp_recv_errors: AtomicU64,
     pub frames_forwarded: AtomicU64,
     pub channel_drops: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
@@ -84,7 +85,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -105,6 +106,11 @@ impl Metrics {
                 "media_udp_send_errors_total",
                 "Datagrams the socket refused.",
                 &self.udp_send_errors,
+            ),
+            (
+                "media_udp_recv_errors_total",
+                "UDP reads that failed (skipped; reads pause briefly if they keep failing).",
+                &self.udp_recv_errors,
             ),
             (
                 "media_frames_forwarded_total",

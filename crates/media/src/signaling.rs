@@ -364,7 +364,10 @@ impl Signaling {
         // Register first so the worker knows the peer before the client's first STUN
         // check; notices queued meanwhile are only read after the answer is sent.
         self.peer = Some(peer);
-        self.state.engine.add_peer(new_peer, worker, notify.clone());
+        self.state
+            .engine
+            .add_peer(new_peer, worker, notify.clone())
+            .map_err(|error| Refusal::new(MediaErrorCode::Internal, error.to_string(), true))?;
         let answer = MediaServerMessage::Answer {
             answer: SessionDescription {
                 kind: SdpKind::Answer,

@@ -24,6 +24,9 @@ pub const WORKER_CHANNEL_CAPACITY: usize = 1024;
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Datagrams read per wake-up before looking at other inputs.
 const RECV_BATCH: usize = 64;
+/// How long reads pause after a batch of nothing but errors (a failing socket), so the
+/// loop does not spin; timers and commands keep running meanwhile.
+const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Everything one worker thread needs.
 pub struct WorkerParts {
@@ -94,10 +97,14 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
     let mut shutting_down = false;
     // With one worker nobody else holds a sender and the channel is closed at once.
     let mut inbound_open = !others.is_empty();
+    // Set while reads are paused after a failing batch; `failing` logs that once.
+    let mut reads_paused_until: Option<Instant> = None;
+    let mut failing = false;
     loop {
         let deadline = core
             .next_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let resume_reads = reads_paused_until.unwrap_or(deadline);
         tokio::select! {
             biased;
             command = commands.recv() => match command {
@@ -108,23 +115,28 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
                 Some(command) => core.handle_command(Instant::now(), command),
             },
             _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
-            readable = socket.readable() => {
-                if readable.is_ok() {
-                    let (mut packets, mut bytes) = (0u64, 0u64);
-                    for _ in 0..RECV_BATCH {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, source)) => {
-                                packets += 1;
-                                bytes += n as u64;
-                                core.handle_datagram(Instant::now(), source, &buf[..n]);
-                            }
-                            Err(_) => break,
-                        }
-                        flush(&mut core, &socket, &others, &engine).await;
+            _ = tokio::time::sleep_until(resume_reads.into()), if reads_paused_until.is_some() => {
+                reads_paused_until = None;
+            }
+            readable = socket.readable(), if reads_paused_until.is_none() => {
+                let batch = match readable {
+                    Ok(()) => receive_batch(&socket, &mut buf, &mut core, &others, &engine).await,
+                    Err(error) => Batch::failed(error),
+                };
+                // One update per batch: the counters are shared by all workers.
+                metrics.packets_in.fetch_add(batch.packets, Relaxed);
+                metrics.bytes_in.fetch_add(batch.bytes, Relaxed);
+                metrics.udp_recv_errors.fetch_add(batch.errors, Relaxed);
+                if batch.is_failing() {
+                    if !failing {
+                        tracing::warn!(worker = index, error = ?batch.last_error, "UDP reads failing; retrying every {RECV_ERROR_BACKOFF:?}");
                     }
-                    // One update per batch: the counters are shared by all workers.
-                    metrics.packets_in.fetch_add(packets, Relaxed);
-                    metrics.bytes_in.fetch_add(bytes, Relaxed);
+                    failing = true;
+                    reads_paused_until = Some(Instant::now() + RECV_ERROR_BACKOFF);
+                } else if batch.packets > 0 {
+                    failing = false;
+                } else if batch.errors > 0 {
+                    tracing::debug!(worker = index, error = ?batch.last_error, "UDP read error skipped");
                 }
             }
             message = inbound.recv(), if inbound_open => match message {
@@ -138,6 +150,62 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
             return;
         }
     }
+}
+
+/// What one read batch got.
+#[derive(Debug, Default)]
+struct Batch {
+    packets: u64,
+    bytes: u64,
+    errors: u64,
+    /// Reads stopped at an error that is about the socket, not one datagram.
+    socket_failed: bool,
+    last_error: Option<std::io::Error>,
+}
+
+impl Batch {
+    fn failed(error: std::io::Error) -> Self {
+        Batch {
+            errors: 1,
+            socket_failed: true,
+            last_error: Some(error),
+            ..Batch::default()
+        }
+    }
+
+    /// Nothing but errors: reading again at once would spin.
+    fn is_failing(&self) -> bool {
+        self.socket_failed || (self.packets == 0 && self.errors >= RECV_BATCH as u64)
+    }
+}
+
+/// Reads up to [`RECV_BATCH`] datagrams into the core, flushing after each. A read error
+/// is counted and skipped: most concern one datagram (an ICMP unreachable for an
+/// earlier send surfaces as ECONNREFUSED on a later read) and the next read works.
+async fn receive_batch(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    core: &mut WorkerCore,
+    others: &[Sender<WorkerMessage>],
+    engine: &Engine,
+) -> Batch {
+    let mut batch = Batch::default();
+    for _ in 0..RECV_BATCH {
+        match socket.try_recv_from(buf) {
+            Ok((n, source)) => {
+                batch.packets += 1;
+                batch.bytes += n as u64;
+                core.handle_datagram(Instant::now(), source, &buf[..n]);
+                flush(core, socket, others, engine).await;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => {
+                batch.errors += 1;
+                batch.last_error = Some(error);
+            }
+        }
+    }
+    batch
 }
 
 async fn flush(
@@ -184,5 +252,68 @@ async fn flush(
     }
     if errors > 0 {
         metrics.udp_send_errors.fetch_add(errors, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MediaSettings;
+    use crate::metrics::Metrics;
+
+    /// On Linux a connected UDP socket reports an ICMP port unreachable for an earlier
+    /// send as ECONNREFUSED on its next read, before any datagram already queued.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_read_error_is_skipped_not_the_end_of_the_batch() {
+        let settings = MediaSettings::for_tests("worker-test-secret-0123456789abcdef", 40000, 1);
+        let metrics = Arc::new(Metrics::default());
+        let engine = Engine::new(&settings, metrics.clone(), Vec::new()).unwrap();
+        let announced = "127.0.0.1:40000".parse().unwrap();
+        let mut core = WorkerCore::new(announced, CoreConfig::default(), metrics);
+        let mut buf = vec![0u8; 2048];
+        // The ICMP normally arrives before `send` returns on loopback; if it was late
+        // the batch read only the datagram, and the set-up is repeated.
+        for _ in 0..20 {
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(peer.local_addr().unwrap()).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let socket = UdpSocket::from_std(socket).unwrap();
+            peer.send_to(b"queued first", socket.local_addr().unwrap())
+                .unwrap();
+            drop(peer);
+            socket.send(b"to a closed port").await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), socket.readable())
+                .await
+                .expect("readable")
+                .unwrap();
+            let batch = receive_batch(&socket, &mut buf, &mut core, &[], &engine).await;
+            if batch.errors == 0 {
+                continue;
+            }
+            assert_eq!(batch.errors, 1, "{batch:?}");
+            assert_eq!(
+                batch.last_error.as_ref().map(std::io::Error::kind),
+                Some(std::io::ErrorKind::ConnectionRefused)
+            );
+            assert_eq!(batch.packets, 1, "the datagram after the error is read too");
+            assert!(!batch.is_failing());
+            return;
+        }
+        panic!("no ICMP error was ever reported");
+    }
+
+    #[test]
+    fn only_a_batch_of_nothing_but_errors_pauses_reads() {
+        let errors = |packets, errors| Batch {
+            packets,
+            errors,
+            ..Batch::default()
+        };
+        assert!(!errors(0, 1).is_failing());
+        assert!(!errors(1, RECV_BATCH as u64 - 1).is_failing());
+        assert!(errors(0, RECV_BATCH as u64).is_failing());
+        assert!(Batch::failed(std::io::Error::other("driver gone")).is_failing());
     }
 }

@@ -72,6 +72,8 @@ pub enum RemoveReason {
     RtcPanic,
     /// The server is stopping.
     Shutdown,
+    /// The peer's worker thread is gone; the engine dropped the peer without it.
+    WorkerStopped,
 }
 
 /// A ready-made peer handed to a worker: the `Rtc` was built and the offer accepted off
