@@ -7,6 +7,7 @@
 
 mod harness;
 mod live_flow;
+mod login_redirect;
 mod nginx_flow;
 mod pages;
 mod smoke;
