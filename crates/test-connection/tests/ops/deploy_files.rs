@@ -136,7 +136,10 @@ fn units_point_at_the_documented_files() {
             "ProtectSystem=strict".into(),
             "PrivateTmp=yes".into(),
             "LimitNOFILE=".into(),
-            "Restart=on-failure".into(),
+            "Restart=always".into(),
+            "MemoryMax=".into(),
+            "MemoryHigh=".into(),
+            "TasksMax=".into(),
         ] {
             assert!(text.contains(&expected), "{unit} lacks {expected}");
         }
