@@ -28,7 +28,9 @@ async fn run() -> anyhow::Result<()> {
     let application = Application::build(settings).await?;
     tracing::info!(port = application.port(), url = %public_origin, "privatehub-app listening");
     application
-        .run_until_stopped()
+        .run_until_signalled()
         .await
-        .context("running the server")
+        .context("running the server")?;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -70,9 +70,42 @@ impl Application {
         &self.state
     }
 
-    /// Serves until the process is signalled (or the future is dropped).
+    /// Serves until the future is dropped (tests) or the server is stopped.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully: every socket is told
+    /// `server:restarting` and closed, requests in flight get up to
+    /// [`SHUTDOWN_TIMEOUT`] to finish, and the future returns.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let chat = self.state.chat.clone();
+        tokio::spawn(async move {
+            let signal = wait_for_stop_signal().await;
+            tracing::info!(signal, "stopping: telling sockets the server restarts");
+            chat.shutdown().await;
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+/// How long a stopping app waits for requests and sockets to finish.
+pub const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn wait_for_stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        },
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 
@@ -99,7 +132,11 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
-    .listen(listener)?;
+    .listen(listener)?
+    // Signals are handled by `Application::run_until_signalled`, which tells the
+    // sockets first.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());
     if let Some(workers) = workers {
         server = server.workers(workers);
     }

@@ -13,7 +13,7 @@ const MAX_RENDERED_MESSAGES = 200;
  * A self-reconnecting socket joined to one channel's room. Every server message is
  * dispatched as a `CustomEvent` named after its `type` (`chat:message`, `live:viewers`,
  * ...) with the message as `detail`. Also emits `open` and `down` (socket lost, a
- * reconnect is scheduled).
+ * reconnect is scheduled; `detail.restarting` after a `server:restarting` notice).
  */
 export class AppSocket extends EventTarget {
   constructor(channel) {
@@ -24,6 +24,8 @@ export class AppSocket extends EventTarget {
     this.pingTimer = null;
     this.pongTimer = null;
     this.stopped = false;
+    this.restartDelayMs = undefined;
+    this.serverRestarting = false;
   }
 
   connect() {
@@ -34,6 +36,7 @@ export class AppSocket extends EventTarget {
     this.ws = ws;
     ws.addEventListener('open', () => {
       this.backoff.reset();
+      this.serverRestarting = false;
       this.send({ type: 'user:online' });
       this.send({ type: 'live:join', channel: this.channel });
       this.pingTimer = setInterval(() => this.#ping(), PING_INTERVAL_MS);
@@ -50,6 +53,12 @@ export class AppSocket extends EventTarget {
         clearTimeout(this.pongTimer);
         return;
       }
+      if (message.type === 'server:restarting') {
+        // The close follows; come back after a random spread so a whole audience does
+        // not reconnect in the same instant.
+        this.restartDelayMs = (message.retry_after_ms || 1000) * (1 + 2 * Math.random());
+        this.serverRestarting = true;
+      }
       if (typeof message.type === 'string') this.#emit(message.type, message);
     });
     ws.addEventListener('close', () => {
@@ -57,8 +66,9 @@ export class AppSocket extends EventTarget {
       clearTimeout(this.pongTimer);
       if (this.ws !== ws || this.stopped) return;
       this.ws = null;
-      const delay = this.backoff.next();
-      this.#emit('down', { retryInMs: delay });
+      const delay = this.restartDelayMs ?? this.backoff.next();
+      this.restartDelayMs = undefined;
+      this.#emit('down', { retryInMs: delay, restarting: this.serverRestarting });
       setTimeout(() => this.connect(), delay);
     });
     ws.addEventListener('error', () => {});
@@ -252,8 +262,11 @@ export function mountChat(root, socket) {
       setStatus(message, code === 'banned' ? 'error' : 'warn', 6000);
     }
   });
-  socket.addEventListener('down', () => {
-    setStatus('Chat connection lost, reconnecting…', 'warn');
+  socket.addEventListener('down', (event) => {
+    const text = event.detail.restarting
+      ? 'The server is restarting, reconnecting…'
+      : 'Chat connection lost, reconnecting…';
+    setStatus(text, 'warn');
     input.disabled = true;
     sendButton.disabled = true;
   });

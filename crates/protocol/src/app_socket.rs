@@ -121,6 +121,10 @@ pub enum AppServerMessage {
     /// Reply to `ping`.
     #[serde(rename = "pong")]
     Pong,
+    /// The app is stopping (a restart or an upgrade); the socket closes right after.
+    /// Reconnect after a short random delay (`retry_after_ms` suggests the earliest).
+    #[serde(rename = "server:restarting")]
+    ServerRestarting { retry_after_ms: u64 },
 }
 
 /// A live as the socket describes it.
@@ -315,6 +319,12 @@ mod tests {
             r#"{"type":"error","code":"not_signed_in","message":"sign in"}"#,
         );
         check_server(AppServerMessage::Pong, r#"{"type":"pong"}"#);
+        check_server(
+            AppServerMessage::ServerRestarting {
+                retry_after_ms: 1000,
+            },
+            r#"{"type":"server:restarting","retry_after_ms":1000}"#,
+        );
     }
 
     #[test]

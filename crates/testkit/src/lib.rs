@@ -117,6 +117,35 @@ pub fn start_stack(options: StackOptions) -> RunningStack {
     }
 }
 
+impl RunningStack {
+    /// Starts the app again after a crash or a stop (same port, same database) and
+    /// waits until it is healthy.
+    pub fn restart_app(&mut self) {
+        self.app.restart();
+        wait_for_http_ok(&format!("{}/healthz", self.app_url), START_TIMEOUT).unwrap_or_else(
+            |error| {
+                panic!(
+                    "restarted app not healthy: {error}\n{}",
+                    self.app.log_tail(40)
+                )
+            },
+        );
+    }
+
+    /// Starts the media server again (same ports) and waits until it is healthy.
+    pub fn restart_media(&mut self) {
+        self.media.restart();
+        wait_for_http_ok(&format!("{}/healthz", self.media_url), START_TIMEOUT).unwrap_or_else(
+            |error| {
+                panic!(
+                    "restarted media server not healthy: {error}\n{}",
+                    self.media.log_tail(40)
+                )
+            },
+        );
+    }
+}
+
 /// A media server started on its own by [`start_media_server`].
 pub struct RunningMedia {
     pub url: String,

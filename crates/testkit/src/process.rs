@@ -22,41 +22,85 @@ pub struct ServiceProcess {
     name: String,
     child: Child,
     log_path: PathBuf,
+    working_dir: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl ServiceProcess {
     /// Starts binary `name` in `working_dir` with `env` added to a minimal environment
     /// (PATH, HOME and RUST_LOG from the test's own environment only).
     pub fn spawn(name: &str, working_dir: &Path, env: &[(String, String)]) -> ServiceProcess {
-        let binary = binary_path(name);
         let log_path = working_dir.join(format!("{name}.log"));
         let log = File::create(&log_path).expect("create service log file");
-        let mut command = Command::new(&binary);
-        command
-            .current_dir(working_dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", working_dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
+        let child = start_child(name, working_dir, env, log);
         ServiceProcess {
             name: name.to_owned(),
             child,
             log_path,
+            working_dir: working_dir.to_owned(),
+            env: env.to_vec(),
         }
     }
 
+    /// Starts the service again with the same settings (same ports, same data), its
+    /// output appended to the same log. Kills the old process first if it still runs.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = File::options()
+            .append(true)
+            .open(&self.log_path)
+            .expect("reopen service log file");
+        self.child = start_child(&self.name, &self.working_dir, &self.env, log);
+    }
+
+    /// Sends SIGTERM, as systemd does to stop a service.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn start_child(name: &str, working_dir: &Path, env: &[(String, String)], log: File) -> Child {
+    let binary = binary_path(name);
+    let mut command = Command::new(&binary);
+    command
+        .current_dir(working_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", working_dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()))
+}
+
+impl ServiceProcess {
     /// Process id, e.g. to read its CPU time or memory from /proc.
     pub fn pid(&self) -> u32 {
         self.child.id()

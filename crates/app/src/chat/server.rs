@@ -39,6 +39,9 @@ pub const CHAT_RATE_WINDOW: Duration = Duration::from_secs(5);
 pub const VIEWER_COUNT_INTERVAL: Duration = Duration::from_millis(250);
 /// Pending messages per socket before it is considered too slow and dropped.
 pub const OUTBOX_CAPACITY: usize = 256;
+/// What `server:restarting` suggests as the earliest reconnect; pages add a random
+/// spread so a crowd does not come back in the same instant.
+pub const RESTART_RETRY_AFTER_MS: u64 = 1000;
 
 /// Identifies one socket connection to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +85,11 @@ pub enum Command {
     },
     /// A log-in session ended: its sockets are closed.
     SessionEnded { session: SessionKey },
+    /// The app is stopping: every socket is told and closed; `done` fires once the
+    /// notices are queued.
+    Shutdown {
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// A socket closed.
     Disconnect { conn: ConnId },
     /// A socket sent a message.
@@ -125,6 +133,14 @@ impl ChatHandle {
     /// Closes every socket opened with `session` (log-out).
     pub fn session_ended(&self, session: SessionKey) {
         self.send(Command::SessionEnded { session });
+    }
+
+    /// Tells every socket the server is restarting and closes them; returns once the
+    /// notices are queued (or the chat server is gone).
+    pub async fn shutdown(&self) {
+        let (done, queued) = tokio::sync::oneshot::channel();
+        self.send(Command::Shutdown { done });
+        let _ = queued.await;
     }
 
     pub fn disconnect(&self, conn: ConnId) {
@@ -270,6 +286,10 @@ impl ChatServer {
                 );
             }
             Command::SessionEnded { session } => self.end_session(&session),
+            Command::Shutdown { done } => {
+                self.shut_down();
+                let _ = done.send(());
+            }
             Command::Disconnect { conn } => self.remove_conn(conn),
             Command::Client { conn, message } => self.client_message(conn, message).await,
             Command::LiveStarted { channel, live } => self.live_started(channel, live),
@@ -415,6 +435,18 @@ impl ChatServer {
     fn remove_conn(&mut self, conn: ConnId) {
         self.leave(conn);
         self.conns.remove(&conn);
+    }
+
+    /// Sends `server:restarting` to every socket and drops them all; rooms are
+    /// reloaded from the database by the next process.
+    fn shut_down(&mut self) {
+        let restarting = AppServerMessage::ServerRestarting {
+            retry_after_ms: RESTART_RETRY_AFTER_MS,
+        };
+        for (_, state) in self.conns.drain() {
+            let _ = state.outbox.try_send(restarting.clone());
+        }
+        self.rooms.clear();
     }
 
     /// Drops every socket of `session`; dropping their outboxes closes them.

@@ -216,6 +216,12 @@ async fn run_session(
                     Err(SendFailure::Closed) => break None,
                     Err(SendFailure::TimedOut) => break send_timed_out(),
                 }
+                if matches!(message, AppServerMessage::ServerRestarting { .. }) {
+                    break Some(CloseReason {
+                        code: CloseCode::Restart,
+                        description: Some("server restarting".into()),
+                    });
+                }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {

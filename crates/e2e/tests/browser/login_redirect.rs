@@ -52,7 +52,11 @@ async fn login_never_redirects_to_another_site() {
                 vec![],
             )
             .await;
-        assert_eq!(landed[0], app.as_str(), "next={next} left the site: {landed}");
+        assert_eq!(
+            landed[0],
+            app.as_str(),
+            "next={next} left the site: {landed}"
+        );
         assert_eq!(landed[1], expected, "next={next}");
     }
     browser.close().await;
