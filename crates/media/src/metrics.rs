@@ -35,6 +35,8 @@ pub struct Metrics {
     pub publisher_stalls: AtomicU64,
     pub sockets_refused: AtomicU64,
     pub notice_overflows: AtomicU64,
+    /// Signaling sockets closed because a send to the client timed out.
+    pub send_timeouts: AtomicU64,
     /// Open `/ws` sockets.
     pub signaling_sockets: AtomicI64,
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
@@ -85,7 +87,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -176,6 +178,11 @@ impl Metrics {
                 "media_notice_overflows_total",
                 "Signaling sockets closed because they fell too far behind reading notices.",
                 &self.notice_overflows,
+            ),
+            (
+                "media_signaling_send_timeouts_total",
+                "Signaling sockets closed because the client stopped reading (a send timed out).",
+                &self.send_timeouts,
             ),
         ];
         for (name, help, value) in counters {

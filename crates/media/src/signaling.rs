@@ -10,8 +10,14 @@
 //! One client cannot hurt the others: sockets per client IP are capped (`limits`, refused
 //! with `rate_limited` right after the upgrade), messages per socket are rate limited,
 //! trickled candidates are capped, engine notices wait in a bounded queue (a session
-//! that falls behind is closed), every send to the client has a timeout, and `Rtc`
-//! builds run on the blocking pool, at most one per core at a time.
+//! that falls behind is closed), and `Rtc` builds run on the blocking pool, at most one
+//! per core at a time.
+//!
+//! A client that stops reading is closed: actix-ws queues at most 32 outgoing frames, so
+//! once the TCP window and buffers are full a send waits; every send (replies, notices,
+//! pings) has a timeout, and any failed or timed-out send ends the session. The
+//! heartbeat goes first in the session's `select!`, so a client that keeps sending
+//! cannot starve it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,6 +46,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 /// Longest wait for one outgoing message to be accepted by a client's socket.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the close frame of a session whose sends still worked.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Remote ICE candidates accepted per socket; later ones are ignored.
 const MAX_CANDIDATES: usize = 32;
@@ -79,6 +87,7 @@ pub async fn ws_route(
             bucket: RATE_BURST,
             bucket_at: Instant::now(),
             candidates: 0,
+            gone: false,
         };
         let _slot = match slot {
             Ok(slot) => slot,
@@ -89,7 +98,7 @@ pub async fn ws_route(
                     .metrics
                     .sockets_refused
                     .fetch_add(1, Relaxed);
-                signaling
+                let _ = signaling
                     .error(MediaErrorCode::RateLimited, refused.message(), true)
                     .await;
                 signaling.close().await;
@@ -97,7 +106,7 @@ pub async fn ws_route(
             }
         };
         if !origin_allowed {
-            signaling
+            let _ = signaling
                 .error(MediaErrorCode::Forbidden, "origin not allowed", true)
                 .await;
             signaling.close().await;
@@ -166,7 +175,13 @@ struct Signaling {
     bucket_at: Instant,
     /// `candidate` messages accepted so far (capped at [`MAX_CANDIDATES`]).
     candidates: usize,
+    /// A send failed or timed out: nothing more is sent, not even a close frame.
+    gone: bool,
 }
+
+/// The client cannot be written to: its connection is gone, or it stopped reading.
+#[derive(Debug)]
+struct Gone;
 
 impl Signaling {
     async fn run(&mut self, mut stream: AggregatedMessageStream) {
@@ -176,13 +191,20 @@ impl Signaling {
             close: close_signal,
         } = notices;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut last_heard = Instant::now();
         loop {
-            // Biased: queued notices go out before a close signal sent after them
+            // Biased: the heartbeat first, or a client that always has a message ready
+            // would starve it; queued notices before a close signal sent after them
             // (`replaced` then close).
             tokio::select! {
                 biased;
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > CLIENT_TIMEOUT || self.ping().await.is_err() {
+                        break;
+                    }
+                }
                 Some(message) = notices.recv() => {
                     if self.send(&message).await.is_err() {
                         break;
@@ -195,29 +217,19 @@ impl Signaling {
                     let keep_going = match message {
                         Ok(AggregatedMessage::Text(text)) => self.on_text(&text, &notify).await,
                         Ok(AggregatedMessage::Binary(_)) => {
-                            self.error(MediaErrorCode::MessageTooLarge, "binary frames are not accepted", true).await;
+                            let _ = self.error(MediaErrorCode::MessageTooLarge, "binary frames are not accepted", true).await;
                             false
                         }
-                        Ok(AggregatedMessage::Ping(bytes)) => {
-                            let session = &mut self.session;
-                            within_send_timeout(session.pong(&bytes)).await.is_ok()
-                        }
+                        Ok(AggregatedMessage::Ping(bytes)) => self.pong(&bytes).await.is_ok(),
                         Ok(AggregatedMessage::Pong(_)) => true,
                         Ok(AggregatedMessage::Close(_)) => false,
                         Err(actix_ws::ProtocolError::Overflow) => {
-                            self.error(MediaErrorCode::MessageTooLarge, "message too large", true).await;
+                            let _ = self.error(MediaErrorCode::MessageTooLarge, "message too large", true).await;
                             false
                         }
                         Err(_) => false,
                     };
                     if !keep_going {
-                        break;
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > CLIENT_TIMEOUT
-                        || within_send_timeout(self.session.ping(b"")).await.is_err()
-                    {
                         break;
                     }
                 }
@@ -233,7 +245,8 @@ impl Signaling {
     /// Handles one text message; returns false when the socket must close.
     async fn on_text(&mut self, text: &str, notify: &NoticeSender) -> bool {
         if !self.take_token() {
-            self.error(MediaErrorCode::RateLimited, "too many messages", true)
+            let _ = self
+                .error(MediaErrorCode::RateLimited, "too many messages", true)
                 .await;
             return false;
         }
@@ -244,9 +257,10 @@ impl Signaling {
         match result {
             Ok(keep_going) => keep_going,
             Err(refusal) => {
-                self.error(refusal.code, &refusal.message, refusal.close)
+                let sent = self
+                    .error(refusal.code, &refusal.message, refusal.close)
                     .await;
-                !refusal.close
+                sent.is_ok() && !refusal.close
             }
         }
     }
@@ -257,10 +271,7 @@ impl Signaling {
         notify: &NoticeSender,
     ) -> Result<bool, Refusal> {
         match message {
-            MediaClientMessage::Ping => {
-                let _ = self.send(&MediaServerMessage::Pong).await;
-                Ok(true)
-            }
+            MediaClientMessage::Ping => Ok(self.send(&MediaServerMessage::Pong).await.is_ok()),
             MediaClientMessage::Leave => {
                 if let Some(peer) = self.peer.take() {
                     self.state.engine.remove_peer(peer, RemoveReason::Left);
@@ -401,42 +412,89 @@ impl Signaling {
         }
     }
 
-    async fn send(&mut self, message: &MediaServerMessage) -> Result<(), actix_ws::Closed> {
+    async fn send(&mut self, message: &MediaServerMessage) -> Result<(), Gone> {
         let text = serde_json::to_string(message).unwrap_or_default();
-        within_send_timeout(self.session.text(text)).await
+        let sent = within_send_timeout(SEND_TIMEOUT, self.session.text(text)).await;
+        self.sent(sent)
     }
 
-    async fn error(&mut self, code: MediaErrorCode, message: &str, close: bool) {
+    async fn ping(&mut self) -> Result<(), Gone> {
+        let sent = within_send_timeout(SEND_TIMEOUT, self.session.ping(b"")).await;
+        self.sent(sent)
+    }
+
+    async fn pong(&mut self, bytes: &[u8]) -> Result<(), Gone> {
+        let sent = within_send_timeout(SEND_TIMEOUT, self.session.pong(bytes)).await;
+        self.sent(sent)
+    }
+
+    /// Every send goes through here: one failure and the session is done.
+    fn sent(&mut self, sent: Result<(), SendFailed>) -> Result<(), Gone> {
+        if self.gone {
+            return Err(Gone);
+        }
+        match sent {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                if failure == SendFailed::TimedOut {
+                    self.state.metrics.send_timeouts.fetch_add(1, Relaxed);
+                    tracing::debug!(peer = ?self.peer, "signaling client stopped reading; closing");
+                }
+                self.gone = true;
+                Err(Gone)
+            }
+        }
+    }
+
+    async fn error(
+        &mut self,
+        code: MediaErrorCode,
+        message: &str,
+        close: bool,
+    ) -> Result<(), Gone> {
         self.state.metrics.signaling_errors.fetch_add(1, Relaxed);
-        let _ = self
-            .send(&MediaServerMessage::Error {
-                code,
-                message: message.to_owned(),
-                close,
-            })
-            .await;
+        self.send(&MediaServerMessage::Error {
+            code,
+            message: message.to_owned(),
+            close,
+        })
+        .await
     }
 
+    /// Sends a close frame unless a send already failed: then the frame would only wait
+    /// behind the ones the client is not reading. Dropping the session ends the socket.
     async fn close(&mut self) {
-        let _ = self
-            .session
-            .clone()
-            .close(Some(CloseReason {
-                code: CloseCode::Normal,
-                description: None,
-            }))
-            .await;
+        if self.gone {
+            return;
+        }
+        self.gone = true;
+        let close = self.session.clone().close(Some(CloseReason {
+            code: CloseCode::Normal,
+            description: None,
+        }));
+        let _ = within_send_timeout(CLOSE_TIMEOUT, close).await;
     }
 }
 
-/// A send to a client that does not read (its TCP window stays full) would wait forever
-/// and pin the session; after [`SEND_TIMEOUT`] the session gives up and closes instead.
+/// Why a send to the client did not go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailed {
+    /// The socket is closed.
+    Closed,
+    /// Not accepted within the timeout: the client does not read (its TCP window and
+    /// actix-ws's queue of 32 frames are full).
+    TimedOut,
+}
+
 async fn within_send_timeout(
+    timeout: Duration,
     send: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
-) -> Result<(), actix_ws::Closed> {
-    tokio::time::timeout(SEND_TIMEOUT, send)
-        .await
-        .unwrap_or(Err(actix_ws::Closed))
+) -> Result<(), SendFailed> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(actix_ws::Closed)) => Err(SendFailed::Closed),
+        Err(_) => Err(SendFailed::TimedOut),
+    }
 }
 
 /// Parses a client message, telling malformed JSON from an unknown `type`.

@@ -9,4 +9,5 @@ mod limits;
 mod load;
 mod media_flow;
 mod memory;
+mod slow_reader;
 mod stun;
