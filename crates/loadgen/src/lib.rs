@@ -5,6 +5,7 @@
 //! viewer, loss, forwarding delay and join time ([`RunReport`]); [`summary`] turns many
 //! runs into `docs/benchmarks.md`, an SVG plot and `results.json`.
 
+pub mod bot;
 mod driver;
 pub mod metrics_scrape;
 pub mod payload;

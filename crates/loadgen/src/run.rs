@@ -69,7 +69,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Shared {
             stop: AtomicBool::new(false),
             publisher_connected: AtomicBool::new(false),
@@ -95,13 +95,13 @@ impl Drop for StopOnDrop {
     }
 }
 
-struct Crypto {
+pub(crate) struct Crypto {
     cert: DtlsCert,
     provider: Arc<CryptoProvider>,
 }
 
 impl Crypto {
-    fn new() -> Result<Self, LoadgenError> {
+    pub(crate) fn new() -> Result<Self, LoadgenError> {
         let provider = str0m::crypto::from_feature_flags();
         let cert = provider
             .dtls_provider
@@ -125,7 +125,7 @@ impl Crypto {
 }
 
 /// A bound bot socket and its `Rtc` with the host candidate added.
-fn new_bot(
+pub(crate) fn new_bot(
     crypto: &Crypto,
     bind_ip: IpAddr,
     rtp_mode: bool,

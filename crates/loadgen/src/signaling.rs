@@ -193,7 +193,7 @@ pub fn make_offer(rtc: &mut Rtc, direction: Direction) -> Result<LocalOffer, Loa
 }
 
 /// Joins PrivateHub as publisher or viewer with `offer` made by `rtc`, and accepts the
-/// server's answer.
+/// server's answer. The token is minted here with the target's secret.
 pub fn privatehub_join(
     target: &ServerTarget,
     role: MediaRole,
@@ -210,11 +210,25 @@ pub fn privatehub_join(
     else {
         return Err(LoadgenError::Signaling("not a PrivateHub target".into()));
     };
-    let mut socket = connect(ws_url, Some(origin), None)?;
     let now_unix = crate::payload::epoch_micros() / 1_000_000;
     let claims = MediaTokenClaims::new(LiveId(*live_id), "bench", subject, role, now_unix, 3600);
     let token = issue_media_token(&claims, secret.as_bytes())
         .map_err(|error| LoadgenError::Signaling(error.to_string()))?;
+    privatehub_join_with_token(ws_url, Some(origin), role, token, rtc, offer)
+}
+
+/// Joins PrivateHub's media server at `ws_url` as publisher or viewer with a media
+/// `token` obtained elsewhere (e.g. from the app's `POST /api/lives/{username}/token`),
+/// sends `offer` made by `rtc` and accepts the server's answer.
+pub fn privatehub_join_with_token(
+    ws_url: &str,
+    origin: Option<&str>,
+    role: MediaRole,
+    token: String,
+    rtc: &mut Rtc,
+    offer: LocalOffer,
+) -> Result<KeptSocket, LoadgenError> {
+    let mut socket = connect(ws_url, origin, None)?;
     let LocalOffer { offer, pending, .. } = offer;
     let offer = SessionDescription {
         kind: SdpKind::Offer,
