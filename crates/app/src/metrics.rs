@@ -31,6 +31,59 @@ pub struct AppMetrics {
     pub sockets_heartbeat_timeouts: AtomicU64,
     /// Sockets closed because their session logged out.
     pub sockets_ended_by_logout: AtomicU64,
+    /// Chat messages shown but not yet stored.
+    pub chat_write_pending: AtomicI64,
+    /// Age of the oldest message in the batch last written or retried, in ms.
+    pub chat_write_lag_ms: AtomicI64,
+    pub chat_write_retries: AtomicU64,
+    /// Messages given up on (their senders were told `not_stored`).
+    pub chat_writes_failed: AtomicU64,
+    /// Time from a message being queued for a socket to its write completing.
+    pub chat_delivery: DeliveryHistogram,
+}
+
+/// Upper bounds (seconds) of the delivery-delay histogram.
+const DELIVERY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// A Prometheus histogram of socket delivery delays.
+#[derive(Debug, Default)]
+pub struct DeliveryHistogram {
+    buckets: [AtomicU64; DELIVERY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl DeliveryHistogram {
+    pub fn observe(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(DELIVERY_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "app_chat_delivery_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a message being queued for a socket to the socket taking it.\n# TYPE {name} histogram"
+        );
+        for (bucket, bound) in self.buckets.iter().zip(DELIVERY_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
 }
 
 impl AppMetrics {
@@ -59,6 +112,16 @@ impl AppMetrics {
             self.hash_memory_bytes.load(Relaxed),
         );
         gauge(
+            "app_chat_write_pending",
+            "Chat messages shown but not yet stored.",
+            self.chat_write_pending.load(Relaxed),
+        );
+        gauge(
+            "app_chat_write_lag_ms",
+            "Age of the oldest chat message in the last batch written or retried.",
+            self.chat_write_lag_ms.load(Relaxed),
+        );
+        gauge(
             "app_sockets_open",
             "Open /ws sockets.",
             self.sockets_open.load(Relaxed),
@@ -78,6 +141,16 @@ impl AppMetrics {
             "app_password_hash_abandoned_total",
             "Queued password jobs skipped because the client went away.",
             self.hash_abandoned.load(Relaxed),
+        );
+        counter(
+            "app_chat_write_retries_total",
+            "Chat message batches retried after a database error.",
+            self.chat_write_retries.load(Relaxed),
+        );
+        counter(
+            "app_chat_writes_failed_total",
+            "Chat messages given up on; their senders were told not_stored.",
+            self.chat_writes_failed.load(Relaxed),
         );
         counter(
             "app_body_read_timeouts_total",
@@ -104,6 +177,7 @@ impl AppMetrics {
             "Sockets closed because their session logged out.",
             self.sockets_ended_by_logout.load(Relaxed),
         );
+        self.chat_delivery.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP app_refusals_total Requests refused to protect the server, by reason.\n\

@@ -54,6 +54,9 @@ pub struct Settings {
     pub hashing: HashingSettings,
     /// `APP_MAX_SOCKETS_PER_IP`: open `/ws` sockets one client network may hold.
     pub max_sockets_per_ip: usize,
+    /// `CHAT_WRITE_GIVE_UP_SECONDS`: how long a chat message that cannot be saved is
+    /// retried before its sender is told `not_stored`.
+    pub chat_write_give_up: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -213,6 +216,8 @@ impl Settings {
             )? as usize,
         };
         let max_sockets_per_ip = ranged("APP_MAX_SOCKETS_PER_IP", 20, 1, 1_000_000)? as usize;
+        let chat_write_give_up =
+            Duration::from_secs(ranged("CHAT_WRITE_GIVE_UP_SECONDS", 30, 1, 3600)?);
         let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| {
             match raw.trim() {
                 "text" => Ok(LogFormat::Text),
@@ -237,6 +242,7 @@ impl Settings {
             signup_rate_limit,
             hashing,
             max_sockets_per_ip,
+            chat_write_give_up,
             log_format,
         })
     }

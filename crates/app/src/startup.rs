@@ -37,7 +37,9 @@ impl Application {
             let mut connection = migrate_pool.get()?;
             let expired = sessions::delete_expired(&mut connection, db::now_unix())
                 .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
-            Ok::<_, db::DbSetupError>((applied, expired))
+            let last_message_id = db::chat::max_message_id(&mut connection)
+                .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
+            Ok::<_, db::DbSetupError>((applied, expired, last_message_id))
         })
         .await
         .context("database set-up task")??;
@@ -50,8 +52,8 @@ impl Application {
         let listener = TcpListener::bind((settings.bind, settings.port))
             .with_context(|| format!("binding {}:{}", settings.bind, settings.port))?;
         let port = listener.local_addr()?.port();
-        let state =
-            AppState::new(pool, settings).context("starting the password-hashing threads")?;
+        let state = AppState::new(pool, settings, applied.2)
+            .context("starting the password-hashing threads")?;
         let server = run(listener, state.clone())?;
         Ok(Application {
             port,

@@ -29,13 +29,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Also spawns the chat server task, so it must run inside the tokio runtime, and
-    /// starts the password-hashing threads.
-    pub fn new(pool: DbPool, settings: Settings) -> std::io::Result<AppState> {
+    /// Also spawns the chat server and writer tasks, so it must run inside the tokio
+    /// runtime, and starts the password-hashing threads.
+    /// `last_message_id` is the highest chat message id already stored.
+    pub fn new(
+        pool: DbPool,
+        settings: Settings,
+        last_message_id: i64,
+    ) -> std::io::Result<AppState> {
         let metrics = Arc::new(AppMetrics::default());
         let viewers = ViewerCounts::default();
-        let (chat_server, chat) = ChatServer::new(pool.clone(), viewers.clone(), metrics.clone());
+        let (chat_server, chat_writer, chat) = ChatServer::new(
+            pool.clone(),
+            viewers.clone(),
+            metrics.clone(),
+            last_message_id,
+            settings.chat_write_give_up,
+        );
         tokio::spawn(chat_server.run());
+        tokio::spawn(chat_writer.run());
         Ok(AppState {
             chat,
             pool,

@@ -311,6 +311,7 @@ window.privatehubDebug = {
   get state() {
     return broadcast.state;
   },
+  peerConnection: () => broadcast.session?.pc ?? null,
 };
 
 setState('idle');

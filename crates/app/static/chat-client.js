@@ -161,7 +161,7 @@ export function mountChat(root, socket) {
   const input = root.querySelector('#chat-input');
   const sendButton = root.querySelector('#chat-send');
   const status = root.querySelector('#chat-status');
-  const state = { me: null, isOwner: false, live: false, statusTimer: null };
+  const state = { me: null, isOwner: false, live: false, statusTimer: null, historyLoading: false };
 
   const setStatus = (text, kind = 'info', ttlMs = 0) => {
     clearTimeout(state.statusTimer);
@@ -187,6 +187,11 @@ export function mountChat(root, socket) {
     const item = el('li', 'chat-line');
     item.dataset.id = String(message.id);
     item.dataset.user = message.username;
+    // Our own line stays marked until the server says it is saved (`chat:stored`).
+    if (message.username === state.me && !state.historyLoading) {
+      item.classList.add('is-pending');
+      item.title = 'Sending…';
+    }
     const meta = el('span', 'chat-meta');
     meta.append(el('time', 'chat-time', timeLabel(message.sent_at_ms)));
     const who = el('strong', 'chat-user', message.username);
@@ -238,10 +243,19 @@ export function mountChat(root, socket) {
   });
   socket.addEventListener('chat:history', (event) => {
     log.replaceChildren();
+    state.historyLoading = true;
     for (const message of event.detail.messages) render(message);
+    state.historyLoading = false;
     log.scrollTop = log.scrollHeight;
   });
   socket.addEventListener('chat:message', (event) => render(event.detail.message));
+  socket.addEventListener('chat:stored', (event) => {
+    const line = log.querySelector(`[data-id="${Number(event.detail.message_id)}"]`);
+    if (line) {
+      line.classList.remove('is-pending');
+      line.removeAttribute('title');
+    }
+  });
   socket.addEventListener('chat:deleted', (event) => {
     for (const id of event.detail.message_ids) {
       log.querySelector(`[data-id="${Number(id)}"]`)?.remove();

@@ -240,6 +240,7 @@ window.privatehubDebug = {
   },
   inboundAudioPackets: () => sumStats(player.session?.pc, 'inbound-rtp', 'audio', 'packetsReceived'),
   inboundVideoFrames: () => sumStats(player.session?.pc, 'inbound-rtp', 'video', 'framesDecoded'),
+  peerConnection: () => player.session?.pc ?? null,
   /** Simulates a network drop of the media signaling socket (tests). */
   dropMedia: () => player.session?.ws?.close(),
   /** Simulates a network drop of the app socket (tests). */

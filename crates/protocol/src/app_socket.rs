@@ -87,9 +87,14 @@ pub enum AppServerMessage {
         channel: String,
         messages: Vec<ChatMessage>,
     },
-    /// A new message in the room.
+    /// A new message in the room. It is shown before it is saved; its sender gets
+    /// `chat:stored` once it is.
     #[serde(rename = "chat:message")]
     ChatMessage { message: ChatMessage },
+    /// To the sender only: the message is in the database (it survives a restart and
+    /// will be in the history).
+    #[serde(rename = "chat:stored")]
+    ChatStored { message_id: ChatMessageId },
     /// Messages removed by the broadcaster (one delete, or all of a banned user's).
     #[serde(rename = "chat:deleted")]
     ChatDeleted {
@@ -117,6 +122,9 @@ pub enum AppServerMessage {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The chat message the error is about (`not_stored`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<ChatMessageId>,
     },
     /// Reply to `ping`.
     #[serde(rename = "pong")]
@@ -179,6 +187,10 @@ pub enum AppSocketErrorCode {
     UnknownMessage,
     /// The server failed; nothing the client did.
     Internal,
+    /// A message was shown to the room but could not be saved (the database stayed
+    /// unavailable); it is withdrawn (`chat:deleted`) and the sender may send it again.
+    /// Also sent, without a `message_id`, when the save queue is full.
+    NotStored,
 }
 
 #[cfg(test)]
@@ -307,6 +319,7 @@ mod tests {
                 code: AppSocketErrorCode::RateLimited,
                 message: "slow down".into(),
                 retry_after_ms: Some(1500),
+                message_id: None,
             },
             r#"{"type":"error","code":"rate_limited","message":"slow down","retry_after_ms":1500}"#,
         );
@@ -315,6 +328,7 @@ mod tests {
                 code: AppSocketErrorCode::NotSignedIn,
                 message: "sign in".into(),
                 retry_after_ms: None,
+                message_id: None,
             },
             r#"{"type":"error","code":"not_signed_in","message":"sign in"}"#,
         );

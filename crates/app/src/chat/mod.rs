@@ -14,5 +14,6 @@ pub mod rate_limit;
 pub mod server;
 pub mod session;
 pub mod socket_limit;
+pub mod writer;
 
 pub use server::{ChatHandle, ChatServer, ChatUser, ConnId};

@@ -8,6 +8,7 @@
 
 mod loading;
 mod moderation;
+mod storing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use privatehub_protocol::app_socket::{
 use tokio::sync::mpsc;
 
 use self::loading::{load_history, load_room};
+use self::storing::PendingMessage;
 use super::rate_limit::SlidingWindow;
+use super::writer::{ChatWriter, PendingWrite, WriteOutcome, WriteQueue};
 use crate::auth::client::ClientNetwork;
 use crate::auth::session::SessionKey;
 use crate::db::users::UserId;
@@ -42,6 +45,23 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// What `server:restarting` suggests as the earliest reconnect; pages add a random
 /// spread so a crowd does not come back in the same instant.
 pub const RESTART_RETRY_AFTER_MS: u64 = 1000;
+
+/// A message queued for one socket, with when it was queued (for the delivery-delay
+/// histogram).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub message: AppServerMessage,
+    pub queued_at: Instant,
+}
+
+impl Outgoing {
+    fn now(message: AppServerMessage) -> Outgoing {
+        Outgoing {
+            message,
+            queued_at: Instant::now(),
+        }
+    }
+}
 
 /// Identifies one socket connection to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +101,7 @@ pub enum Command {
         conn: ConnId,
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<AppServerMessage>,
+        outbox: mpsc::Sender<Outgoing>,
     },
     /// A log-in session ended: its sockets are closed.
     SessionEnded { session: SessionKey },
@@ -118,7 +138,7 @@ impl ChatHandle {
         &self,
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<AppServerMessage>,
+        outbox: mpsc::Sender<Outgoing>,
     ) -> ConnId {
         let conn = ConnId::next();
         self.send(Command::Connect {
@@ -171,7 +191,7 @@ impl ChatHandle {
 struct Conn {
     user: Option<ChatUser>,
     viewer: ViewerKey,
-    outbox: mpsc::Sender<AppServerMessage>,
+    outbox: mpsc::Sender<Outgoing>,
     /// Canonical (lowercase) channel name of the joined room.
     room: Option<String>,
 }
@@ -200,6 +220,14 @@ pub struct ChatServer {
     rooms: HashMap<String, Room>,
     limits: HashMap<UserId, SlidingWindow>,
     metrics: Arc<AppMetrics>,
+    /// Where messages go to be saved, and what the writer reports back.
+    writes: WriteQueue,
+    outcomes: mpsc::UnboundedReceiver<WriteOutcome>,
+    /// Messages shown to their room but not yet reported stored.
+    pending: HashMap<ChatMessageId, PendingMessage>,
+    /// The id the next message gets (ids are given here, not by the database, so a
+    /// message can be shown before it is saved).
+    next_message_id: i64,
 }
 
 impl Room {
@@ -223,12 +251,23 @@ impl Room {
 }
 
 impl ChatServer {
+    /// The server, the writer task that saves its messages (spawn both), and the
+    /// handle. `last_message_id` is the highest id already stored.
     pub fn new(
         pool: DbPool,
         viewers: ViewerCounts,
         metrics: Arc<AppMetrics>,
-    ) -> (ChatServer, ChatHandle) {
+        last_message_id: i64,
+        give_up_writes_after: Duration,
+    ) -> (ChatServer, ChatWriter, ChatHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (outcome_sender, outcomes) = mpsc::unbounded_channel();
+        let (writer, writes) = ChatWriter::new(
+            pool.clone(),
+            outcome_sender,
+            metrics.clone(),
+            give_up_writes_after,
+        );
         let server = ChatServer {
             commands: rx,
             pool,
@@ -237,8 +276,12 @@ impl ChatServer {
             rooms: HashMap::new(),
             limits: HashMap::new(),
             metrics,
+            writes,
+            outcomes,
+            pending: HashMap::new(),
+            next_message_id: last_message_id + 1,
         };
-        (server, ChatHandle { commands: tx })
+        (server, writer, ChatHandle { commands: tx })
     }
 
     /// Runs until every [`ChatHandle`] is dropped.
@@ -253,6 +296,7 @@ impl ChatServer {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
+                Some(outcome) = self.outcomes.recv() => self.write_outcome(outcome),
                 _ = prune.tick() => {
                     let now = Instant::now();
                     self.limits.retain(|_, limiter| !limiter.is_idle(now));
@@ -310,7 +354,7 @@ impl ChatServer {
             AppClientMessage::LiveJoin { channel } => self.join(conn, &channel).await,
             AppClientMessage::LiveLeave => self.leave(conn),
             AppClientMessage::ChatSend { text } => {
-                if let Err((code, message, retry)) = self.chat_send(conn, &text).await {
+                if let Err((code, message, retry)) = self.chat_send(conn, &text) {
                     self.deliver_error(conn, code, message, retry);
                 }
             }
@@ -374,13 +418,16 @@ impl ChatServer {
             },
         );
         let messages = match &live {
-            Some(live) => match load_history(&self.pool, &channel_name, live.live_id).await {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::error!(%error, "loading chat history failed");
-                    Vec::new()
-                }
-            },
+            Some(live) => {
+                let stored = match load_history(&self.pool, &channel_name, live.live_id).await {
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        tracing::error!(%error, "loading chat history failed");
+                        Vec::new()
+                    }
+                };
+                self.with_pending(live.live_id, stored)
+            }
             None => Vec::new(),
         };
         self.deliver(
@@ -444,7 +491,7 @@ impl ChatServer {
             retry_after_ms: RESTART_RETRY_AFTER_MS,
         };
         for (_, state) in self.conns.drain() {
-            let _ = state.outbox.try_send(restarting.clone());
+            let _ = state.outbox.try_send(Outgoing::now(restarting.clone()));
         }
         self.rooms.clear();
     }
@@ -470,7 +517,7 @@ impl ChatServer {
         }
     }
 
-    async fn chat_send(&mut self, conn: ConnId, raw_text: &str) -> Result<(), Refusal> {
+    fn chat_send(&mut self, conn: ConnId, raw_text: &str) -> Result<(), Refusal> {
         let (user, key) = self.member(conn)?;
         let room = self.rooms.get(&key).ok_or_else(not_joined)?;
         let live = room.live.clone().ok_or_else(|| {
@@ -485,6 +532,7 @@ impl ChatServer {
                 "You are banned from this chat.",
             ));
         }
+        let channel = room.channel.to_string();
         let text = ChatText::parse(raw_text).map_err(|error| match error {
             ChatTextError::Empty => refusal(AppSocketErrorCode::EmptyMessage, &error.to_string()),
             ChatTextError::TooLong => {
@@ -505,30 +553,48 @@ impl ChatServer {
                 Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
             ));
         }
+        // Shown to the room now, saved by the writer; the sender hears `chat:stored`.
         let now_ms = now_unix_ms();
-        let body = text.as_str().to_owned();
-        let author = user.id;
-        let live_id = live.live_id;
-        let id = db::run(&self.pool, move |connection| {
-            chat::insert_message(connection, live_id, author, &body, now_ms)
-                .map_err(InternalError::from)
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "storing a chat message failed");
-            internal()
-        })?;
-        let Some(room) = self.rooms.get(&key) else {
-            return Ok(());
+        let id = self.next_message_id;
+        let write = PendingWrite {
+            row: chat::NewMessage {
+                id,
+                live: live.live_id,
+                author: user.id,
+                body: text.as_str().to_owned(),
+                sent_at_ms: now_ms,
+            },
+            queued_at: Instant::now(),
         };
+        if self.writes.try_send(write).is_err() {
+            tracing::warn!("the chat write queue is full; refusing a message");
+            return Err(refusal(
+                AppSocketErrorCode::NotStored,
+                "The chat cannot save messages right now. Try again in a moment.",
+            ));
+        }
+        self.next_message_id += 1;
+        self.metrics
+            .chat_write_pending
+            .fetch_add(1, Ordering::Relaxed);
         let message = ChatMessage {
             id: ChatMessageId(id),
-            channel: room.channel.to_string(),
-            live_id,
+            channel,
+            live_id: live.live_id,
             username: user.username.to_string(),
             text: text.into_inner(),
             sent_at_ms: now_ms,
         };
+        self.pending.insert(
+            message.id,
+            PendingMessage {
+                sender: conn,
+                room: key.clone(),
+                author: user.id,
+                message: message.clone(),
+                withdrawn: false,
+            },
+        );
         self.broadcast(&key, AppServerMessage::ChatMessage { message });
         Ok(())
     }
@@ -653,7 +719,7 @@ impl ChatServer {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        match state.outbox.try_send(message) {
+        match state.outbox.try_send(Outgoing::now(message)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(?conn, "socket too slow; dropping it");
@@ -679,6 +745,7 @@ impl ChatServer {
                 code,
                 message,
                 retry_after_ms,
+                message_id: None,
             },
         );
     }

@@ -21,7 +21,7 @@ use privatehub_protocol::app_socket::{
 use tokio::sync::mpsc;
 
 use super::rate_limit::SlidingWindow;
-use super::server::{ChatHandle, ChatUser, OUTBOX_CAPACITY};
+use super::server::{ChatHandle, ChatUser, OUTBOX_CAPACITY, Outgoing};
 use super::socket_limit::SocketSlot;
 use crate::auth::client::{ClientInfo, ClientNetwork};
 use crate::auth::session::MaybeSession;
@@ -77,6 +77,7 @@ pub async fn socket(
             code: AppSocketErrorCode::RateLimited,
             message: "Too many open connections from your address.".into(),
             retry_after_ms: Some(10_000),
+            message_id: None,
         };
         actix_web::rt::spawn(async move {
             let _ = send(&mut session, &refusal).await;
@@ -141,7 +142,7 @@ async fn run_session(
         _slot,
     } = socket;
     metrics.sockets_open.fetch_add(1, Relaxed);
-    let (outbox, mut inbox) = mpsc::channel::<AppServerMessage>(OUTBOX_CAPACITY);
+    let (outbox, mut inbox) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     let conn = chat.connect(user, network, outbox);
     let send_timed_out = || {
         metrics.sockets_send_timeouts.fetch_add(1, Relaxed);
@@ -170,6 +171,7 @@ async fn run_session(
                                     code: AppSocketErrorCode::MalformedMessage,
                                     message: format!("Malformed message: {error}"),
                                     retry_after_ms: None,
+                message_id: None,
                                 };
                                 match send(&mut session, &reply).await {
                                     Ok(()) => {}
@@ -205,7 +207,7 @@ async fn run_session(
             }
             outgoing = inbox.recv() => {
                 // `None`: the chat server dropped this socket (too slow, or stopping).
-                let Some(message) = outgoing else {
+                let Some(Outgoing { message, queued_at }) = outgoing else {
                     break Some(CloseReason {
                         code: CloseCode::Again,
                         description: Some("reconnect".into()),
@@ -215,6 +217,9 @@ async fn run_session(
                     Ok(()) => {}
                     Err(SendFailure::Closed) => break None,
                     Err(SendFailure::TimedOut) => break send_timed_out(),
+                }
+                if matches!(message, AppServerMessage::ChatMessage { .. }) {
+                    metrics.chat_delivery.observe(queued_at.elapsed());
                 }
                 if matches!(message, AppServerMessage::ServerRestarting { .. }) {
                     break Some(CloseReason {

@@ -36,6 +36,48 @@ pub fn insert_message(
         .get_result(connection)
 }
 
+/// A message to store with the id the chat server gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: i64,
+    pub live: LiveId,
+    pub author: UserId,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+/// Stores `messages` in one transaction. A message whose id is already stored is left
+/// alone, so a batch can be retried after a failure whose outcome was unclear.
+pub fn insert_messages(
+    connection: &mut SqliteConnection,
+    messages: &[NewMessage],
+) -> QueryResult<()> {
+    connection.immediate_transaction(|connection| {
+        for message in messages {
+            diesel::insert_or_ignore_into(chat_messages::table)
+                .values((
+                    chat_messages::id.eq(message.id),
+                    chat_messages::live_id.eq(message.live.0),
+                    chat_messages::user_id.eq(message.author.0),
+                    chat_messages::body.eq(&message.body),
+                    chat_messages::sent_at_ms.eq(message.sent_at_ms),
+                ))
+                .execute(connection)?;
+        }
+        Ok(())
+    })
+}
+
+/// The highest message id ever stored (0 for none): the chat server numbers new
+/// messages from there.
+pub fn max_message_id(connection: &mut SqliteConnection) -> QueryResult<i64> {
+    use diesel::dsl::max;
+    chat_messages::table
+        .select(max(chat_messages::id))
+        .first::<Option<i64>>(connection)
+        .map(|id| id.unwrap_or(0))
+}
+
 /// The live's last `limit` messages that are not deleted, oldest first.
 pub fn recent_messages(
     connection: &mut SqliteConnection,

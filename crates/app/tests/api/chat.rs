@@ -39,6 +39,9 @@ async fn chat_reaches_everyone_as_plain_text_and_is_stored() {
         assert_eq!(message["username"], "bob");
         assert_eq!(message["channel"], "alice");
     }
+    // Shown first, then stored; the sender is told when it is.
+    let stored = bob.expect("chat:stored").await;
+    assert!(stored["message_id"].is_i64(), "{stored}");
     assert_eq!(app.count("chat_messages"), 1);
 
     anonymous
@@ -124,7 +127,7 @@ async fn sending_too_fast_is_refused_with_a_retry_time() {
     assert_eq!(error["code"], "rate_limited");
     let retry = error["retry_after_ms"].as_u64().expect("retry_after_ms");
     assert!(retry > 0 && retry <= 5000, "{error}");
-    assert_eq!(app.count("chat_messages"), 5);
+    app.wait_count("chat_messages", 5).await;
 }
 
 #[tokio::test]

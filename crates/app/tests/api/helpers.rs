@@ -134,6 +134,23 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// Waits (up to 5 s) until `table` holds `rows` rows: chat messages are stored a
+    /// moment after they are shown.
+    pub async fn wait_count(&self, table: &str, rows: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = self.count(table);
+            if now == rows {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{table} has {now} rows, expected {rows}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Rows in `table`, read straight from the SQLite file.
     pub fn count(&self, table: &str) -> i64 {
         let mut connection =

@@ -12,4 +12,5 @@ mod rate_limit;
 mod sessions;
 mod socket_client;
 mod sockets;
+mod storage_faults;
 mod tokens;

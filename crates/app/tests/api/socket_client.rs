@@ -104,7 +104,12 @@ impl Socket {
 
     /// The next message of type `kind`, skipping others.
     pub async fn expect(&mut self, kind: &str) -> Value {
-        tokio::time::timeout(WAIT, async {
+        self.expect_within(kind, WAIT).await
+    }
+
+    /// Like [`Socket::expect`], waiting up to `within`.
+    pub async fn expect_within(&mut self, kind: &str, within: Duration) -> Value {
+        tokio::time::timeout(within, async {
             loop {
                 let frame = self.ws.next().await.expect("socket open").expect("frame");
                 if let Message::Text(text) = frame {
@@ -116,7 +121,7 @@ impl Socket {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no {kind} message within {WAIT:?}"))
+        .unwrap_or_else(|_| panic!("no {kind} message within {within:?}"))
     }
 
     /// Waits for a `live:viewers` message with `count`.

@@ -76,6 +76,7 @@ async fn logging_out_ends_that_sessions_sockets() {
         phone.expect("chat:message").await["message"]["text"],
         "still here"
     );
+    phone.expect("chat:stored").await;
     assert_eq!(app.count("chat_messages"), 1);
     assert_eq!(app.state.metrics.sockets_ended_by_logout.load(Relaxed), 1);
 }

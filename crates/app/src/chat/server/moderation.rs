@@ -17,6 +17,11 @@ impl ChatServer {
         message_id: ChatMessageId,
     ) -> Result<(), Refusal> {
         let (key, live) = self.moderated_room(conn)?;
+        // Not saved yet: withdrawn now, marked deleted once the writer stores it.
+        if self.withdraw_pending(live, message_id) {
+            self.broadcast_deleted(&key, vec![message_id]);
+            return Ok(());
+        }
         let now_ms = now_unix_ms();
         let deleted = db::run(&self.pool, move |connection| {
             chat::delete_message(connection, live, message_id.0, now_ms)
@@ -74,7 +79,9 @@ impl ChatServer {
         };
         room.banned.insert(banned.id);
         let channel = room.channel.to_string();
-        self.broadcast_deleted(&key, ids.into_iter().map(ChatMessageId).collect());
+        let mut ids: Vec<ChatMessageId> = ids.into_iter().map(ChatMessageId).collect();
+        ids.extend(self.withdraw_pending_of(live, banned.id));
+        self.broadcast_deleted(&key, ids);
         self.broadcast(
             &key,
             AppServerMessage::ChatBanned {
