@@ -1,6 +1,7 @@
 //! The app's real HTTP API as the soak uses it: sign up, go live, media tokens. Every
 //! POST carries the site's `Origin` (the CSRF check).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +32,13 @@ pub struct MediaToken {
 }
 
 impl AppClient {
-    /// A client without a session (an anonymous visitor).
-    pub fn anonymous(base: &str) -> anyhow::Result<AppClient> {
+    /// A client without a session (an anonymous visitor), connecting from `source`
+    /// (a loopback address) if given.
+    pub fn anonymous(base: &str, source: Option<IpAddr>) -> anyhow::Result<AppClient> {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
             .cookie_provider(jar.clone())
+            .local_address(source)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
         Ok(AppClient {
@@ -46,9 +49,13 @@ impl AppClient {
         })
     }
 
-    /// Signs `username` up (which also signs it in).
-    pub async fn signup(base: &str, username: &str) -> anyhow::Result<AppClient> {
-        let mut client = AppClient::anonymous(base)?;
+    /// Signs `username` up (which also signs it in) from `source`.
+    pub async fn signup(
+        base: &str,
+        username: &str,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<AppClient> {
+        let mut client = AppClient::anonymous(base, source)?;
         let response = client
             .post(
                 "/api/auth/signup",
@@ -64,6 +71,30 @@ impl AppClient {
         }
         client.username = Some(username.to_owned());
         Ok(client)
+    }
+
+    /// Ends this client's session (`POST /api/auth/logout`) and signs in again
+    /// (`POST /api/auth/login`): a new session, its password hashed again.
+    pub async fn sign_in_again(&self) -> anyhow::Result<()> {
+        let username = self.username.as_deref().context("an anonymous client")?;
+        let response = self.post("/api/auth/logout", &json!({})).await?;
+        if response.status() != 204 {
+            bail!("log-out of {username}: {}", response.status());
+        }
+        let response = self
+            .post(
+                "/api/auth/login",
+                &json!({"username": username, "password": PASSWORD}),
+            )
+            .await?;
+        if response.status() != 200 {
+            bail!(
+                "log-in of {username}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     /// `POST /api/lives/start`; returns the live's id.

@@ -45,7 +45,18 @@ pub struct ChatSlot {
     pub interval: SecondsRange,
 }
 
-/// Runs the slot until the tally's stop flag: socket after socket.
+/// The loopback address chat slot `index` connects from (its socket and its HTTP).
+pub fn source_address(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        127,
+        0,
+        0,
+        FIRST_SOURCE_OCTET + (index % usize::from(SOURCE_ADDRESSES)) as u8,
+    )
+}
+
+/// Runs the slot until the tally's stop flag: socket after socket. A signed-in slot
+/// logs out and in again between sockets (a new session each time).
 pub async fn run_slot(slot: ChatSlot, tally: Arc<Tally>) {
     // Spread the first connections out.
     tokio::time::sleep(Duration::from_millis(150 * slot.index as u64)).await;
@@ -60,6 +71,18 @@ pub async fn run_slot(slot: ChatSlot, tally: Arc<Tally>) {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = outcome {
             tally.failure(failure_kind(&error), format!("{error:#}"));
+        }
+        if let Some(user) = &slot.user
+            && !tally.stopped()
+        {
+            let started = Instant::now();
+            match user.sign_in_again().await {
+                Ok(()) => {
+                    tally.event("chat_user_signed_in_again");
+                    tally.latency("log_out_and_in", started.elapsed());
+                }
+                Err(error) => tally.failure("chat_log_in", format!("{error:#}")),
+            }
         }
         let gap = Instant::now() + RECONNECT_GAP.pick();
         while !tally.stopped() && Instant::now() < gap {
@@ -85,12 +108,7 @@ fn failure_kind(error: &anyhow::Error) -> &'static str {
 
 async fn one_socket(slot: &ChatSlot, tally: &Tally, sequence: &mut u64) -> anyhow::Result<()> {
     let cookie = slot.user.as_ref().and_then(AppClient::cookie_header);
-    let source = Ipv4Addr::new(
-        127,
-        0,
-        0,
-        FIRST_SOURCE_OCTET + (slot.index % usize::from(SOURCE_ADDRESSES)) as u8,
-    );
+    let source = source_address(slot.index);
     let mut socket = timeout(
         REPLY_TIMEOUT,
         open(&slot.app_url, cookie.as_deref(), source),

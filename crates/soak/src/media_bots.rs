@@ -144,7 +144,7 @@ pub fn run_viewer_slot(
 ) {
     // Spread the first joins over a few seconds.
     std::thread::sleep(Duration::from_millis(250 * index as u64));
-    let anonymous = match AppClient::anonymous(&target.origin) {
+    let anonymous = match AppClient::anonymous(&target.origin, None) {
         Ok(client) => client,
         Err(error) => {
             tally.failure("viewer_setup", format!("{error:#}"));

@@ -116,18 +116,17 @@ pub fn render(panels: &[Panel], markers: &[Marker], x_label: &str, x_range: (f64
     }
     let axis_y = height - BOTTOM;
     let (x_ticks, _) = nice_ticks(x_max - x_min);
-    for tick in x_ticks
-        .iter()
-        .map(|tick| tick + x_min)
-        .filter(|tick| *tick <= x_max)
-    {
+    let x_step = x_ticks.get(1).copied().unwrap_or(1.0);
+    let mut tick = (x_min / x_step).ceil() * x_step;
+    while tick <= x_max + 1e-9 {
         let _ = writeln!(
             svg,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             x_pos(tick),
             axis_y + 16.0,
-            format_number(tick)
+            format_number(tick + 0.0)
         );
+        tick += x_step;
     }
     let _ = writeln!(
         svg,

@@ -254,8 +254,9 @@ length; `--no-build` to skip the build): one publisher bot (`crates/loadgen`) in
 soak creates through the app's API (sign-up, `POST /api/lives/start`, publish token),
 reconnecting now and then; viewer bots that fetch a watch token, join, check that a keyframe
 arrives, stay a random while and leave; signed-in chat sockets that join the live's room and
-post within the chat rate limit, each message checked to come back to its sender, and
-anonymous chat sockets, all of them disconnecting and reconnecting all the time. Every
+post within the chat rate limit, each message checked to come back to its sender, then
+log out and in again (a new session, the password hashed again) before the next socket;
+and anonymous chat sockets; all of them disconnecting and reconnecting all the time. Every
 {} s it samples both processes (RSS from `/proc/PID/status`, open files in `/proc/PID/fd`,
 threads, CPU) and their `/metrics` gauges. At the end every client leaves, and after
 {} s the last sample is the open-files figure. The driver is `crates/soak`
@@ -268,7 +269,7 @@ half for runs shorter than 20 minutes; a drop passes); **open files** — after 
 left, at most {} above the count before the churn; **logs** — no WARN or ERROR line in either
 service's log (`LOG_FORMAT=json`, `RUST_LOG=info`); **clients** — no bot that failed to
 join or never got a keyframe within 10 s, no chat socket that failed to join or was closed
-by the server, no chat message not echoed to its sender within 5 s; **services** — both up
+by the server, no chat message not echoed to its sender within 5 s, no failed log-in; **services** — both up
 for the whole run and exiting cleanly on SIGTERM.
 ",
         parameters.sample_secs,
@@ -448,7 +449,8 @@ for the whole run and exiting cleanly on SIGTERM.
         out,
         "Clients: {} viewer joins ({:.0} per minute), {} with a keyframe, first keyframe p50 / p95 / max {}; \
 {} chat sockets opened ({:.0} per minute), {} joined the room; {} chat messages sent, {} echoed, \
-echo p50 / p95 / max {}; {} publisher connections ({} reconnects leaving first, {} replacing the old one).\n",
+echo p50 / p95 / max {}; {} log-out and log-in cycles, p50 / p95 / max {}; {} publisher connections \
+({} reconnects leaving first, {} replacing the old one).\n",
         event("viewer_joined"),
         event("viewer_joined") as f64 / churn_minutes,
         event("viewer_got_keyframe"),
@@ -459,6 +461,8 @@ echo p50 / p95 / max {}; {} publisher connections ({} reconnects leaving first, 
         event("chat_message_sent"),
         event("chat_message_echoed"),
         latency("chat_echo"),
+        event("chat_user_signed_in_again"),
+        latency("log_out_and_in"),
         event("publisher_connected"),
         event("publisher_reconnect_leaving"),
         event("publisher_reconnect_replacing"),
@@ -538,7 +542,7 @@ echo p50 / p95 / max {}; {} publisher connections ({} reconnects leaving first, 
     );
     let _ = writeln!(
         out,
-        "- Chat: {} signed-in and {} anonymous sockets at a time, each staying {}; one message per signed-in socket every {} after the previous one's echo (the limit is 5 per 5 s per user); sockets from 16 source addresses 127.0.0.10–25.",
+        "- Chat: {} signed-in and {} anonymous sockets at a time, each staying {}; one message per signed-in socket every {} after the previous one's echo (the limit is 5 per 5 s per user); a log-out and log-in between a signed-in slot's sockets; sockets and sign-ins from 16 source addresses 127.0.0.10–25.",
         parameters.chatters, parameters.anonymous, parameters.chat_stay, parameters.chat_interval
     );
     let _ = writeln!(

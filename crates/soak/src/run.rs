@@ -11,7 +11,7 @@ use privatehub_loadgen::bot::SoloBots;
 use privatehub_loadgen::proc_stats::CpuClock;
 
 use crate::app_api::AppClient;
-use crate::chat::{ChatSlot, run_slot};
+use crate::chat::{ChatSlot, run_slot, source_address};
 use crate::logs::LogScan;
 use crate::media_bots::{MediaTarget, run_publisher, run_viewer_slot};
 use crate::options::Options;
@@ -75,11 +75,13 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
     take(&mut sampler, &mut samples, Phase::Setup, &tally);
 
     // Set-up through the app's real API.
-    let owner = AppClient::signup(&stack.app_url, CHANNEL).await?;
+    let owner = AppClient::signup(&stack.app_url, CHANNEL, None).await?;
     let live_id = owner.start_live("Soak test").await?;
     let mut chat_users = Vec::new();
     for index in 0..options.chatters {
-        chat_users.push(AppClient::signup(&stack.app_url, &format!("soakchat{index}")).await?);
+        let source = Some(source_address(index).into());
+        chat_users
+            .push(AppClient::signup(&stack.app_url, &format!("soakchat{index}"), source).await?);
     }
     println!(
         "soak: live {live_id} of {CHANNEL} started, {} chat users signed up",
@@ -178,7 +180,7 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
             println!("soak: a service exited; ending the churn");
             break;
         }
-        if next_progress.elapsed() >= Duration::ZERO {
+        if Instant::now() >= next_progress {
             next_progress = Instant::now() + Duration::from_secs(60);
             print_progress(samples.last(), &tally, churn_start, started);
         }
