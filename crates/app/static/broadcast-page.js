@@ -170,10 +170,10 @@ function stopSession() {
   broadcast.session = null;
 }
 
-function scheduleRepublish(reason) {
+function scheduleRepublish(reason, retryAfterMs) {
   stopSession();
   if (!broadcast.wanted) return;
-  const delay = broadcast.backoff.next();
+  const delay = retryAfterMs ?? broadcast.backoff.next();
   log(`republish in ${Math.round(delay)} ms: ${reason}`);
   setState('reconnecting');
   broadcast.retryTimer = setTimeout(publish, delay);
@@ -208,7 +208,7 @@ async function publish() {
     session.addEventListener('closed', (event) => {
       if (broadcast.session !== session) return;
       broadcast.session = null;
-      scheduleRepublish(event.detail.reason);
+      scheduleRepublish(event.detail.reason, event.detail.retryAfterMs);
     });
     await session.start();
     log(`publishing into live ${session.liveId}`);

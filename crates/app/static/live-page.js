@@ -94,10 +94,10 @@ function stopMedia() {
   }
 }
 
-function scheduleWatch(reason) {
+function scheduleWatch(reason, retryAfterMs) {
   stopMedia();
   if (!player.liveOn) return;
-  const delay = player.backoff.next();
+  const delay = retryAfterMs ?? player.backoff.next();
   player.active = true;
   log(`retry in ${Math.round(delay)} ms: ${reason}`);
   if (player.state !== 'stalled') setState('connecting');
@@ -144,7 +144,7 @@ async function watch() {
     session.addEventListener('closed', (event) => {
       if (player.session !== session) return;
       player.session = null;
-      scheduleWatch(event.detail.reason);
+      scheduleWatch(event.detail.reason, event.detail.retryAfterMs);
     });
     await session.start();
     log(`watching live ${session.liveId}`);

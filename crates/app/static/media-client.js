@@ -79,8 +79,9 @@ function waitForIceGathering(pc, timeoutMs) {
  * - `publisher-joined`, `publisher-left`: the broadcaster came or went (watch);
  * - `replaced`: a newer publish of the same live took over (publish);
  * - `signaling-error` {code, message, close};
- * - `closed` {reason}: the session is over (socket closed or peer connection failed);
- *   it will not recover by itself and should be replaced by a new one.
+ * - `closed` {reason, retryAfterMs?}: the session is over (socket closed, peer
+ *   connection failed, or the server is restarting: then `retryAfterMs` says when to
+ *   try again); it will not recover by itself and should be replaced by a new one.
  */
 export class MediaSession extends EventTarget {
   /**
@@ -98,6 +99,7 @@ export class MediaSession extends EventTarget {
     this.liveId = null;
     this.closed = false;
     this.pingTimer = null;
+    this.retryAfterMs = undefined;
   }
 
   /** Negotiates; resolves once the answer is applied (media may still be connecting). */
@@ -200,6 +202,11 @@ export class MediaSession extends EventTarget {
         this.#emit('replaced', message);
         this.#finish('replaced by a newer publish');
         break;
+      case 'server_restarting':
+        // Come back after a random spread so a whole audience does not reconnect at once.
+        this.retryAfterMs = (message.retry_after_ms || 1000) * (1 + 2 * Math.random());
+        this.#finish('the media server is restarting');
+        break;
       case 'error':
         this.#emit('signaling-error', message);
         if (message.close) this.#finish(`media server error: ${message.message}`);
@@ -227,7 +234,7 @@ export class MediaSession extends EventTarget {
     } catch {
       // already closed
     }
-    if (notify) this.#emit('closed', { reason });
+    if (notify) this.#emit('closed', { reason, retryAfterMs: this.retryAfterMs });
   }
 
   #emit(type, detail) {

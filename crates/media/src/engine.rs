@@ -464,6 +464,18 @@ impl Engine {
         (registry.lives.len(), registry.peers.len())
     }
 
+    /// Tells every publishing and watching session that the server is stopping (it
+    /// sends `server_restarting`, then closes). Sessions without a peer yet just close
+    /// with the process.
+    pub fn announce_restart(&self, retry_after_ms: u64) {
+        let registry = self.registry();
+        for peer in registry.peers.values() {
+            peer.notify
+                .send(MediaServerMessage::ServerRestarting { retry_after_ms });
+            peer.notify.close();
+        }
+    }
+
     /// Tells every worker to close its peers and stop.
     pub fn shutdown(&self) {
         for worker in &self.workers {

@@ -43,9 +43,22 @@ impl RunningServer {
         &self.engine.metrics
     }
 
-    /// Closes every peer (their sockets get closed too), stops HTTP and joins the
+    /// Tells every session the server restarts and gives them up to a second to send
+    /// it, closes every peer (their sockets get closed too), stops HTTP and joins the
     /// worker threads.
     pub async fn stop(self) {
+        self.engine.announce_restart(RESTART_RETRY_AFTER_MS);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self
+            .engine
+            .metrics
+            .signaling_sockets
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         self.engine.shutdown();
         self.server.stop(true).await;
         let workers = self.workers;
@@ -57,6 +70,10 @@ impl RunningServer {
         .await;
     }
 }
+
+/// What `server_restarting` suggests as the earliest reconnect; pages add a random
+/// spread so a whole audience does not come back in the same instant.
+pub const RESTART_RETRY_AFTER_MS: u64 = 1000;
 
 /// Starts the media server inside the current tokio runtime.
 pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {

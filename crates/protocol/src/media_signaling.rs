@@ -77,6 +77,9 @@ pub enum MediaServerMessage {
     PublisherResumed { live_id: LiveId },
     /// Reply to `Ping`.
     Pong,
+    /// The media server is stopping (a restart or an upgrade); the socket closes right
+    /// after. Publish or watch again after `retry_after_ms` plus a random spread.
+    ServerRestarting { retry_after_ms: u64 },
     /// Something was wrong with a request. `close` tells whether the server is closing
     /// the socket after this message.
     Error {

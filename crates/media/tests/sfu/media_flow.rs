@@ -284,3 +284,41 @@ async fn publisher_stall_is_told_to_viewers() {
     wait_for_empty(&server, Duration::from_secs(5)).await;
     server.stop().await;
 }
+
+/// Stopping the server (what SIGTERM does) tells every publishing and watching session
+/// `server_restarting` before their sockets close, and stops within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_tells_every_session_the_server_restarts() {
+    let _heap = crate::alloc::shared().await;
+    let server = spawn_server(42120, 2).await;
+    let http = server.http_addr;
+    let mut publisher = Bot::start(
+        http,
+        &token(LIVE, MediaRole::Publish),
+        BotRole::Publisher { tag: 1 },
+    )
+    .await;
+    let mut viewer = Bot::start(http, &token(LIVE, MediaRole::Watch), BotRole::Viewer).await;
+    viewer
+        .wait_for("video", Duration::from_secs(10), |s| s.video_frames >= 3)
+        .await;
+    let stopping = Instant::now();
+    let stopped = tokio::spawn(server.stop());
+    for bot in [&mut publisher, &mut viewer] {
+        let notice = bot
+            .ws
+            .expect("server_restarting", Duration::from_secs(5), |m| {
+                matches!(m, MediaServerMessage::ServerRestarting { .. })
+            })
+            .await;
+        assert!(
+            matches!(notice, MediaServerMessage::ServerRestarting { retry_after_ms } if retry_after_ms > 0)
+        );
+        assert!(bot.ws.closed_within(Duration::from_secs(5)).await);
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stops within 10 s")
+        .unwrap();
+    println!("stopped after {:?}", stopping.elapsed());
+}
