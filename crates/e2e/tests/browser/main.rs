@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod live_flow;
 mod login_redirect;
+mod lossy_link;
 mod nginx_flow;
 mod pages;
 mod smoke;
