@@ -155,6 +155,15 @@ async fn services_stopped_or_killed_mid_live_recover_without_a_reload() {
         "the media server still runs 10 s after SIGTERM"
     );
     let exited_after = stopping.elapsed();
+    for browser in [&alice, &bob] {
+        browser
+            .wait_js(
+                "the media restart notice in the page's log",
+                "(window.privatehubDebug?.log ?? []).some(line => line.includes('media server is restarting'))",
+                Duration::from_secs(5),
+            )
+            .await;
+    }
     stack.restart_media();
     pages::wait_playing(&bob, RECOVERY).await;
     println!(
