@@ -86,13 +86,7 @@ impl Socket {
 
     /// Opens a socket and joins `channel`, consuming the join replies.
     pub async fn joined(app: &TestApp, cookie: Option<&str>, channel: &str) -> Socket {
-        let mut socket = Socket::open(app, cookie).await;
-        socket
-            .send(json!({"type": "live:join", "channel": channel}))
-            .await;
-        socket.expect("live:state").await;
-        socket.expect("chat:history").await;
-        socket
+        Socket::joined_from(app, cookie, channel, Ipv4Addr::LOCALHOST).await
     }
 
     pub async fn send(&mut self, message: Value) {
@@ -109,19 +103,30 @@ impl Socket {
 
     /// Like [`Socket::expect`], waiting up to `within`.
     pub async fn expect_within(&mut self, kind: &str, within: Duration) -> Value {
+        self.next_matching(within, |message| message["type"] == kind)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} message within {within:?}"))
+    }
+
+    /// The next text message for which `wanted` holds, skipping others; `None` after
+    /// `within`.
+    pub async fn next_matching(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         tokio::time::timeout(within, async {
             loop {
                 let frame = self.ws.next().await.expect("socket open").expect("frame");
-                if let Message::Text(text) = frame {
-                    let message: Value = serde_json::from_str(text.as_str()).expect("json");
-                    if message["type"] == kind {
-                        return message;
-                    }
+                let Message::Text(text) = frame else { continue };
+                let message: Value = serde_json::from_str(text.as_str()).expect("json");
+                if wanted(&message) {
+                    return message;
                 }
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no {kind} message within {within:?}"))
+        .ok()
     }
 
     /// Waits for a `live:viewers` message with `count`.
@@ -129,20 +134,35 @@ impl Socket {
         self.expect_viewers_within(count, WAIT).await;
     }
 
-    /// Waits up to `within` for a `live:viewers` message with `count`.
-    pub async fn expect_viewers_within(&mut self, count: u64, within: Duration) {
+    /// Waits (up to `within`) for the server to close the socket; false if it stays open.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
         tokio::time::timeout(within, async {
             loop {
-                let frame = self.ws.next().await.expect("socket open").expect("frame");
-                let Message::Text(text) = frame else { continue };
-                let message: Value = serde_json::from_str(text.as_str()).expect("json");
-                if message["type"] == "live:viewers" && message["count"] == count {
-                    return;
+                match self.ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
                 }
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("viewer count never became {count}"));
+        .is_ok()
+    }
+
+    /// The type of the next message that is `first` or `second`.
+    pub async fn expect_either(&mut self, first: &str, second: &str) -> Value {
+        self.next_matching(WAIT, |m| m["type"] == first || m["type"] == second)
+            .await
+            .map(|message| message["type"].clone())
+            .unwrap_or_else(|| panic!("neither {first} nor {second} within {WAIT:?}"))
+    }
+
+    /// Waits up to `within` for a `live:viewers` message with `count`.
+    pub async fn expect_viewers_within(&mut self, count: u64, within: Duration) {
+        let wanted =
+            |message: &Value| message["type"] == "live:viewers" && message["count"] == count;
+        if self.next_matching(within, wanted).await.is_none() {
+            panic!("viewer count never became {count}");
+        }
     }
 }
 
@@ -157,9 +177,13 @@ pub async fn login_session(app: &TestApp, username: &str) -> (reqwest::Client, S
         )
         .await;
     assert_eq!(response.status(), 200);
-    let set_cookie = session_set_cookie(&response);
-    let cookie = set_cookie.split(';').next().expect("cookie").to_owned();
-    (client, cookie)
+    (client, cookie_header(&response))
+}
+
+/// The `Cookie` header value that carries the session a response set.
+fn cookie_header(response: &reqwest::Response) -> String {
+    let set_cookie = session_set_cookie(response);
+    set_cookie.split(';').next().expect("cookie").to_owned()
 }
 
 /// Signs `username` up and returns the `Cookie` header value of its session.
@@ -167,42 +191,5 @@ pub async fn session(app: &TestApp, username: &str) -> (reqwest::Client, String)
     let client = client();
     let response = app.signup(&client, username).await;
     assert_eq!(response.status(), 201);
-    let set_cookie = session_set_cookie(&response);
-    let cookie = set_cookie.split(';').next().expect("cookie").to_owned();
-    (client, cookie)
-}
-
-impl Socket {
-    /// Waits (up to `within`) for the server to close the socket; false if it stays open.
-    pub async fn closed_within(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, async {
-            loop {
-                match self.ws.next().await {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(_)) => {}
-                }
-            }
-        })
-        .await
-        .is_ok()
-    }
-}
-
-impl Socket {
-    /// The type of the next message that is `first` or `second`.
-    pub async fn expect_either(&mut self, first: &str, second: &str) -> Value {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let frame = self.ws.next().await.expect("socket open").expect("frame");
-                if let Message::Text(text) = frame {
-                    let message: Value = serde_json::from_str(text.as_str()).expect("json");
-                    if message["type"] == first || message["type"] == second {
-                        return message["type"].clone();
-                    }
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("neither {first} nor {second} within {WAIT:?}"))
-    }
+    (client, cookie_header(&response))
 }
