@@ -50,7 +50,8 @@ pub fn render(panels: &[Panel], markers: &[Marker], x_label: &str, x_range: (f64
             .iter()
             .flat_map(|series| series.points.iter().map(|(_, y)| *y));
         let y_max = values.fold(0.0f64, f64::max);
-        let (ticks, y_top) = nice_ticks(y_max);
+        // Headroom, so a line near a round value does not run along the frame.
+        let (ticks, y_top) = nice_ticks(y_max * 1.08);
         let y_pos = |y: f64| bottom - y / y_top * PANEL_HEIGHT;
         let _ = writeln!(
             svg,
