@@ -23,6 +23,8 @@ mod worker;
 
 pub use config::{ConfigError, MediaSettings};
 pub use http::{RunningServer, start};
+/// The signaling message parser, for the fuzz entry points (`crates/fuzz-entry`).
+pub use signaling::parse_message;
 
 use std::sync::Arc;
 

@@ -150,8 +150,9 @@ impl Drop for OpenSocket {
     }
 }
 
-/// A refusal to send back to the client.
-struct Refusal {
+/// A refusal to send back to the client. Public (unnameable outside the crate) only
+/// because [`parse_message`] is re-exported for the fuzz entry points.
+pub struct Refusal {
     code: MediaErrorCode,
     message: String,
     close: bool,
@@ -497,8 +498,9 @@ async fn within_send_timeout(
     }
 }
 
-/// Parses a client message, telling malformed JSON from an unknown `type`.
-fn parse_message(text: &str) -> Result<MediaClientMessage, Refusal> {
+/// Parses a client message, telling malformed JSON from an unknown `type`. Public for
+/// the fuzz entry points (`crates/fuzz-entry`).
+pub fn parse_message(text: &str) -> Result<MediaClientMessage, Refusal> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Refusal::new(
             MediaErrorCode::MalformedMessage,

@@ -1,0 +1,158 @@
+//! Fuzz entry points: one `pub fn <target>(data: &[u8])` per parser of untrusted input.
+//!
+//! The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line calls into this crate, and
+//! `tests/replay.rs` runs every file of `fuzz/corpus/<target>/` and
+//! `fuzz/regressions/<target>/` through the same functions on the stable toolchain, so a
+//! regression found by the fuzzer shows up in `cargo test --workspace`.
+//!
+//! Every entry point takes arbitrary bytes and must never panic. Each one goes through
+//! the same code as the server (the same parse, then the same domain checks), and some
+//! check promises that code makes (a parsed `ChatText` has no control characters, a
+//! verified token has plausible times...): a broken promise panics, and that counts as
+//! a finding too.
+
+mod bytes;
+mod datagram;
+mod json;
+mod token;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use privatehub_media::sfu::RtcTemplate;
+use privatehub_media::sfu::stun::{StunKind, StunRateLimiter, binding_success, classify};
+use privatehub_protocol::MAX_SIGNALING_MESSAGE_BYTES;
+
+pub use datagram::rtc_datagram;
+pub use json::{app_socket, json_body, media_signaling};
+pub use token::media_token;
+
+use bytes::Bytes;
+
+/// A fuzz entry point: takes any bytes, never panics.
+pub type Entry = fn(&[u8]);
+
+/// Every target by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("media_signaling", media_signaling),
+    ("app_socket", app_socket),
+    ("media_token", media_token),
+    ("sdp_offer", sdp_offer),
+    ("stun", stun),
+    ("rtc_datagram", rtc_datagram),
+    ("json_body", json_body),
+];
+
+/// The secret the entry points verify media tokens with (and sign fuzzed claims with).
+pub const FUZZ_TOKEN_SECRET: &[u8] = b"fuzz-only-secret-0123456789abcdef0123456789";
+
+/// The announced address of the worker the offers and datagrams are for.
+pub const SERVER_ADDR: &str = "203.0.113.7:40000";
+
+fn server_addr() -> SocketAddr {
+    SERVER_ADDR.parse().unwrap_or_else(|_| unreachable!())
+}
+
+/// The shared `Rtc` template (certificate generation is expensive: once per process).
+fn template() -> &'static RtcTemplate {
+    static TEMPLATE: OnceLock<RtcTemplate> = OnceLock::new();
+    TEMPLATE.get_or_init(|| RtcTemplate::generate().expect("a DTLS certificate"))
+}
+
+/// Text as the server receives it: WebSocket text frames are UTF-8 (actix-ws checks), so
+/// invalid bytes are replaced rather than dropped, which keeps every input useful.
+fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(data)
+}
+
+/// Target 4: an SDP offer through `RtcTemplate::accept_offer` (what `publish` and
+/// `watch` run on the blocking pool), then the answer serialised as it is sent.
+pub fn sdp_offer(data: &[u8]) {
+    if data.len() > MAX_SIGNALING_MESSAGE_BYTES {
+        return;
+    }
+    let offer = text(data);
+    if let Ok((_rtc, answer, ufrag)) =
+        template().accept_offer(server_addr(), &offer, Instant::now())
+    {
+        assert!(!ufrag.is_empty());
+        let sdp = answer.to_sdp_string();
+        assert!(sdp.contains("a=ice-lite"), "answer without ice-lite: {sdp}");
+    }
+}
+
+/// Target 5: the plain-STUN responder (`sfu::stun`) on one datagram from an address
+/// taken from the input. A plain binding request's answer must decode (with the
+/// decoder below, written from RFC 5389 independently of `stun.rs`; str0m's parser only
+/// takes ICE messages with MESSAGE-INTEGRITY) to a binding success with the same
+/// transaction id and the source address.
+pub fn stun(data: &[u8]) {
+    let mut input = Bytes::new(data);
+    let source = input.socket_addr();
+    let buf = input.rest();
+    match classify(buf) {
+        StunKind::PlainBinding => {
+            let answer = binding_success(buf, source);
+            assert_eq!(&answer[8..20], &buf[8..20], "transaction id");
+            assert_eq!(
+                decode_binding_success(&answer),
+                Some(source),
+                "{answer:02x?}"
+            );
+        }
+        StunKind::Ice | StunKind::NotStun => {}
+    }
+    let mut limiter = StunRateLimiter::default();
+    let now = Instant::now();
+    let allowed = (0..12).filter(|_| limiter.allow(source.ip(), now)).count();
+    assert_eq!(allowed, 10);
+}
+
+/// The XOR-MAPPED-ADDRESS of a Binding Success Response, if `message` is exactly one.
+fn decode_binding_success(message: &[u8]) -> Option<SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    let header = message.get(..20)?;
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    if header[..2] != [0x01, 0x01] || header[4..8] != COOKIE || length + 20 != message.len() {
+        return None;
+    }
+    let attr = &message[20..];
+    if attr.get(..2)? != [0x00, 0x20] {
+        return None;
+    }
+    let value_len = usize::from(u16::from_be_bytes([*attr.get(2)?, *attr.get(3)?]));
+    let value = attr.get(4..4 + value_len)?;
+    if 4 + value_len != attr.len() {
+        return None;
+    }
+    let port = u16::from_be_bytes([*value.get(2)?, *value.get(3)?]) ^ 0x2112;
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&COOKIE);
+    key[4..].copy_from_slice(&header[8..20]);
+    let xored: Vec<u8> = value[4..].iter().zip(key).map(|(b, k)| b ^ k).collect();
+    let ip = match (value.get(1)?, xored.len()) {
+        (0x01, 4) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(xored).ok()?)),
+        (0x02, 16) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(xored).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The captured Chromium offers are accepted, so the SDP target starts from offers
+    /// that reach the whole answer path.
+    #[test]
+    fn chromium_offers_are_accepted() {
+        for name in ["chromium-156-sendonly.sdp", "chromium-156-recvonly.sdp"] {
+            let path = format!("{}/../../fuzz/seeds/{name}", env!("CARGO_MANIFEST_DIR"));
+            let sdp = std::fs::read_to_string(path).unwrap();
+            let accepted = template().accept_offer(server_addr(), &sdp, Instant::now());
+            assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
+        }
+    }
+}
