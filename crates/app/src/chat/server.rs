@@ -6,13 +6,18 @@
 //! each member's bounded outbox. A member whose outbox is full is dropped (its socket
 //! closes and its page reconnects) rather than slowing everyone down.
 
+mod counting;
+mod handle;
 mod loading;
 mod moderation;
 mod storing;
 
+use self::counting::ViewerKey;
+pub use self::handle::{ChatHandle, ChatUser, Command, ConnId, Outgoing};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
@@ -25,12 +30,10 @@ use self::loading::{load_history, load_room};
 use self::storing::PendingMessage;
 use super::rate_limit::SlidingWindow;
 use super::writer::{ChatWriter, PendingWrite, WriteOutcome, WriteQueue};
-use crate::auth::client::ClientNetwork;
 use crate::auth::session::SessionKey;
 use crate::db::users::UserId;
-use crate::db::{self, DbPool, chat};
+use crate::db::{DbPool, chat};
 use crate::domain::{ChatText, ChatTextError, Username};
-use crate::error::InternalError;
 use crate::metrics::AppMetrics;
 use crate::viewers::ViewerCounts;
 
@@ -45,148 +48,6 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// What `server:restarting` suggests as the earliest reconnect; pages add a random
 /// spread so a crowd does not come back in the same instant.
 pub const RESTART_RETRY_AFTER_MS: u64 = 1000;
-
-/// A message queued for one socket, with when it was queued (for the delivery-delay
-/// histogram).
-#[derive(Debug)]
-pub struct Outgoing {
-    pub message: AppServerMessage,
-    pub queued_at: Instant,
-}
-
-impl Outgoing {
-    fn now(message: AppServerMessage) -> Outgoing {
-        Outgoing {
-            message,
-            queued_at: Instant::now(),
-        }
-    }
-}
-
-/// Identifies one socket connection to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId(u64);
-
-impl ConnId {
-    fn next() -> ConnId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The signed-in user behind a socket.
-#[derive(Debug, Clone)]
-pub struct ChatUser {
-    pub id: UserId,
-    pub username: Username,
-    /// The log-in session the socket was opened with.
-    pub session: SessionKey,
-}
-
-/// Who a viewer is, for the viewer count (`docs/protocol.md`, "Viewer count"): the tabs
-/// of one signed-in session count once, anonymous sockets once per client network.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum ViewerKey {
-    Session(SessionKey),
-    Network(ClientNetwork),
-    /// Address unknown (never for TCP): the socket alone.
-    Socket(ConnId),
-}
-
-/// Everything the server can be asked to do.
-#[derive(Debug)]
-pub enum Command {
-    /// A socket opened; `outbox` receives what the server sends it.
-    Connect {
-        conn: ConnId,
-        user: Option<ChatUser>,
-        network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<Outgoing>,
-    },
-    /// A log-in session ended: its sockets are closed.
-    SessionEnded { session: SessionKey },
-    /// The app is stopping: every socket is told and closed; `done` fires once the
-    /// notices are queued.
-    Shutdown {
-        done: tokio::sync::oneshot::Sender<()>,
-    },
-    /// A socket closed.
-    Disconnect { conn: ConnId },
-    /// A socket sent a message.
-    Client {
-        conn: ConnId,
-        message: AppClientMessage,
-    },
-    /// `POST /api/lives/start` created a live.
-    LiveStarted {
-        channel: Username,
-        live: LiveSummary,
-    },
-    /// `POST /api/lives/stop` ended a live.
-    LiveEnded { channel: Username, live: LiveId },
-}
-
-/// Cloneable handle to the [`ChatServer`] task. Sending never blocks.
-#[derive(Debug, Clone)]
-pub struct ChatHandle {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl ChatHandle {
-    /// Registers a socket and returns its id.
-    pub fn connect(
-        &self,
-        user: Option<ChatUser>,
-        network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<Outgoing>,
-    ) -> ConnId {
-        let conn = ConnId::next();
-        self.send(Command::Connect {
-            conn,
-            user,
-            network,
-            outbox,
-        });
-        conn
-    }
-
-    /// Closes every socket opened with `session` (log-out).
-    pub fn session_ended(&self, session: SessionKey) {
-        self.send(Command::SessionEnded { session });
-    }
-
-    /// Tells every socket the server is restarting and closes them; returns once the
-    /// notices are queued (or the chat server is gone).
-    pub async fn shutdown(&self) {
-        let (done, queued) = tokio::sync::oneshot::channel();
-        self.send(Command::Shutdown { done });
-        let _ = queued.await;
-    }
-
-    pub fn disconnect(&self, conn: ConnId) {
-        self.send(Command::Disconnect { conn });
-    }
-
-    pub fn client_message(&self, conn: ConnId, message: AppClientMessage) {
-        self.send(Command::Client { conn, message });
-    }
-
-    /// Tells the channel's room that a live started.
-    pub fn live_started(&self, channel: Username, live: LiveSummary) {
-        self.send(Command::LiveStarted { channel, live });
-    }
-
-    /// Tells the channel's room that its live ended.
-    pub fn live_ended(&self, channel: Username, live: LiveId) {
-        self.send(Command::LiveEnded { channel, live });
-    }
-
-    fn send(&self, command: Command) {
-        if self.commands.send(command).is_err() {
-            tracing::error!("the chat server has stopped; command dropped");
-        }
-    }
-}
 
 struct Conn {
     user: Option<ChatUser>,
@@ -228,26 +89,6 @@ pub struct ChatServer {
     /// The id the next message gets (ids are given here, not by the database, so a
     /// message can be shown before it is saved).
     next_message_id: i64,
-}
-
-impl Room {
-    /// The viewer count as `docs/protocol.md` defines it.
-    fn viewer_count(&self) -> u32 {
-        u32::try_from(self.viewers.len()).unwrap_or(u32::MAX)
-    }
-
-    fn add_viewer(&mut self, viewer: &ViewerKey) {
-        *self.viewers.entry(viewer.clone()).or_insert(0) += 1;
-    }
-
-    fn remove_viewer(&mut self, viewer: &ViewerKey) {
-        if let Some(sockets) = self.viewers.get_mut(viewer) {
-            *sockets -= 1;
-            if *sockets == 0 {
-                self.viewers.remove(viewer);
-            }
-        }
-    }
 }
 
 impl ChatServer {
@@ -657,51 +498,6 @@ impl ChatServer {
             .ok_or_else(|| refusal(AppSocketErrorCode::NotSignedIn, "Sign in to chat."))?;
         let key = state.room.clone().ok_or_else(not_joined)?;
         Ok((user, key))
-    }
-
-    /// Records the room's viewer count for the lives API and the live's peak. Members
-    /// hear about it with the next [`ChatServer::push_counts`].
-    fn record_count(&mut self, key: &str) {
-        let Some(room) = self.rooms.get_mut(key) else {
-            return;
-        };
-        let count = room.viewer_count();
-        let Some(live) = &room.live else {
-            return;
-        };
-        self.viewers.set(live.live_id, count);
-        if count > room.stored_peak {
-            room.stored_peak = count;
-            let pool = self.pool.clone();
-            let live_id = live.live_id;
-            tokio::spawn(async move {
-                let result = db::run(&pool, move |connection| {
-                    chat::raise_peak_viewers(connection, live_id, count)
-                        .map_err(InternalError::from)
-                })
-                .await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "storing peak viewers failed");
-                }
-            });
-        }
-    }
-
-    /// Sends `live:viewers` to every room whose count changed since the last push.
-    fn push_counts(&mut self) {
-        let changed: Vec<(String, String, u32)> = self
-            .rooms
-            .iter_mut()
-            .filter(|(_, room)| room.sent_count != Some(room.viewer_count()))
-            .map(|(key, room)| {
-                let count = room.viewer_count();
-                room.sent_count = Some(count);
-                (key.clone(), room.channel.to_string(), count)
-            })
-            .collect();
-        for (key, channel, count) in changed {
-            self.broadcast(&key, AppServerMessage::LiveViewers { channel, count });
-        }
     }
 
     fn broadcast(&mut self, key: &str, message: AppServerMessage) {

@@ -1,0 +1,87 @@
+//! The viewer count of a room, as `docs/protocol.md` defines it, and how it reaches the
+//! room, the lives API and the stored peak.
+
+use privatehub_protocol::app_socket::AppServerMessage;
+
+use super::{ChatServer, ConnId, Room};
+use crate::auth::client::ClientNetwork;
+use crate::auth::session::SessionKey;
+use crate::db::{self, chat};
+use crate::error::InternalError;
+
+/// Who a viewer is, for the viewer count (`docs/protocol.md`, "Viewer count"): the tabs
+/// of one signed-in session count once, anonymous sockets once per client network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum ViewerKey {
+    Session(SessionKey),
+    Network(ClientNetwork),
+    /// Address unknown (never for TCP): the socket alone.
+    Socket(ConnId),
+}
+
+impl Room {
+    /// The viewer count as `docs/protocol.md` defines it.
+    pub(super) fn viewer_count(&self) -> u32 {
+        u32::try_from(self.viewers.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn add_viewer(&mut self, viewer: &ViewerKey) {
+        *self.viewers.entry(viewer.clone()).or_insert(0) += 1;
+    }
+
+    pub(super) fn remove_viewer(&mut self, viewer: &ViewerKey) {
+        if let Some(sockets) = self.viewers.get_mut(viewer) {
+            *sockets -= 1;
+            if *sockets == 0 {
+                self.viewers.remove(viewer);
+            }
+        }
+    }
+}
+
+impl ChatServer {
+    /// Records the room's viewer count for the lives API and the live's peak. Members
+    /// hear about it with the next [`ChatServer::push_counts`].
+    pub(super) fn record_count(&mut self, key: &str) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let count = room.viewer_count();
+        let Some(live) = &room.live else {
+            return;
+        };
+        self.viewers.set(live.live_id, count);
+        if count > room.stored_peak {
+            room.stored_peak = count;
+            let pool = self.pool.clone();
+            let live_id = live.live_id;
+            tokio::spawn(async move {
+                let result = db::run(&pool, move |connection| {
+                    chat::raise_peak_viewers(connection, live_id, count)
+                        .map_err(InternalError::from)
+                })
+                .await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "storing peak viewers failed");
+                }
+            });
+        }
+    }
+
+    /// Sends `live:viewers` to every room whose count changed since the last push.
+    pub(super) fn push_counts(&mut self) {
+        let changed: Vec<(String, String, u32)> = self
+            .rooms
+            .iter_mut()
+            .filter(|(_, room)| room.sent_count != Some(room.viewer_count()))
+            .map(|(key, room)| {
+                let count = room.viewer_count();
+                room.sent_count = Some(count);
+                (key.clone(), room.channel.to_string(), count)
+            })
+            .collect();
+        for (key, channel, count) in changed {
+            self.broadcast(&key, AppServerMessage::LiveViewers { channel, count });
+        }
+    }
+}
