@@ -1,0 +1,137 @@
+//! The invariants ARCHITECTURE.md states, checked on the source tree, so a change that
+//! breaks one fails the suite instead of quietly making the document wrong.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `[dependencies]` table of a crate's manifest (not dev-dependencies).
+fn dependencies(krate: &str) -> String {
+    let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml"))
+        .unwrap_or_else(|error| panic!("read {krate}/Cargo.toml: {error}"));
+    let start = manifest
+        .find("[dependencies]")
+        .unwrap_or_else(|| panic!("{krate} has no [dependencies]"));
+    let rest = &manifest[start + "[dependencies]".len()..];
+    let end = rest.find("\n[").unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+fn depends_on(krate: &str, dependency: &str) -> bool {
+    dependencies(krate)
+        .lines()
+        .any(|line| line.trim_start().starts_with(dependency) && line.contains('='))
+}
+
+/// Every `.rs` file below `dir`, with the text before its first `#[cfg(test)]` (unit
+/// tests may do what the code may not).
+fn sources_without_tests(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                if path.file_name().is_some_and(|name| name == "tests.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("").to_owned();
+                found.push((path, code));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn app_and_media_never_depend_on_each_other() {
+    assert!(!depends_on("app", "privatehub-media"));
+    assert!(!depends_on("media", "privatehub-app"));
+    assert!(depends_on("app", "privatehub-protocol"));
+    assert!(depends_on("media", "privatehub-protocol"));
+}
+
+#[test]
+fn the_protocol_crate_has_no_io_dependencies() {
+    for io in [
+        "tokio",
+        "actix-web",
+        "actix-ws",
+        "diesel",
+        "str0m",
+        "reqwest",
+    ] {
+        assert!(!depends_on("protocol", io), "protocol depends on {io}");
+    }
+}
+
+#[test]
+fn only_the_app_touches_sqlite() {
+    for krate in ["media", "protocol"] {
+        for database in ["diesel", "libsqlite3-sys", "r2d2"] {
+            assert!(
+                !depends_on(krate, database),
+                "{krate} depends on {database}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_sfu_core_reads_no_clock_socket_or_channel() {
+    let sfu = root().join("crates/media/src/sfu");
+    let files = sources_without_tests(&sfu);
+    assert!(
+        files.len() >= 5,
+        "found only {} files in {}",
+        files.len(),
+        sfu.display()
+    );
+    for (path, code) in files {
+        for forbidden in [
+            "Instant::now()",
+            "SystemTime::now()",
+            "UdpSocket",
+            "tokio::",
+            "std::sync::mpsc",
+        ] {
+            assert!(
+                !code.contains(forbidden),
+                "{} uses {forbidden}: time and I/O are the worker's, the core takes them as arguments",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn argon2_runs_only_behind_the_hashing_pool() {
+    let app = root().join("crates/app/src");
+    for (path, code) in sources_without_tests(&app) {
+        let name = path
+            .strip_prefix(&app)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if code.contains("use argon2") || code.contains("argon2::") {
+            assert_eq!(
+                name, "auth/password.rs",
+                "argon2 used outside auth/password.rs"
+            );
+        }
+        if code.contains("password::hash_password")
+            || code.contains("password::verify_password")
+            || code.contains("spend_like_a_verification")
+        {
+            assert!(
+                name == "auth/hashing.rs" || name == "auth/password.rs",
+                "{name} hashes a password outside the hashing pool"
+            );
+        }
+    }
+}
