@@ -81,10 +81,15 @@ pub fn render(panels: &[Panel], markers: &[Marker], x_label: &str, x_range: (f64
                 r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#999" stroke-dasharray="4 3"/>"##
             );
             if index == 0 {
+                // Near the right edge the label goes to the left of its line.
+                let (label_x, anchor) = if x > LEFT + plot_width - 90.0 {
+                    (x - 3.0, "end")
+                } else {
+                    (x + 3.0, "start")
+                };
                 let _ = writeln!(
                     svg,
-                    r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#666">{}</text>"##,
-                    x + 3.0,
+                    r##"<text x="{label_x:.1}" y="{:.1}" font-size="10" fill="#666" text-anchor="{anchor}">{}</text>"##,
                     top + 12.0,
                     escape(&marker.label)
                 );

@@ -1,6 +1,7 @@
 //! The run's record: raw samples (JSON and CSV under the output directory) and the
 //! `## Soak` section of `docs/reliability.md`, which this rewrites and nothing else.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -35,6 +36,8 @@ pub struct ServiceRecord {
     pub name: String,
     pub memory: Option<MemoryVerdict>,
     pub open_files: OpenFilesVerdict,
+    /// Open files by kind before the churn and after every client left.
+    pub open_files_by_kind: [BTreeMap<String, u64>; 2],
     /// Threads: baseline, peak, end.
     pub threads: [u64; 3],
     /// RSS after every client left, KiB.
@@ -434,6 +437,30 @@ for the whole run and exiting cleanly on SIGTERM.
         media.log.lines,
         media.log.bytes as f64 / 1_048_576.0
     );
+    for service in [app, media] {
+        let [before, after] = &service.open_files_by_kind;
+        let changes: Vec<String> = before
+            .keys()
+            .chain(after.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|kind| {
+                let (old, new) = (
+                    before.get(kind).copied().unwrap_or(0),
+                    after.get(kind).copied().unwrap_or(0),
+                );
+                (old != new).then(|| format!("`{kind}` {old} → {new}"))
+            })
+            .collect();
+        if !changes.is_empty() {
+            let _ = writeln!(
+                out,
+                "Open files of {} after every client left, against before the churn: {}.\n",
+                service.name,
+                changes.join(", ")
+            );
+        }
+    }
     let clients = &record.clients;
     let event = |name: &str| clients.events.get(name).copied().unwrap_or(0);
     let latency = |name: &str| {

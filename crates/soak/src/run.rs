@@ -19,7 +19,7 @@ use crate::plot::{Marker, Panel, Series, render};
 use crate::report::{
     Environment, Parameters, RunRecord, ServiceRecord, render_section, with_section, write_raw,
 };
-use crate::sampler::{Phase, Sample, Sampler};
+use crate::sampler::{Phase, Sample, Sampler, open_files_by_kind};
 use crate::services::{Service, Stack};
 use crate::tally::Tally;
 use crate::{environment, verdict};
@@ -90,6 +90,10 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
     tokio::time::sleep(QUIET_BEFORE_BASELINE).await;
     take(&mut sampler, &mut samples, Phase::Setup, &tally);
     let baseline = samples.last().cloned().context("no baseline sample")?;
+    let baseline_kinds = (
+        open_files_by_kind(stack.app.pid()),
+        open_files_by_kind(stack.media.pid()),
+    );
 
     // Churn.
     let churn_start = started.elapsed();
@@ -212,6 +216,10 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
             break;
         }
     }
+    let end_kinds = (
+        open_files_by_kind(stack.app.pid()),
+        open_files_by_kind(stack.media.pid()),
+    );
     let stayed_up = (stack.app.check_running(), stack.media.check_running());
     let (app_clean, media_clean) =
         tokio::task::block_in_place(|| (stack.app.stop(), stack.media.stop()));
@@ -222,60 +230,70 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
         .collect();
     let end = samples.last().cloned().context("no samples")?;
     let churn_wall = (churn_end_actual - churn_start).as_secs_f64().max(1e-3);
-    let service_record = |service: &Service,
-                          pick: fn(&Sample) -> &crate::sampler::ProcessSample,
-                          stayed_up: bool,
-                          clean_stop: bool| {
-        let memory_series: Vec<(f64, u64)> = churn_samples
-            .iter()
-            .map(|sample| (sample.t_s, pick(sample).rss_kb))
-            .collect();
-        let cpu: Vec<f64> = churn_samples
-            .iter()
-            .skip(1)
-            .map(|sample| pick(sample).cpu_pct)
-            .collect();
-        ServiceRecord {
-            name: service.name.to_owned(),
-            memory: verdict::memory(
-                &memory_series,
-                warmup_end.as_secs_f64(),
-                churn_end_actual.as_secs_f64(),
-            ),
-            open_files: verdict::open_files(
-                pick(&baseline).open_files,
-                samples
-                    .iter()
-                    .map(|sample| pick(sample).open_files)
-                    .max()
-                    .unwrap_or(0),
-                pick(&end).open_files,
-            ),
-            threads: [
-                pick(&baseline).threads,
-                samples
-                    .iter()
-                    .map(|sample| pick(sample).threads)
-                    .max()
-                    .unwrap_or(0),
-                pick(&end).threads,
-            ],
-            rss_after_drain_kb: pick(&end).rss_kb,
-            cpu_mean_pct: mean(&cpu),
-            log: LogScan::read(&service.log_path),
-            stayed_up,
-            clean_stop,
-            exit: service
-                .exit
-                .map_or("still running".to_owned(), |status| status.to_string()),
-        }
-    };
-    let app = service_record(&stack.app, |sample| &sample.app, stayed_up.0, app_clean);
+    let service_record =
+        |service: &Service,
+         pick: fn(&Sample) -> &crate::sampler::ProcessSample,
+         stayed_up: bool,
+         clean_stop: bool,
+         kinds: [std::collections::BTreeMap<String, u64>; 2]| {
+            let memory_series: Vec<(f64, u64)> = churn_samples
+                .iter()
+                .map(|sample| (sample.t_s, pick(sample).rss_kb))
+                .collect();
+            let cpu: Vec<f64> = churn_samples
+                .iter()
+                .skip(1)
+                .map(|sample| pick(sample).cpu_pct)
+                .collect();
+            ServiceRecord {
+                name: service.name.to_owned(),
+                memory: verdict::memory(
+                    &memory_series,
+                    warmup_end.as_secs_f64(),
+                    churn_end_actual.as_secs_f64(),
+                ),
+                open_files: verdict::open_files(
+                    pick(&baseline).open_files,
+                    samples
+                        .iter()
+                        .map(|sample| pick(sample).open_files)
+                        .max()
+                        .unwrap_or(0),
+                    pick(&end).open_files,
+                ),
+                open_files_by_kind: kinds,
+                threads: [
+                    pick(&baseline).threads,
+                    samples
+                        .iter()
+                        .map(|sample| pick(sample).threads)
+                        .max()
+                        .unwrap_or(0),
+                    pick(&end).threads,
+                ],
+                rss_after_drain_kb: pick(&end).rss_kb,
+                cpu_mean_pct: mean(&cpu),
+                log: LogScan::read(&service.log_path),
+                stayed_up,
+                clean_stop,
+                exit: service
+                    .exit
+                    .map_or("still running".to_owned(), |status| status.to_string()),
+            }
+        };
+    let app = service_record(
+        &stack.app,
+        |sample| &sample.app,
+        stayed_up.0,
+        app_clean,
+        [baseline_kinds.0, end_kinds.0],
+    );
     let media = service_record(
         &stack.media,
         |sample| &sample.media,
         stayed_up.1,
         media_clean,
+        [baseline_kinds.1, end_kinds.1],
     );
     let machine: Vec<f64> = churn_samples
         .iter()

@@ -230,6 +230,28 @@ fn process_sample(pid: u32, cpu_pct: f64) -> ProcessSample {
     }
 }
 
+/// Open files of `pid` by kind: `socket`, `pipe`, `anon_inode:[eventpoll]`…, or the
+/// file name of a regular file (`privatehub.sqlite-wal`).
+pub fn open_files_by_kind(pid: u32) -> BTreeMap<String, u64> {
+    let mut kinds = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return kinds;
+    };
+    for entry in entries.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        let kind = match target.split_once(":[") {
+            Some((kind, _)) if !target.starts_with('/') => kind.to_owned(),
+            _ if target.starts_with("anon_inode:") => target.into_owned(),
+            _ => target.rsplit('/').next().unwrap_or_default().to_owned(),
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
+}
+
 /// Entries of `/proc/<pid>/fd`.
 pub fn open_files(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -253,6 +275,11 @@ mod tests {
     fn reads_this_process() {
         let pid = std::process::id();
         assert!(open_files(pid) >= 3);
+        let kinds = open_files_by_kind(pid);
+        assert_eq!(
+            kinds.values().sum::<u64>() as i64 - open_files(pid) as i64,
+            0
+        );
         assert!(status_field(pid, "Threads:").unwrap() >= 1);
         assert_eq!(stat_command("1 (a (b)) S 0").as_deref(), Some("a (b)"));
         let (busy, total) = machine_ticks().unwrap();
