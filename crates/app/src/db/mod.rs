@@ -44,6 +44,9 @@ pub enum DbSetupError {
     /// A migration failed.
     #[error("cannot migrate the database: {0}")]
     Migration(String),
+    /// The file could not be opened or put in WAL mode.
+    #[error("cannot prepare the database: {0}")]
+    Prepare(String),
 }
 
 /// Sets the pragmas every connection needs, each time the pool opens one.
@@ -74,6 +77,7 @@ pub fn build_pool(path: &Path) -> Result<DbPool, DbSetupError> {
             source,
         })?;
     }
+    switch_to_wal(path)?;
     let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
     let pool = Pool::builder()
         .max_size(8)
@@ -81,6 +85,21 @@ pub fn build_pool(path: &Path) -> Result<DbPool, DbSetupError> {
         .connection_customizer(Box::new(SqlitePragmas))
         .build(manager)?;
     Ok(pool)
+}
+
+/// Puts a new database file in WAL mode on one connection, before the pool opens its
+/// connections in parallel: switching needs an exclusive lock, and pool connections
+/// racing for it log `database is locked` (r2d2 retries, but the log line alarms).
+fn switch_to_wal(path: &Path) -> Result<(), DbSetupError> {
+    use diesel::Connection;
+    let mut connection = SqliteConnection::establish(&path.to_string_lossy())
+        .map_err(|error| DbSetupError::Prepare(format!("opening: {error}")))?;
+    connection
+        .batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
+            BUSY_TIMEOUT.as_millis()
+        ))
+        .map_err(|error| DbSetupError::Prepare(format!("switching to WAL: {error}")))
 }
 
 /// Applies pending migrations; returns how many ran.
