@@ -44,6 +44,30 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("json_body", json_body),
 ];
 
+/// For the fuzz targets whose code contains str0m panics by design (`sdp_offer`:
+/// `RtcTemplate::accept_offer`; `rtc_datagram`: `WorkerCore::with_rtc` and the ICE demux
+/// each wrap str0m in `catch_unwind`). libfuzzer-sys installs a panic hook that aborts
+/// before unwinding, so a contained panic would count as a crash and stop the run; this
+/// hook prints the first panic of each site and lets the unwind reach the server's
+/// `catch_unwind`. A panic that escapes the entry point still aborts: libfuzzer-sys
+/// catches it and aborts.
+pub fn let_contained_panics_unwind() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let mut seen = SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.get_or_insert_with(HashSet::new).insert(place) {
+            eprintln!("new panic site (a crash only if it escapes the entry point): {info}");
+        }
+    }));
+}
+
 /// The secret the entry points verify media tokens with (and sign fuzzed claims with).
 pub const FUZZ_TOKEN_SECRET: &[u8] = b"fuzz-only-secret-0123456789abcdef0123456789";
 
