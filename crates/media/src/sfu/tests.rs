@@ -62,6 +62,8 @@ struct Harness {
     removed: Vec<(PeerId, RemoveReason)>,
     /// Every `PublisherStall` report: (peer, stalled, when).
     stalls: Vec<(PeerId, bool, Instant)>,
+    /// Datagrams the core sent to viewers.
+    forwarded_to_viewers: u64,
 }
 
 fn vp8_frame(keyframe: bool, tag: u8) -> Vec<u8> {
@@ -92,6 +94,7 @@ impl Harness {
             next_generation: 1,
             removed: Vec::new(),
             stalls: Vec::new(),
+            forwarded_to_viewers: 0,
         }
     }
 
@@ -263,6 +266,9 @@ impl Harness {
                             .handle_input(Input::Receive(now, receive))
                             .unwrap();
                         delivered += 1;
+                        if client.tag.is_none() {
+                            self.forwarded_to_viewers += 1;
+                        }
                     }
                     CoreOutput::Removed { peer, reason, .. } => self.removed.push((peer, reason)),
                     CoreOutput::PublisherStall { peer, stalled, .. } => {
@@ -508,4 +514,29 @@ fn plain_stun_binding_is_answered_and_unknown_traffic_ignored() {
     h.core
         .handle_datagram(h.now, source, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
     assert!(h.core.poll_output().is_none());
+}
+
+/// A fixed forwarding scenario for `scripts/bench --callgrind`: one publisher and 20
+/// viewers, then `PRIVATEHUB_SCENARIO_SECONDS` (default 2) of steady media. The script
+/// runs it under callgrind twice with different lengths and divides the difference in
+/// instructions spent inside `WorkerCore` by the difference in packets forwarded, so
+/// set-up and the clients' own work cancel out.
+#[test]
+#[ignore = "a measurement scenario: scripts/bench --callgrind runs it"]
+fn callgrind_forwarding_scenario() {
+    let seconds = std::env::var("PRIVATEHUB_SCENARIO_SECONDS")
+        .ok()
+        .and_then(|raw| raw.parse().ok())
+        .unwrap_or(2);
+    let mut h = Harness::new();
+    h.add(Some(1));
+    let viewers: Vec<usize> = (0..20).map(|_| h.add(None)).collect();
+    h.run_until(Duration::from_secs(5), |h| {
+        viewers.iter().all(|v| h.clients[*v].stats.video.len() >= 3)
+    });
+    h.run_for(Duration::from_secs(seconds));
+    println!(
+        "scenario: {} packets forwarded to viewers",
+        h.forwarded_to_viewers
+    );
 }
