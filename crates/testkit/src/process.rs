@@ -202,10 +202,12 @@ fn newest_modification(path: &Path) -> Option<SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(path).ok()?.flatten() {
         let child = entry.path();
-        // Tests and docs do not go into the binary.
+        // Tests and docs do not go into the binary: neither do `tests/` folders nor
+        // `tests.rs` unit-test modules (cargo does not relink for them, so counting them
+        // would call a fresh binary stale).
         if child
             .file_name()
-            .is_some_and(|name| name == "tests" || name == "target")
+            .is_some_and(|name| name == "tests" || name == "target" || name == "tests.rs")
         {
             continue;
         }
