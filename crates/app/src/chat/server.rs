@@ -332,7 +332,10 @@ impl ChatServer {
             retry_after_ms: RESTART_RETRY_AFTER_MS,
         };
         for (_, state) in self.conns.drain() {
-            let _ = state.outbox.try_send(Outgoing::now(restarting.clone()));
+            let _ = state.outbox.try_send(Outgoing {
+                message: restarting.clone(),
+                queued_at: Instant::now(),
+            });
         }
         self.rooms.clear();
     }
@@ -505,17 +508,23 @@ impl ChatServer {
             return;
         };
         let members: Vec<ConnId> = room.members.iter().copied().collect();
+        // One clock read per broadcast, not per member.
+        let queued_at = Instant::now();
         for member in members {
-            self.deliver(member, message.clone());
+            self.deliver_queued_at(member, message.clone(), queued_at);
         }
     }
 
     /// Queues `message` for `conn`; a socket that cannot keep up is dropped.
     fn deliver(&mut self, conn: ConnId, message: AppServerMessage) {
+        self.deliver_queued_at(conn, message, Instant::now());
+    }
+
+    fn deliver_queued_at(&mut self, conn: ConnId, message: AppServerMessage, queued_at: Instant) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        match state.outbox.try_send(Outgoing::now(message)) {
+        match state.outbox.try_send(Outgoing { message, queued_at }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(?conn, "socket too slow; dropping it");

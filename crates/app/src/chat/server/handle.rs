@@ -21,15 +21,6 @@ pub struct Outgoing {
     pub queued_at: Instant,
 }
 
-impl Outgoing {
-    pub(super) fn now(message: AppServerMessage) -> Outgoing {
-        Outgoing {
-            message,
-            queued_at: Instant::now(),
-        }
-    }
-}
-
 /// Identifies one socket connection to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(u64);
