@@ -76,6 +76,9 @@ pub struct MediaSettings {
     /// Least milliseconds between two keyframe requests to a publisher
     /// (`MEDIA_KEYFRAME_MIN_INTERVAL_MS`).
     pub keyframe_interval_ms: u64,
+    /// Media older than this many milliseconds when it would be forwarded is dropped
+    /// instead, and video resumes at a fresh keyframe (`MEDIA_SHED_AFTER_MS`).
+    pub shed_after_ms: u64,
     /// Most `/ws` sockets open at once from one client IP; 0 = no limit
     /// (`MEDIA_MAX_SOCKETS_PER_IP`).
     pub max_sockets_per_ip: usize,
@@ -105,6 +108,7 @@ impl MediaSettings {
             max_viewers_per_live: 1000,
             connect_timeout_secs: 15,
             keyframe_interval_ms: 200,
+            shed_after_ms: 300,
             max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
             new_sockets_per_ip_per_sec: DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
             trust_proxy_headers: false,
@@ -241,6 +245,14 @@ impl MediaSettings {
                 "must be between 50 and 10000",
             ));
         }
+        let shed_after_ms = parse_num(get(&["MEDIA_SHED_AFTER_MS"]), 300u64)?;
+        if !(50..=10_000).contains(&shed_after_ms) {
+            return Err(invalid(
+                "MEDIA_SHED_AFTER_MS",
+                shed_after_ms,
+                "must be between 50 and 10000",
+            ));
+        }
         let max_sockets_per_ip = parse_num(
             get(&["MEDIA_MAX_SOCKETS_PER_IP"]),
             DEFAULT_MAX_SOCKETS_PER_IP,
@@ -268,6 +280,7 @@ impl MediaSettings {
             max_viewers_per_live,
             connect_timeout_secs,
             keyframe_interval_ms,
+            shed_after_ms,
             max_sockets_per_ip,
             new_sockets_per_ip_per_sec,
             trust_proxy_headers,

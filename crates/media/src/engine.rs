@@ -491,6 +491,7 @@ pub fn core_config(settings: &MediaSettings) -> CoreConfig {
         connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
         keyframe_interval: Duration::from_millis(settings.keyframe_interval_ms),
         stall_after: crate::sfu::STALL_AFTER,
+        shed_after: Duration::from_millis(settings.shed_after_ms),
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: typed settings from the environment.
 //! - [`sfu`]: the sans-IO core of one worker (peers, rooms, forwarding, keyframe policy).
 //! - `worker`: one thread per UDP port driving a [`sfu::WorkerCore`].
+//! - `udp_batch`: the worker's batched UDP sends (`sendmmsg`).
 //! - `engine`: the registry of lives and the handle signaling uses to add/remove peers.
 //! - `signaling`: the `/ws` session.
 //! - `limits`: per-client-IP limits on `/ws` sockets (open at once, new per second).
@@ -19,6 +20,7 @@ mod limits;
 pub mod metrics;
 pub mod sfu;
 mod signaling;
+mod udp_batch;
 mod worker;
 
 pub use config::{ConfigError, MediaSettings};

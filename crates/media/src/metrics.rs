@@ -8,6 +8,50 @@ use std::time::Duration;
 
 /// Upper bounds (seconds) of the peer set-up time histogram buckets.
 const SETUP_BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+/// Upper bounds (seconds) of the forwarding delay histogram buckets.
+pub const FORWARD_DELAY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A worker's own tally of forwarding delays, merged into [`Metrics`] once per flush so
+/// the shared atomics are not touched per datagram.
+#[derive(Debug, Default)]
+pub struct ForwardDelayTally {
+    buckets: [u64; FORWARD_DELAY_BUCKETS.len()],
+    count: u64,
+    sum_micros: u64,
+}
+
+impl ForwardDelayTally {
+    pub fn observe(&mut self, delay: Duration) {
+        let secs = delay.as_secs_f64();
+        if let Some(index) = FORWARD_DELAY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+        {
+            self.buckets[index] += 1;
+        }
+        self.count += 1;
+        self.sum_micros += delay.as_micros() as u64;
+    }
+
+    /// Adds the tally to `metrics` and clears it.
+    pub fn merge_into(&mut self, metrics: &Metrics) {
+        if self.count == 0 {
+            return;
+        }
+        for (shared, own) in metrics.forward_delay_buckets.iter().zip(&self.buckets) {
+            if *own > 0 {
+                shared.fetch_add(*own, Relaxed);
+            }
+        }
+        metrics.forward_delay_count.fetch_add(self.count, Relaxed);
+        metrics
+            .forward_delay_sum_micros
+            .fetch_add(self.sum_micros, Relaxed);
+        *self = ForwardDelayTally::default();
+    }
+}
 
 /// All counters and gauges of the media server.
 #[derive(Debug, Default)]
@@ -22,7 +66,10 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub udp_send_errors: AtomicU64,
     pub udp_recv_errors: AtomicU64,
-    pub frames_forwarded: AtomicU64,
+    /// Media packets written to viewers (one per viewer per packet).
+    pub packets_forwarded: AtomicU64,
+    /// Media packets not written to a viewer because they were too stale (overload).
+    pub packets_shed: AtomicU64,
     pub channel_drops: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     pub keyframe_requests_from_viewers: AtomicU64,
@@ -42,6 +89,10 @@ pub struct Metrics {
     setup_buckets: [AtomicU64; SETUP_BUCKETS.len()],
     setup_count: AtomicU64,
     setup_sum_micros: AtomicU64,
+    /// Not cumulative: per bucket, merged by [`ForwardDelayTally`].
+    forward_delay_buckets: [AtomicU64; FORWARD_DELAY_BUCKETS.len()],
+    forward_delay_count: AtomicU64,
+    forward_delay_sum_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -87,7 +138,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -115,9 +166,14 @@ impl Metrics {
                 &self.udp_recv_errors,
             ),
             (
-                "media_frames_forwarded_total",
-                "Media frames written to viewers.",
-                &self.frames_forwarded,
+                "media_packets_forwarded_total",
+                "Media packets written to viewers (one per viewer and packet).",
+                &self.packets_forwarded,
+            ),
+            (
+                "media_packets_shed_total",
+                "Media packets dropped for a viewer because they were too stale to send (overload).",
+                &self.packets_shed,
             ),
             (
                 "media_channel_drops_total",
@@ -217,6 +273,24 @@ impl Metrics {
             out,
             "{name}_sum {}",
             self.setup_sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        let name = "media_forward_delay_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a publisher packet's receipt to the return of the send carrying it to a viewer.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bucket, bound) in self.forward_delay_buckets.iter().zip(FORWARD_DELAY_BUCKETS) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.forward_delay_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.forward_delay_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "{name}_count {count}");
         out

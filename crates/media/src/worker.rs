@@ -15,7 +15,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, error::TrySendError};
 
 use crate::engine::Engine;
+use crate::metrics::ForwardDelayTally;
 use crate::sfu::{Command, CoreConfig, CoreOutput, WorkerCore, WorkerMessage};
+use crate::udp_batch::{BatchSender, Outgoing};
 
 /// Capacity of each worker's inbound channel from other workers. At 30 fps video plus
 /// 50 audio frames per second per live this is a few seconds of media.
@@ -93,6 +95,13 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
     };
     let metrics = engine.metrics.clone();
     let mut core = WorkerCore::new(announced, core_config, metrics.clone());
+    let mut output = OutputSink {
+        socket: &socket,
+        others: &others,
+        engine: &engine,
+        sender: BatchSender::default(),
+        delays: ForwardDelayTally::default(),
+    };
     let mut buf = vec![0u8; 2048];
     let mut shutting_down = false;
     // With one worker nobody else holds a sender and the channel is closed at once.
@@ -120,7 +129,7 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
             }
             readable = socket.readable(), if reads_paused_until.is_none() => {
                 let batch = match readable {
-                    Ok(()) => receive_batch(&socket, &mut buf, &mut core, &others, &engine).await,
+                    Ok(()) => receive_batch(&socket, &mut buf, &mut core, &mut output).await,
                     Err(error) => Batch::failed(error),
                 };
                 // One update per batch: the counters are shared by all workers.
@@ -144,7 +153,7 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
                 None => inbound_open = false,
             },
         }
-        flush(&mut core, &socket, &others, &engine).await;
+        output.flush(&mut core).await;
         if shutting_down {
             tracing::debug!(worker = index, "worker stopped");
             return;
@@ -186,8 +195,7 @@ async fn receive_batch(
     socket: &UdpSocket,
     buf: &mut [u8],
     core: &mut WorkerCore,
-    others: &[Sender<WorkerMessage>],
-    engine: &Engine,
+    output: &mut OutputSink<'_>,
 ) -> Batch {
     let mut batch = Batch::default();
     for _ in 0..RECV_BATCH {
@@ -196,7 +204,7 @@ async fn receive_batch(
                 batch.packets += 1;
                 batch.bytes += n as u64;
                 core.handle_datagram(Instant::now(), source, &buf[..n]);
-                flush(core, socket, others, engine).await;
+                output.flush(core).await;
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(error) => {
@@ -208,50 +216,76 @@ async fn receive_batch(
     batch
 }
 
-async fn flush(
-    core: &mut WorkerCore,
-    socket: &UdpSocket,
-    others: &[Sender<WorkerMessage>],
-    engine: &Engine,
-) {
-    let metrics = &engine.metrics;
-    let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-    while let Some(output) = core.poll_output() {
-        match output {
-            CoreOutput::Transmit {
-                destination,
-                contents,
-            } => {
-                // Wait for socket space rather than drop: on loopback bursts (a keyframe to
-                // hundreds of viewers) can momentarily fill the send buffer.
-                match socket.send_to(&contents, destination).await {
-                    Ok(n) => {
-                        packets += 1;
-                        bytes += n as u64;
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            CoreOutput::ToOtherWorkers(message) => {
-                for other in others {
-                    match other.try_send(message.clone()) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            metrics.channel_drops.fetch_add(1, Relaxed);
+/// Where a worker's core output goes: datagrams to the socket in `sendmmsg` batches,
+/// messages to the other workers, reports to the engine.
+struct OutputSink<'a> {
+    socket: &'a UdpSocket,
+    others: &'a [Sender<WorkerMessage>],
+    engine: &'a Engine,
+    sender: BatchSender,
+    delays: ForwardDelayTally,
+}
+
+impl OutputSink<'_> {
+    /// Takes the core's output until it has none, sending each batch of datagrams as
+    /// soon as it is full (the core hands out a delivery in slices, so the first
+    /// viewers' datagrams leave before the last ones are encrypted).
+    async fn flush(&mut self, core: &mut WorkerCore) {
+        let metrics = &self.engine.metrics;
+        let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        loop {
+            while !self.sender.is_full() {
+                let Some(output) = core.poll_output() else {
+                    break;
+                };
+                match output {
+                    CoreOutput::Transmit {
+                        destination,
+                        contents,
+                        media_received_at,
+                    } => self.sender.push(Outgoing {
+                        destination,
+                        contents,
+                        media_received_at,
+                    }),
+                    CoreOutput::ToOtherWorkers(message) => {
+                        for other in self.others {
+                            match other.try_send(message.clone()) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(_)) => {
+                                    metrics.channel_drops.fetch_add(1, Relaxed);
+                                }
+                                Err(TrySendError::Closed(_)) => {}
+                            }
                         }
-                        Err(TrySendError::Closed(_)) => {}
                     }
+                    other => self.engine.on_core_output(&other),
                 }
             }
-            other => engine.on_core_output(&other),
+            if self.sender.is_empty() {
+                break;
+            }
+            let delays = &mut self.delays;
+            let sent = self
+                .sender
+                .send_all(self.socket, |outgoing, now| {
+                    if let Some(at) = outgoing.media_received_at {
+                        delays.observe(now.saturating_duration_since(at));
+                    }
+                })
+                .await;
+            packets += sent.packets;
+            bytes += sent.bytes;
+            errors += sent.errors;
         }
-    }
-    if packets > 0 {
-        metrics.packets_out.fetch_add(packets, Relaxed);
-        metrics.bytes_out.fetch_add(bytes, Relaxed);
-    }
-    if errors > 0 {
-        metrics.udp_send_errors.fetch_add(errors, Relaxed);
+        if packets > 0 {
+            metrics.packets_out.fetch_add(packets, Relaxed);
+            metrics.bytes_out.fetch_add(bytes, Relaxed);
+            self.delays.merge_into(metrics);
+        }
+        if errors > 0 {
+            metrics.udp_send_errors.fetch_add(errors, Relaxed);
+        }
     }
 }
 
@@ -288,7 +322,14 @@ mod tests {
                 .await
                 .expect("readable")
                 .unwrap();
-            let batch = receive_batch(&socket, &mut buf, &mut core, &[], &engine).await;
+            let mut output = OutputSink {
+                socket: &socket,
+                others: &[],
+                engine: &engine,
+                sender: BatchSender::default(),
+                delays: ForwardDelayTally::default(),
+            };
+            let batch = receive_batch(&socket, &mut buf, &mut core, &mut output).await;
             if batch.errors == 0 {
                 continue;
             }

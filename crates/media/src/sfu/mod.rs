@@ -14,6 +14,7 @@ mod forward;
 pub mod keyframe;
 mod offer;
 mod peer;
+mod rewrite;
 pub mod stun;
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,7 @@ use privatehub_protocol::LiveId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc, RtcError};
 
-pub use forward::Frame;
+pub use forward::Packet;
 use forward::Room;
 pub use offer::{OfferError, RtcTemplate, SdpProblem};
 use peer::{Peer, PeerFault};
@@ -104,8 +105,8 @@ pub enum Command {
 /// Messages between workers (over bounded channels; dropped when full).
 #[derive(Debug, Clone)]
 pub enum WorkerMessage {
-    /// A frame from a publisher on another worker.
-    Frame(Arc<Frame>),
+    /// A packet from a publisher on another worker.
+    Packet(Arc<Packet>),
     /// Viewers on another worker want a keyframe of this live.
     KeyframeWanted { live: LiveId },
 }
@@ -117,6 +118,9 @@ pub enum CoreOutput {
     Transmit {
         destination: SocketAddr,
         contents: Vec<u8>,
+        /// For forwarded media: when the publisher's packet it carries was received (the
+        /// driver observes the forwarding delay once the send returns).
+        media_received_at: Option<Instant>,
     },
     /// Deliver to every other worker.
     ToOtherWorkers(WorkerMessage),
@@ -146,7 +150,14 @@ pub enum CoreOutput {
 
 /// Deferred work, so that handling one peer's event never re-enters another peer.
 enum Action {
-    Deliver(Arc<Frame>),
+    /// Forward a packet to local viewers, from the `from`th on (a delivery is done in
+    /// slices so the driver sends the first viewers' datagrams before the last are
+    /// encrypted); `gated` counts gated viewers seen in earlier slices.
+    Deliver {
+        packet: Arc<Packet>,
+        from: usize,
+        gated: usize,
+    },
     WantKeyframe(LiveId),
     /// A viewer connected and waits for a keyframe: start the retry episode.
     ViewerGated(LiveId),
@@ -172,11 +183,21 @@ pub struct CoreConfig {
     pub keyframe_interval: Duration,
     /// A connected publisher whose video sent no frame this long is reported stalled.
     pub stall_after: Duration,
+    /// Media older than this when it would be forwarded is dropped instead (overload).
+    pub shed_after: Duration,
 }
 
 /// Default of [`CoreConfig::stall_after`]: a little more than str0m's 1.5 s pause
 /// threshold, so `Event::StreamPaused` usually reports a stall first.
 pub const STALL_AFTER: Duration = Duration::from_secs(2);
+
+/// Datagrams the core lets pile up before it stops to let the driver send them (one
+/// `sendmmsg` batch is 32).
+const OUTPUT_SLICE: usize = 32;
+
+/// Default of [`CoreConfig::shed_after`]: well above a keyframe's pacing spread and
+/// ordinary jitter, well below what a viewer notices as falling behind.
+pub const SHED_AFTER: Duration = Duration::from_millis(300);
 
 impl Default for CoreConfig {
     fn default() -> Self {
@@ -184,6 +205,7 @@ impl Default for CoreConfig {
             connect_timeout: Duration::from_secs(15),
             keyframe_interval: keyframe::UPSTREAM_INTERVAL,
             stall_after: STALL_AFTER,
+            shed_after: SHED_AFTER,
         }
     }
 }
@@ -203,6 +225,8 @@ pub struct WorkerCore {
     stun_limiter: stun::StunRateLimiter,
     out: VecDeque<CoreOutput>,
     actions: VecDeque<Action>,
+    /// The latest `now` given (deferred work runs with it).
+    last_now: Instant,
 }
 
 impl WorkerCore {
@@ -218,12 +242,17 @@ impl WorkerCore {
             rooms: HashMap::new(),
             stun_limiter: stun::StunRateLimiter::default(),
             out: VecDeque::new(),
-            actions: VecDeque::new(),
+            actions: VecDeque::with_capacity(64),
+            last_now: Instant::now(),
         }
     }
 
-    /// The next thing the driver must do, if any.
+    /// The next thing the driver must do, if any. Deferred work (the rest of a
+    /// delivery) runs here once earlier output is taken.
     pub fn poll_output(&mut self) -> Option<CoreOutput> {
+        if self.out.is_empty() && !self.actions.is_empty() {
+            self.run_actions(self.last_now);
+        }
         self.out.pop_front()
     }
 
@@ -274,9 +303,13 @@ impl WorkerCore {
     /// A message from another worker.
     pub fn handle_worker_message(&mut self, now: Instant, message: WorkerMessage) {
         match message {
-            WorkerMessage::Frame(frame) => {
-                if self.rooms.get(&frame.live).is_some_and(Room::has_viewers) {
-                    self.actions.push_back(Action::Deliver(frame));
+            WorkerMessage::Packet(packet) => {
+                if self.rooms.get(&packet.live).is_some_and(Room::has_viewers) {
+                    self.actions.push_back(Action::Deliver {
+                        packet,
+                        from: 0,
+                        gated: 0,
+                    });
                 }
             }
             WorkerMessage::KeyframeWanted { live } => {
@@ -299,6 +332,7 @@ impl WorkerCore {
                         self.out.push_back(CoreOutput::Transmit {
                             destination: source,
                             contents: stun::binding_success(buf, source),
+                            media_received_at: None,
                         });
                     } else {
                         self.metrics
@@ -362,7 +396,7 @@ impl WorkerCore {
             let Some(room) = self.rooms.get_mut(&live) else {
                 continue;
             };
-            if room.gate_retry.poll(now) && room.gated_viewers(&self.peers) > 0 {
+            if room.gate_retry.poll(now) && gated_viewers(room, &self.peers) > 0 {
                 self.actions.push_back(Action::WantKeyframe(live));
             }
         }
@@ -470,10 +504,19 @@ impl WorkerCore {
         }
     }
 
+    /// Runs deferred work until none is left or a slice of output is ready.
     fn run_actions(&mut self, now: Instant) {
-        while let Some(action) = self.actions.pop_front() {
+        self.last_now = self.last_now.max(now);
+        let now = self.last_now;
+        while self.out.len() < OUTPUT_SLICE
+            && let Some(action) = self.actions.pop_front()
+        {
             match action {
-                Action::Deliver(frame) => self.deliver(now, frame),
+                Action::Deliver {
+                    packet,
+                    from,
+                    gated,
+                } => self.deliver(now, packet, from, gated),
                 Action::WantKeyframe(live) => self.want_keyframe(now, live),
                 Action::ViewerGated(live) => {
                     if let Some(room) = self.rooms.get_mut(&live) {
@@ -514,48 +557,69 @@ impl WorkerCore {
         };
         let metrics = self.metrics.clone();
         self.with_rtc(now, publisher, |rtc| {
-            let Some(mut writer) = rtc.writer(mid) else {
-                return Ok(());
-            };
-            if writer.is_request_keyframe_possible(str0m::media::KeyframeRequestKind::Pli)
-                && writer
-                    .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
-                    .is_ok()
-            {
+            let mut api = rtc.direct_api();
+            if let Some(stream) = api.stream_rx_by_mid(mid, None) {
+                stream.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
                 metrics.keyframe_requests_sent.fetch_add(1, Relaxed);
             }
             Ok(())
         });
     }
 
-    /// Forwards one publisher frame to this worker's viewers of its live.
-    fn deliver(&mut self, now: Instant, frame: Arc<Frame>) {
-        let Some(room) = self.rooms.get_mut(&frame.live) else {
+    /// Forwards one publisher packet to this worker's viewers of its live, from the
+    /// `from`th viewer on, until a slice of output is ready.
+    fn deliver(&mut self, now: Instant, packet: Arc<Packet>, from: usize, gated: usize) {
+        let Some(room) = self.rooms.get_mut(&packet.live) else {
             return;
         };
-        if frame.generation < room.generation {
+        if from > 0 {
+            self.deliver_slice(now, packet, from, gated);
             return;
         }
-        if frame.generation > room.generation {
+        if packet.generation < room.generation {
+            return;
+        }
+        if packet.generation > room.generation {
             // A new publisher: hold everyone's video until its first keyframe.
-            room.generation = frame.generation;
+            room.generation = packet.generation;
             for id in &room.viewers {
                 if let Some(peer) = self.peers.get_mut(id) {
                     peer.video_gated = true;
                 }
             }
             if room.has_viewers() && room.gate_retry.gated(now) {
-                self.actions.push_back(Action::WantKeyframe(frame.live));
+                self.actions.push_back(Action::WantKeyframe(packet.live));
             }
         }
-        // Borrowed out of the room for the loop (no per-frame copy); removals during the
-        // loop are deferred through `actions`, so the list cannot change meanwhile.
-        let viewers = std::mem::take(&mut room.viewers);
-        if frame.keyframe {
+        if packet.keyframe {
             room.throttle.keyframe_seen();
         }
+        let staleness = packet.staleness(now);
+        if staleness > self.config.shed_after {
+            self.shed(now, &packet, staleness);
+            return;
+        }
+        if room.shedding {
+            room.shedding = false;
+            tracing::info!(live = %packet.live, "media fresh again, shedding stopped");
+        }
+        self.deliver_slice(now, packet, 0, 0);
+    }
+
+    fn deliver_slice(&mut self, now: Instant, packet: Arc<Packet>, from: usize, mut gated: usize) {
+        let Some(room) = self.rooms.get_mut(&packet.live) else {
+            return;
+        };
+        // Borrowed out of the room for the loop (no per-packet copy); removals during the
+        // loop are deferred through `actions`, so the list cannot change meanwhile.
+        let viewers = std::mem::take(&mut room.viewers);
         let mut forwarded = 0u64;
-        for &id in &viewers {
+        let mut next = None;
+        for (index, &id) in viewers.iter().enumerate().skip(from) {
+            if self.out.len() >= OUTPUT_SLICE {
+                next = Some(index);
+                break;
+            }
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -563,16 +627,26 @@ impl WorkerCore {
                 continue;
             }
             let metrics = &self.metrics;
-            let frame_ref = &frame;
-            let forwarded_ref = &mut forwarded;
+            let first_output = self.out.len();
             let result = catch_unwind(AssertUnwindSafe(|| {
-                if peer.write_frame(frame_ref) {
-                    *forwarded_ref += 1;
+                if peer.write_packet(&packet, now) {
+                    forwarded += 1;
                     peer.drain(now, &mut self.out, &mut self.actions, metrics)
                 } else {
                     Ok(())
                 }
             }));
+            for output in self.out.range_mut(first_output..) {
+                if let CoreOutput::Transmit {
+                    media_received_at, ..
+                } = output
+                {
+                    *media_received_at = Some(packet.received_at);
+                }
+            }
+            if peer.video_gated && peer.video_mid.is_some() {
+                gated += 1;
+            }
             if !matches!(result, Ok(Ok(()))) {
                 let reason = if result.is_err() {
                     self.metrics.rtc_panics.fetch_add(1, Relaxed);
@@ -586,12 +660,58 @@ impl WorkerCore {
             }
             self.update_deadline(id);
         }
-        self.metrics.frames_forwarded.fetch_add(forwarded, Relaxed);
-        if let Some(room) = self.rooms.get_mut(&frame.live) {
+        self.metrics.packets_forwarded.fetch_add(forwarded, Relaxed);
+        let live = packet.live;
+        if let Some(from) = next {
+            // The rest runs before any other deferred work, once this slice is sent.
+            self.actions.push_front(Action::Deliver {
+                packet,
+                from,
+                gated,
+            });
+        }
+        if let Some(room) = self.rooms.get_mut(&live) {
             room.viewers = viewers;
-            if room.gated_viewers(&self.peers) == 0 {
+            if next.is_none() && gated == 0 {
                 room.gate_retry.clear();
             }
+        }
+    }
+
+    /// A packet too stale to be worth sending: drop it for every local viewer. Video
+    /// then waits for a fresh keyframe (asked for at once) so that viewers never decode
+    /// across the hole; every track resumes with continuous numbering.
+    fn shed(&mut self, now: Instant, packet: &Packet, staleness: Duration) {
+        let Some(room) = self.rooms.get_mut(&packet.live) else {
+            return;
+        };
+        if !room.shedding {
+            room.shedding = true;
+            tracing::warn!(
+                live = %packet.live,
+                staleness_ms = staleness.as_millis() as u64,
+                "media arriving too late to forward; shedding until it is fresh again"
+            );
+        }
+        let mut shed = 0u64;
+        let mut newly_gated = false;
+        for id in &room.viewers {
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
+            if !peer.connected || peer.faulted {
+                continue;
+            }
+            shed += 1;
+            peer.restart_track(packet.kind);
+            if packet.kind == str0m::media::MediaKind::Video && !peer.video_gated {
+                peer.video_gated = true;
+                newly_gated = true;
+            }
+        }
+        self.metrics.packets_shed.fetch_add(shed, Relaxed);
+        if newly_gated && room.gate_retry.gated(now) {
+            self.actions.push_back(Action::WantKeyframe(packet.live));
         }
     }
 
@@ -642,4 +762,14 @@ impl WorkerCore {
             reason,
         });
     }
+}
+
+/// Connected viewers of `room` still waiting for a keyframe (a scan: only for the
+/// keyframe retry timer, never per packet).
+fn gated_viewers(room: &Room, peers: &HashMap<PeerId, Peer>) -> usize {
+    room.viewers
+        .iter()
+        .filter_map(|id| peers.get(id))
+        .filter(|p| p.connected && p.video_gated && p.video_mid.is_some())
+        .count()
 }

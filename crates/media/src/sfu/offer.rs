@@ -116,6 +116,7 @@ impl RtcTemplate {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .set_rtp_mode(true)
             .set_send_buffer_video(SEND_BUFFER_VIDEO);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut rtc = config.build(now);

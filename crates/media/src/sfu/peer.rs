@@ -7,10 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
+use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Output, Rtc, RtcError};
 
-use super::{Action, CoreOutput, Frame, NewPeer, PeerId, RemoveReason, Role, WorkerMessage};
+use super::forward::LatenessTracker;
+use super::rewrite::TrackRewriter;
+use super::{Action, CoreOutput, NewPeer, Packet, PeerId, RemoveReason, Role, WorkerMessage};
 use crate::metrics::Metrics;
 
 /// Why driving a peer failed.
@@ -46,10 +50,15 @@ pub(super) struct Peer {
     pub last_video_at: Option<Instant>,
     /// Publisher: its video is reported stalled (see `CoreOutput::PublisherStall`).
     pub stalled: bool,
-    /// Publisher: the simulcast layer forwarded (the first seen; `Some(None)` = no rid).
-    video_rid: Option<Option<str0m::media::Rid>>,
+    /// Publisher: the video SSRC forwarded (the first seen; a simulcast publisher's other
+    /// layers are not forwarded).
+    video_ssrc: Option<Ssrc>,
+    /// Publisher: arrival lateness per kind (audio, video), for shedding stale media.
+    lateness: [LatenessTracker; 2],
     /// Viewer: the publisher's payload type mapped to ours, per kind, for one generation.
     pt_cache: [Option<(u64, Pt, Pt)>; 2],
+    /// Viewer: header rewrite per kind (audio, video).
+    tracks: [TrackRewriter; 2],
 }
 
 impl Peer {
@@ -74,8 +83,10 @@ impl Peer {
             faulted: false,
             last_video_at: None,
             stalled: false,
-            video_rid: None,
+            video_ssrc: None,
+            lateness: Default::default(),
             pt_cache: [None, None],
+            tracks: Default::default(),
         }
     }
 
@@ -97,6 +108,7 @@ impl Peer {
                 Output::Transmit(transmit) => out.push_back(CoreOutput::Transmit {
                     destination: transmit.destination,
                     contents: transmit.contents.into(),
+                    media_received_at: None,
                 }),
                 Output::Event(event) => self.on_event(now, event, out, actions, metrics),
             }
@@ -110,6 +122,7 @@ impl Peer {
                 Ok(Output::Transmit(transmit)) => out.push_back(CoreOutput::Transmit {
                     destination: transmit.destination,
                     contents: transmit.contents.into(),
+                    media_received_at: None,
                 }),
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => return,
@@ -146,7 +159,7 @@ impl Peer {
                 if self.role == Role::Publisher
                     && paused.paused
                     && Some(paused.mid) == self.video_mid
-                    && self.video_rid.is_none_or(|rid| rid == paused.rid) =>
+                    && self.video_ssrc.is_none_or(|ssrc| ssrc == paused.ssrc) =>
             {
                 self.set_stalled(true, out);
             }
@@ -158,46 +171,8 @@ impl Peer {
                 MediaKind::Audio => self.audio_mid = self.audio_mid.or(Some(added.mid)),
                 MediaKind::Video => self.video_mid = self.video_mid.or(Some(added.mid)),
             },
-            Event::MediaData(data) if self.role == Role::Publisher => {
-                let kind = if Some(data.mid) == self.video_mid {
-                    MediaKind::Video
-                } else if Some(data.mid) == self.audio_mid {
-                    MediaKind::Audio
-                } else {
-                    return;
-                };
-                // Our clients do not send simulcast; if one does, forward only the first
-                // layer seen rather than mixing layers.
-                if kind == MediaKind::Video {
-                    match self.video_rid {
-                        None => self.video_rid = Some(data.rid),
-                        Some(rid) if rid != data.rid => return,
-                        Some(_) => {}
-                    }
-                }
-                if kind == MediaKind::Video {
-                    self.last_video_at = Some(now);
-                    self.set_stalled(false, out);
-                }
-                let keyframe = kind == MediaKind::Video && data.is_keyframe();
-                if kind == MediaKind::Video && !data.contiguous {
-                    actions.push_back(Action::WantKeyframe(self.live));
-                }
-                let frame = Arc::new(Frame {
-                    live: self.live,
-                    generation: self.generation,
-                    kind,
-                    pt: data.pt,
-                    params: data.params,
-                    network_time: data.network_time,
-                    time: data.time,
-                    data: data.data,
-                    keyframe,
-                });
-                out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::Frame(
-                    frame.clone(),
-                )));
-                actions.push_back(Action::Deliver(frame));
+            Event::RtpPacket(rtp) if self.role == Role::Publisher => {
+                self.on_rtp_packet(now, rtp, out, actions)
             }
             Event::KeyframeRequest(_) if self.role == Role::Viewer => {
                 metrics.keyframe_requests_from_viewers.fetch_add(1, Relaxed);
@@ -243,42 +218,147 @@ impl Peer {
         });
     }
 
-    /// Viewer: writes one publisher frame, honouring the keyframe gate. Returns whether
+    /// Publisher: one RTP packet received (already decrypted, RTX unwrapped).
+    fn on_rtp_packet(
+        &mut self,
+        now: Instant,
+        rtp: RtpPacket,
+        out: &mut VecDeque<CoreOutput>,
+        actions: &mut VecDeque<Action>,
+    ) {
+        let pt = rtp.header.payload_type;
+        let Some(params) = self.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+            return;
+        };
+        let codec = params.spec().codec;
+        let kind = if codec.is_audio() {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        let slot = kind_slot(kind);
+        let mut keyframe = false;
+        let mut vp8 = None;
+        if kind == MediaKind::Video {
+            match self.video_ssrc {
+                None => self.video_ssrc = Some(rtp.header.ssrc),
+                Some(ssrc) if ssrc != rtp.header.ssrc => return,
+                Some(_) => {}
+            }
+            self.last_video_at = Some(now);
+            self.set_stalled(false, out);
+            match codec {
+                Codec::Vp8 => {
+                    vp8 = Vp8Descriptor::parse(&rtp.payload).ok();
+                    keyframe = vp8.is_some_and(|d| d.starts_keyframe(&rtp.payload));
+                }
+                Codec::H264 => keyframe = str0m::format::detect_h264_keyframe(&rtp.payload),
+                _ => {}
+            }
+        }
+        let late_on_arrival =
+            self.lateness[slot].observe(now, rtp.header.timestamp, params.spec().clock_rate.get());
+        let extensions = ExtensionValues {
+            audio_level: rtp.header.ext_vals.audio_level,
+            voice_activity: rtp.header.ext_vals.voice_activity,
+            video_orientation: rtp.header.ext_vals.video_orientation,
+            ..ExtensionValues::default()
+        };
+        let packet = Arc::new(Packet {
+            live: self.live,
+            generation: self.generation,
+            kind,
+            pt,
+            params,
+            seq: *rtp.seq_no,
+            rtp_time: rtp.header.timestamp,
+            marker: rtp.header.marker,
+            keyframe,
+            vp8,
+            extensions,
+            received_at: now,
+            late_on_arrival,
+            payload: rtp.payload,
+        });
+        out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::Packet(
+            packet.clone(),
+        )));
+        actions.push_back(Action::Deliver {
+            packet,
+            from: 0,
+            gated: 0,
+        });
+    }
+
+    /// Viewer: the track of `kind` must start anew at the next packet that may start it
+    /// (video: a keyframe), continuing its numbering.
+    pub fn restart_track(&mut self, kind: MediaKind) {
+        self.tracks[kind_slot(kind)].restart();
+    }
+
+    /// Viewer: writes one publisher packet, honouring the keyframe gate. Returns whether
     /// the `Rtc` was touched (and so must be drained).
-    pub fn write_frame(&mut self, frame: &Frame) -> bool {
-        let (mid, slot) = match frame.kind {
-            MediaKind::Audio => (self.audio_mid, 0),
-            MediaKind::Video => (self.video_mid, 1),
+    pub fn write_packet(&mut self, packet: &Packet, now: Instant) -> bool {
+        let slot = kind_slot(packet.kind);
+        let mid = match packet.kind {
+            MediaKind::Audio => self.audio_mid,
+            MediaKind::Video => self.video_mid,
         };
         let Some(mid) = mid else { return false };
-        if frame.kind == MediaKind::Video && self.video_gated {
-            if !frame.keyframe {
-                return false;
-            }
-            self.video_gated = false;
+        let video = packet.kind == MediaKind::Video;
+        if video && self.video_gated && !packet.keyframe {
+            return false;
+        }
+        if video && !self.video_gated && !self.tracks[slot].is_mapped(packet) && !packet.keyframe {
+            // A mapping for this packet's generation would have to start here, mid-GOP.
+            return false;
         }
         let cached = self.pt_cache[slot]
-            .filter(|(generation, from, _)| *generation == frame.generation && *from == frame.pt)
+            .filter(|(generation, from, _)| *generation == packet.generation && *from == packet.pt)
             .map(|(_, _, to)| to);
-        let Some(writer) = self.rtc.writer(mid) else {
-            return false;
-        };
         let pt = match cached {
             Some(pt) => pt,
-            None => match writer.match_params(frame.params) {
-                Some(pt) => {
-                    self.pt_cache[slot] = Some((frame.generation, frame.pt, pt));
+            None => match self.rtc.codec_config().match_params(packet.params) {
+                Some(params) => {
+                    let pt = params.pt();
+                    self.pt_cache[slot] = Some((packet.generation, packet.pt, pt));
                     pt
                 }
                 None => return false,
             },
         };
-        let Some(writer) = self.rtc.writer(mid) else {
+        let Some(header) = self.tracks[slot].rewrite(packet, now) else {
             return false;
         };
-        if let Err(error) = writer.write(pt, frame.network_time, frame.time, frame.data.clone()) {
-            tracing::debug!(peer = %self.id, %error, "write failed");
+        if video {
+            self.video_gated = false;
         }
+        let mut write = RtpWrite::new(
+            pt,
+            header.seq.into(),
+            header.rtp_time,
+            packet.received_at,
+            packet.payload.clone(),
+        )
+        .marker(packet.marker)
+        .nackable(video)
+        .ext_vals(packet.extensions.clone());
+        if let Some(patch) = header.vp8_patch {
+            write = write.vp8_patch(patch);
+        }
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        stream.write_rtp(write);
         true
+    }
+}
+
+/// Index of a kind in the per-kind arrays.
+fn kind_slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
     }
 }

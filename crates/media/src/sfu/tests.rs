@@ -250,6 +250,7 @@ impl Harness {
                     CoreOutput::Transmit {
                         destination,
                         contents,
+                        ..
                     } => {
                         let Some(client) = self.clients.iter_mut().find(|c| c.addr == destination)
                         else {
@@ -504,6 +505,7 @@ fn plain_stun_binding_is_answered_and_unknown_traffic_ignored() {
         Some(CoreOutput::Transmit {
             destination,
             contents,
+            ..
         }) => {
             assert_eq!(destination, source);
             assert_eq!(&contents[8..20], &[9u8; 12]);

@@ -129,7 +129,7 @@ async fn publish_watch_replace_leave() {
     replacement.stop_media();
 
     let metrics = get_text(http, "/metrics").await;
-    assert!(metric(&metrics, "media_frames_forwarded_total") > 100.0);
+    assert!(metric(&metrics, "media_packets_forwarded_total") > 100.0);
     assert!(metric(&metrics, "media_keyframe_requests_sent_total") >= 1.0);
     assert!(metrics.contains("media_peer_setup_seconds_count"));
 
