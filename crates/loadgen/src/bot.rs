@@ -15,6 +15,7 @@ use crate::LoadgenError;
 use crate::driver::DriverHandle;
 use crate::peer::{Peer, PeerOutcome, PublisherState, Role, StreamSpec, ViewerState};
 use crate::run::{Crypto, Shared, new_bot};
+use crate::sampled::VerifyMode;
 use crate::signaling::{KeptSocket, make_offer, privatehub_join_with_token};
 
 /// How often [`SoloBot::service_signaling`] sends the protocol's keep-alive.
@@ -106,7 +107,13 @@ impl SoloBots {
             offer,
         )?;
         let shared = Arc::new(Shared::new());
-        let role = Role::Viewer(Box::new(ViewerState::new(0, join_started, shared.clone())));
+        // Solo bots (churn tests) keep full verification: they are few and long-lived.
+        let role = Role::Viewer(Box::new(ViewerState::new(
+            0,
+            join_started,
+            shared.clone(),
+            VerifyMode::Full,
+        )));
         let peer = Peer::new(
             rtc,
             mio::net::UdpSocket::from_std(socket),

@@ -13,12 +13,14 @@ mod peer;
 pub mod proc_stats;
 pub mod report;
 pub mod run;
+pub mod sampled;
 pub mod signaling;
 pub mod summary;
 
 pub use peer::StreamSpec;
 pub use report::RunReport;
 pub use run::{RunConfig, run};
+pub use sampled::VerifyMode;
 pub use signaling::ServerTarget;
 
 /// Why a load run failed.

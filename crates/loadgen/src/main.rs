@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use privatehub_loadgen::summary::{SummaryInputs, write_summary};
-use privatehub_loadgen::{RunConfig, RunReport, ServerTarget, StreamSpec, run};
+use privatehub_loadgen::{RunConfig, RunReport, ServerTarget, StreamSpec, VerifyMode, run};
 
 const HELP: &str = "\
 privatehub-loadgen run --server privatehub|janus [options]
@@ -25,6 +25,9 @@ privatehub-loadgen run --server privatehub|janus [options]
   --no-audio             video only
   --bind IP              address the bots bind and announce (default 127.0.0.1)
   --threads N            viewer driver threads (default 2)
+  --verify MODE          viewer verification: sampled (default; loss from every packet's RTP
+                         header, SRTP decryption and delays for 1 frame in 16 per stream) or
+                         full (str0m decrypts every packet; for correctness runs)
   --join-concurrency N   viewers signaling at once (default 32)
   --join-timeout S       seconds to wait for every viewer's first keyframe (default 20)
   --warmup S             seconds between the joins and the window (default 2)
@@ -136,6 +139,12 @@ fn run_command(args: &[String]) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(options.get("warmup", 2.0)?),
         window: Duration::from_secs_f64(options.get("duration", 10.0)?),
         metrics_url: options.string("metrics-url"),
+        verify: match options.string("verify") {
+            Some(mode) => mode
+                .parse()
+                .map_err(|error: String| anyhow::anyhow!("--verify: {error}"))?,
+            None => VerifyMode::default(),
+        },
         server_pid: options
             .values
             .get("server-pid")

@@ -14,6 +14,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::payload::{StampHeader, audio_packet, epoch_micros, vp8_frame};
 use crate::run::Shared;
+use crate::sampled::{RtpHead, SampledStream, VerifyMode};
 
 /// Audio packet interval (Opus 20 ms frames).
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
@@ -127,10 +128,22 @@ pub struct ViewerState {
     join_started: Instant,
     outcome: ViewerOutcome,
     streams: Vec<SequenceTracker>,
+    verify: VerifyMode,
+    /// Sampled mode: per-SSRC sequence extension and sampling state.
+    sampled: Vec<SampledStream>,
+    /// Sampled mode: the negotiated RTX payload types (read at the first RTP packet);
+    /// such packets always go to str0m and are not tracked (str0m maps them to their
+    /// main stream).
+    rtx_pts: Option<Vec<u8>>,
 }
 
 impl ViewerState {
-    pub fn new(index: usize, join_started: Instant, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        index: usize,
+        join_started: Instant,
+        shared: Arc<Shared>,
+        verify: VerifyMode,
+    ) -> Self {
         ViewerState {
             shared,
             join_started,
@@ -140,7 +153,59 @@ impl ViewerState {
                 ..ViewerOutcome::default()
             },
             streams: Vec::with_capacity(2),
+            verify,
+            sampled: Vec::with_capacity(2),
+            rtx_pts: None,
         }
+    }
+
+    /// Sampled mode: counts one SRTP packet from its clear header and says whether it goes
+    /// on to str0m, and the index of its [`SampledStream`] if that still needs its NACKs
+    /// suppressed.
+    fn on_rtp_head(&mut self, head: &RtpHead, rtc: &Rtc, now_us: u64) -> (bool, Option<usize>) {
+        let rtx_pts = self.rtx_pts.get_or_insert_with(|| {
+            rtc.codec_config()
+                .params()
+                .iter()
+                .filter_map(|params| params.resend())
+                .map(|pt| *pt)
+                .collect()
+        });
+        if rtx_pts.contains(&head.payload_type) {
+            return (true, None);
+        }
+        let joined = self.outcome.join_time.is_some();
+        let (index, seq, forward) = match self
+            .sampled
+            .iter()
+            .position(|stream| stream.ssrc == head.ssrc)
+        {
+            Some(index) => {
+                let stream = &mut self.sampled[index];
+                let send_all = !joined || !stream.nack_suppressed;
+                let (seq, forward) = stream.on_packet(head, now_us, send_all);
+                (index, seq, forward)
+            }
+            None => {
+                let (stream, seq) = SampledStream::new(head, now_us);
+                self.sampled.push(stream);
+                (self.sampled.len() - 1, seq, true)
+            }
+        };
+        if self.shared.in_window(now_us) {
+            let duplicate = match self.streams.iter_mut().find(|s| s.ssrc == head.ssrc) {
+                Some(stream) => stream.record(seq),
+                None => {
+                    self.streams.push(SequenceTracker::new(head.ssrc, seq));
+                    false
+                }
+            };
+            if !duplicate {
+                self.outcome.packets_in_window += 1;
+            }
+        }
+        let suppress = (forward && !self.sampled[index].nack_suppressed).then_some(index);
+        (forward, suppress)
     }
 
     fn on_rtp(&mut self, packet: &RtpPacket, now: Instant, now_us: u64) {
@@ -156,12 +221,17 @@ impl ViewerState {
         if !self.shared.in_window(now_us) {
             return;
         }
-        self.outcome.packets_in_window += 1;
-        let ssrc = *packet.header.ssrc;
-        let seq = *packet.seq_no;
-        match self.streams.iter_mut().find(|stream| stream.ssrc == ssrc) {
-            Some(stream) => stream.record(seq),
-            None => self.streams.push(SequenceTracker::new(ssrc, seq)),
+        // Sampled mode counted the packet from its clear header already.
+        if self.verify == VerifyMode::Full {
+            self.outcome.packets_in_window += 1;
+            let ssrc = *packet.header.ssrc;
+            let seq = *packet.seq_no;
+            match self.streams.iter_mut().find(|stream| stream.ssrc == ssrc) {
+                Some(stream) => {
+                    stream.record(seq);
+                }
+                None => self.streams.push(SequenceTracker::new(ssrc, seq)),
+            }
         }
         if let Some(stamp) = stamp {
             let delay = now_us.saturating_sub(stamp.sent_micros);
@@ -213,10 +283,11 @@ impl SequenceTracker {
         tracker
     }
 
-    fn record(&mut self, seq: u64) {
+    /// Records one packet; true if it was a duplicate.
+    fn record(&mut self, seq: u64) -> bool {
         // Reordered packets from before the window start are not counted.
         if seq < self.first || seq - self.first >= MAX_TRACKED_SEQUENCE_SPAN {
-            return;
+            return false;
         }
         let offset = (seq - self.first) as usize;
         let (word, bit) = (offset / 64, offset % 64);
@@ -225,11 +296,12 @@ impl SequenceTracker {
         }
         if self.seen[word] & (1 << bit) != 0 {
             self.duplicates += 1;
-            return;
+            return true;
         }
         self.seen[word] |= 1 << bit;
         self.highest = self.highest.max(seq);
         self.received += 1;
+        false
     }
 
     fn lost(&self) -> u64 {
@@ -300,6 +372,18 @@ impl Peer {
         if !self.alive {
             return;
         }
+        // Sampled verification: count SRTP from its clear header, hand str0m a sample.
+        let mut suppress_nack = None;
+        if let Role::Viewer(viewer) = &mut self.role
+            && viewer.verify == VerifyMode::Sampled
+            && let Some(head) = RtpHead::parse(data)
+        {
+            let (forward, suppress) = viewer.on_rtp_head(&head, &self.rtc, now_us);
+            if !forward {
+                return;
+            }
+            suppress_nack = suppress.map(|index| (index, head.ssrc));
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
             return;
         };
@@ -307,7 +391,25 @@ impl Peer {
             self.alive = false;
             return;
         }
+        if let Some((index, ssrc)) = suppress_nack {
+            self.suppress_nack(index, ssrc);
+        }
         self.drain(now, now_us);
+    }
+
+    /// Sampled mode: once str0m has a receive stream for `ssrc` (made by the packet it just
+    /// took, or from the SDP), stops it NACKing the gaps that sampling leaves; until then
+    /// the SSRC's packets all go to str0m.
+    fn suppress_nack(&mut self, index: usize, ssrc: u32) {
+        let Role::Viewer(viewer) = &mut self.role else {
+            return;
+        };
+        if let Some(stream) = self.rtc.direct_api().stream_rx(&ssrc.into()) {
+            stream.suppress_nack(true);
+            if let Some(sampled) = viewer.sampled.get_mut(index) {
+                sampled.nack_suppressed = true;
+            }
+        }
     }
 
     /// Advances str0m's timers and, for the publisher, sends due media.
@@ -544,9 +646,11 @@ mod tests {
     #[test]
     fn sequence_tracker_counts_gaps() {
         let mut tracker = SequenceTracker::new(1, 100);
-        for seq in [101, 103, 104, 99, 103, 101] {
-            tracker.record(seq);
-        }
+        let duplicates: Vec<bool> = [101, 103, 104, 99, 103, 101]
+            .into_iter()
+            .map(|seq| tracker.record(seq))
+            .collect();
+        assert_eq!(duplicates, [false, false, false, false, true, true]);
         assert_eq!(tracker.lost(), 1);
         assert_eq!(tracker.duplicates, 2);
         tracker.record(102);

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 pub struct RunReport {
     /// `privatehub` or `janus`.
     pub server: String,
+    /// How the viewer bots verified what they received: `sampled` (loss from every
+    /// packet's clear RTP header; delays only from the 1 in 16 frames str0m decrypted) or
+    /// `full` (every packet decrypted). Reports written before the option are `full`.
+    #[serde(default = "full_verify")]
+    pub viewer_verify: String,
     /// Viewer bots asked for.
     pub viewers: usize,
     /// Viewers whose signaling succeeded.
@@ -75,6 +80,10 @@ pub struct RunReport {
     pub server_metrics_delta: std::collections::BTreeMap<String, f64>,
     /// First few signaling errors, for the log.
     pub errors: Vec<String>,
+}
+
+fn full_verify() -> String {
+    "full".to_owned()
 }
 
 /// The `p`-th percentile (0..=100) of `values` (sorted in place), nearest rank.

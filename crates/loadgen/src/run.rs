@@ -20,6 +20,7 @@ use crate::peer::{
 };
 use crate::proc_stats::{CpuClock, rss_kb, thread_cpu_times};
 use crate::report::{RunReport, percentile};
+use crate::sampled::VerifyMode;
 use crate::signaling::{
     KeptSocket, ServerTarget, janus_create_room, janus_publish, janus_watch, make_offer,
     privatehub_join,
@@ -56,6 +57,9 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// The server's Prometheus endpoint, scraped at the window's edges.
     pub metrics_url: Option<String>,
+    /// How viewer bots verify what they receive ([`VerifyMode::Sampled`]: own header
+    /// parsing for loss, str0m decryption of a sample for delays).
+    pub verify: VerifyMode,
 }
 
 /// State shared by the run and its threads.
@@ -410,6 +414,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
     };
     Ok(RunReport {
         server: config.target.name().to_owned(),
+        viewer_verify: config.verify.name().to_owned(),
         viewers: config.viewers,
         viewers_joined: joined,
         viewers_receiving: receiving,
@@ -548,6 +553,7 @@ fn join_viewer(
             index,
             join_started,
             shared.clone(),
+            config.verify,
         ))),
         shared.clone(),
     );
@@ -581,5 +587,223 @@ fn keep_sockets(
     }
     for socket in sockets {
         socket.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A viewer bot against an in-process str0m sender set up like the SFU's viewer side
+    //! (ICE-lite, VP8 with RTX + Opus, frame mode), over loopback UDP: what each
+    //! verification mode reports, and what the sender sees (NACKs, receiver-report loss).
+
+    use std::net::UdpSocket;
+
+    use str0m::change::SdpOffer;
+    use str0m::format::Codec;
+    use str0m::media::{Frequency, MediaKind, MediaTime};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Event, Input, Output};
+
+    use super::*;
+    use crate::payload::{audio_packet, vp8_frame};
+
+    /// What the sender saw: NACKs received and the highest receiver-report loss.
+    #[derive(Debug, Default)]
+    struct SenderView {
+        nacks: u64,
+        worst_reported_loss: f32,
+        frames: u64,
+    }
+
+    fn run_viewer(verify: VerifyMode, media_for: Duration) -> (ViewerOutcome, SenderView) {
+        let crypto = Crypto::new().unwrap();
+        let localhost = IpAddr::from([127, 0, 0, 1]);
+        let (mut bot, bot_socket, bot_local) = new_bot(&crypto, localhost, true).unwrap();
+        let mut changes = bot.sdp_api();
+        let audio_mid = changes.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let video_mid = changes.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = changes.apply().unwrap();
+
+        let socket = UdpSocket::bind((localhost, 0)).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let sender_addr = socket.local_addr().unwrap();
+        let mut sender = Rtc::builder()
+            .set_ice_lite(true)
+            .set_dtls_cert(crypto.cert.clone())
+            .set_crypto_provider(crypto.provider.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_stats_interval(Some(Duration::from_millis(200)))
+            .build(Instant::now());
+        sender.add_local_candidate(Candidate::host(sender_addr, "udp").unwrap());
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).unwrap();
+        let answer = sender.sdp_api().accept_offer(offer).unwrap();
+        bot.sdp_api().accept_answer(pending, answer).unwrap();
+
+        let shared = Arc::new(Shared::new());
+        let driver = DriverHandle::spawn(
+            "test-viewer".into(),
+            shared.clone(),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        driver.add(Peer::new(
+            bot,
+            mio::net::UdpSocket::from_std(bot_socket),
+            bot_local,
+            Role::Viewer(Box::new(ViewerState::new(
+                0,
+                Instant::now(),
+                shared.clone(),
+                verify,
+            ))),
+            shared.clone(),
+        ));
+
+        let mut view = SenderView::default();
+        let mut buffer = vec![0u8; 2048];
+        let mut connected_at = None;
+        let mut pts = None;
+        let mut next_frame = Instant::now();
+        let mut next_audio = Instant::now();
+        let mut audio_packets = 0u64;
+        let give_up = Instant::now() + Duration::from_secs(10) + media_for;
+        loop {
+            let now = Instant::now();
+            assert!(now < give_up, "the bot never connected");
+            if connected_at.is_some_and(|at| now >= at + media_for) {
+                break;
+            }
+            while let Ok((length, source)) = socket.recv_from(&mut buffer) {
+                if let Ok(receive) =
+                    Receive::new(Protocol::Udp, source, sender_addr, &buffer[..length])
+                {
+                    sender.handle_input(Input::Receive(now, receive)).unwrap();
+                }
+            }
+            sender.handle_input(Input::Timeout(now)).unwrap();
+            if let Some(at) = connected_at {
+                let (video_pt, audio_pt) = *pts.get_or_insert_with(|| {
+                    let mut pt = |mid, codec| {
+                        sender
+                            .writer(mid)
+                            .unwrap()
+                            .payload_params()
+                            .find(|params| params.spec().codec == codec)
+                            .unwrap()
+                            .pt()
+                    };
+                    (pt(video_mid, Codec::Vp8), pt(audio_mid, Codec::Opus))
+                });
+                // The window: from 1 s into the media (after the join) to the end.
+                if now >= at + Duration::from_secs(1) {
+                    let _ = shared.window_start_us.compare_exchange(
+                        u64::MAX,
+                        epoch_micros(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                if now >= next_frame {
+                    next_frame += Duration::from_millis(33);
+                    let keyframe = view.frames % 30 == 0;
+                    let data = vp8_frame(
+                        if keyframe { 12_000 } else { 4_000 },
+                        keyframe,
+                        epoch_micros(),
+                    );
+                    let time = MediaTime::new(view.frames * 3000, Frequency::NINETY_KHZ);
+                    let writer = sender.writer(video_mid).unwrap();
+                    writer.write(video_pt, now, time, data).unwrap();
+                    view.frames += 1;
+                }
+                if now >= next_audio {
+                    next_audio += Duration::from_millis(20);
+                    let time = MediaTime::new(audio_packets * 960, Frequency::FORTY_EIGHT_KHZ);
+                    let writer = sender.writer(audio_mid).unwrap();
+                    writer
+                        .write(audio_pt, now, time, audio_packet(epoch_micros()))
+                        .unwrap();
+                    audio_packets += 1;
+                }
+            }
+            loop {
+                match sender.poll_output().unwrap() {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(transmit) => {
+                        let _ = socket.send_to(&transmit.contents, transmit.destination);
+                    }
+                    Output::Event(Event::Connected) => {
+                        connected_at = Some(Instant::now());
+                        next_frame = Instant::now();
+                        next_audio = Instant::now();
+                    }
+                    Output::Event(Event::MediaEgressStats(stats)) => {
+                        view.nacks = view.nacks.max(stats.nacks);
+                        if let Some(loss) = stats.loss {
+                            view.worst_reported_loss = view.worst_reported_loss.max(loss);
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Let the last packets arrive, then close the window and stop the bot.
+        std::thread::sleep(Duration::from_millis(100));
+        shared
+            .window_end_us
+            .store(epoch_micros(), Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
+        let outcome = driver
+            .join()
+            .into_iter()
+            .find_map(|outcome| match outcome {
+                PeerOutcome::Viewer(viewer) => Some(viewer),
+                PeerOutcome::Publisher(_) => None,
+            })
+            .unwrap();
+        (outcome, view)
+    }
+
+    fn check(verify: VerifyMode) -> (ViewerOutcome, SenderView) {
+        let (outcome, view) = run_viewer(verify, Duration::from_secs(3));
+        let summary = format!("{verify:?}: {outcome:?} {view:?}");
+        assert!(
+            outcome.connected && outcome.join_time.is_some(),
+            "{summary}"
+        );
+        // ~2 s window: ~60 frames of 4+ packets and ~100 audio packets.
+        assert!(outcome.packets_in_window > 250, "{summary}");
+        assert_eq!(outcome.lost_in_window, 0, "{summary}");
+        assert_eq!(outcome.duplicates_in_window, 0, "{summary}");
+        assert_eq!(
+            outcome.expected_in_window, outcome.packets_in_window,
+            "{summary}"
+        );
+        assert!(!outcome.video_delays_us.is_empty(), "{summary}");
+        assert!(!outcome.audio_delays_us.is_empty(), "{summary}");
+        // No NACK, so the sender never retransmits.
+        assert_eq!(view.nacks, 0, "{summary}");
+        (outcome, view)
+    }
+
+    #[test]
+    fn sampled_viewer_counts_every_packet_decrypts_a_sample_and_never_nacks() {
+        let (full, full_view) = check(VerifyMode::Full);
+        let (sampled, sampled_view) = check(VerifyMode::Sampled);
+        let summary =
+            format!("full: {full:?} {full_view:?}\nsampled: {sampled:?} {sampled_view:?}");
+        // Full: every frame and audio packet gives a delay; sampled: about 1 in 16.
+        let ratio = |full: usize, sampled: usize| full as f64 / sampled.max(1) as f64;
+        let video = ratio(full.video_delays_us.len(), sampled.video_delays_us.len());
+        let audio = ratio(full.audio_delays_us.len(), sampled.audio_delays_us.len());
+        assert!((8.0..32.0).contains(&video), "video {video}: {summary}");
+        assert!((8.0..32.0).contains(&audio), "audio {audio}: {summary}");
+        // str0m saw the sampling gaps (its receiver reports claim loss) yet sent no NACK.
+        eprintln!("{summary}");
+        assert!(full_view.worst_reported_loss < 0.01, "{summary}");
+        assert!(sampled_view.worst_reported_loss > 0.5, "{summary}");
     }
 }

@@ -191,6 +191,18 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
             spread(&kbps).median,
             spread(&pps).median
         );
+        let mut modes: Vec<&str> = inputs
+            .reports
+            .iter()
+            .map(|r| r.viewer_verify.as_str())
+            .collect();
+        modes.sort_unstable();
+        modes.dedup();
+        let _ = writeln!(
+            md,
+            "Viewer verification: {} (sampled: loss and packet counts from every packet's RTP header, SRTP decryption and delays from 1 frame in 16 per stream; full: every packet decrypted).\n",
+            modes.join(", ")
+        );
     }
     let _ = writeln!(md, "### Side by side (medians)\n");
     let _ = writeln!(

@@ -5,11 +5,20 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use privatehub_loadgen::{RunConfig, ServerTarget, StreamSpec, run};
+use privatehub_loadgen::{RunConfig, ServerTarget, StreamSpec, VerifyMode, run};
 use privatehub_testkit::{StackOptions, start_media_server};
 
 #[test]
 fn one_publisher_three_viewers_receive_media() {
+    three_viewers(VerifyMode::Sampled);
+}
+
+#[test]
+fn one_publisher_three_fully_verifying_viewers_receive_media() {
+    three_viewers(VerifyMode::Full);
+}
+
+fn three_viewers(verify: VerifyMode) {
     let media = start_media_server(
         &StackOptions::default(),
         "loadgen-test-secret-at-least-32-bytes",
@@ -36,11 +45,13 @@ fn one_publisher_three_viewers_receive_media() {
         window: Duration::from_secs(2),
         server_pid: Some(media.process.pid()),
         metrics_url: Some(format!("http://127.0.0.1:{}/metrics", media.port)),
+        verify,
     };
     let report = run(&config).unwrap_or_else(|error| panic!("load run failed: {error}"));
     let json = serde_json::to_string_pretty(&report).unwrap();
 
     assert_eq!(report.server, "privatehub", "{json}");
+    assert_eq!(report.viewer_verify, verify.name(), "{json}");
     assert_eq!(report.viewers, 3, "{json}");
     assert_eq!(report.viewers_joined, 3, "{json}");
     assert_eq!(
@@ -82,6 +93,11 @@ fn one_publisher_three_viewers_receive_media() {
     assert!(report.delay_p50_ms <= report.delay_p99_ms, "{json}");
     assert!(report.delay_p99_ms <= report.delay_max_ms, "{json}");
     assert!(report.delay_p99_ms < 1000.0, "{json}");
+    // Sampled mode takes delays from 1 frame (and audio packet) in 16: still some of each.
+    assert!(
+        report.delay_video_p99_ms > 0.0 && report.delay_audio_p99_ms > 0.0,
+        "{json}"
+    );
     assert!(report.join_p50_ms > 0.0, "{json}");
     assert!(report.join_p50_ms <= report.join_p95_ms, "{json}");
     assert!(report.join_p95_ms < 10_000.0, "{json}");
