@@ -94,10 +94,13 @@ impl LatenessTracker {
             };
         }
         self.last_arrival = Some(now);
+        // Extended relative to the newest RTP time seen; an older packet (reordered, a
+        // retransmission) is placed behind it without moving it.
         let step = rtp_time.wrapping_sub(self.last_rtp) as i32;
-        self.extended_rtp = self.extended_rtp.wrapping_add_signed(i64::from(step));
+        let extended = self.extended_rtp.wrapping_add_signed(i64::from(step));
         if step > 0 {
             self.last_rtp = rtp_time;
+            self.extended_rtp = extended;
         }
         let Some((anchor_at, anchor_rtp)) = self.anchor else {
             return Duration::ZERO;
@@ -185,10 +188,19 @@ mod tests {
         let at = t0 + Duration::from_millis(30 * 33 + 400);
         let late = tracker.observe(at, 1000 + 30 * 2970, 90_000);
         assert!(late >= Duration::from_millis(395), "{late:?}");
+        // A packet from before the newest (reordered) does not shift later ones.
+        let at = t0 + Duration::from_millis(30 * 33 + 401);
+        tracker.observe(at, 1000 + 20 * 2970, 90_000);
+        let at = t0 + Duration::from_millis(31 * 33 + 400);
+        let late = tracker.observe(at, 1000 + 31 * 2970, 90_000);
+        assert!(
+            late >= Duration::from_millis(395) && late < Duration::from_millis(410),
+            "{late:?}"
+        );
         // After a second of silence (a paused camera) the RTP clock may have stood
         // still: the first packet after it is not taken for a queued one.
         let at = t0 + Duration::from_millis(30 * 33 + 400 + 3000);
-        let late = tracker.observe(at, 1000 + 31 * 2970, 90_000);
+        let late = tracker.observe(at, 1000 + 32 * 2970, 90_000);
         assert_eq!(late, Duration::ZERO);
         // RTP time wrapping around does not look like lateness.
         let mut tracker = LatenessTracker::default();

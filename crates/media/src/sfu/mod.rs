@@ -600,8 +600,13 @@ impl WorkerCore {
             return;
         }
         if room.shedding {
+            // Keyframes asked for while shedding may have been shed too: ask again now
+            // that what arrives is fresh.
             room.shedding = false;
             tracing::info!(live = %packet.live, "media fresh again, shedding stopped");
+            if room.gate_retry.gated(now) {
+                self.actions.push_back(Action::WantKeyframe(packet.live));
+            }
         }
         self.deliver_slice(now, packet, 0, 0);
     }
