@@ -335,25 +335,48 @@ fn markdown(inputs: &SummaryInputs, groups: &[Group<'_>], plots: &[&str]) -> Str
         );
         let _ = writeln!(
             md,
-            "| viewers | server | datagrams sent (SFU) | media packets received (viewers) | frames forwarded | channel drops | UDP send errors |"
+            "| viewers | server | datagrams sent (SFU) | media packets received (viewers) | packets forwarded | packets shed | channel drops | UDP send errors | forward delay p50 / p99 inside the SFU (ms) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
         for group in checked {
             let counter = |name: &'static str| {
                 group
                     .metric(move |r| r.server_metrics_delta.get(name).copied().unwrap_or(0.0))
                     .median
             };
+            let delay = |quantile: f64| {
+                let values: Vec<f64> = group
+                    .runs
+                    .iter()
+                    .filter_map(|r| {
+                        crate::metrics_scrape::histogram_quantile(
+                            &r.server_metrics_delta,
+                            "media_forward_delay_seconds",
+                            quantile,
+                        )
+                    })
+                    .collect();
+                median_of(values).map_or("-".to_owned(), |secs| {
+                    if secs.is_finite() {
+                        format!("≤{}", secs * 1000.0)
+                    } else {
+                        ">1000".to_owned()
+                    }
+                })
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} / {} |",
                 group.viewers,
                 group.server,
                 counter("media_packets_out_total"),
                 group.metric(|r| r.packets_forwarded as f64).median,
-                counter("media_frames_forwarded_total"),
+                counter("media_packets_forwarded_total"),
+                counter("media_packets_shed_total"),
                 counter("media_channel_drops_total"),
                 counter("media_udp_send_errors_total"),
+                delay(0.5),
+                delay(0.99),
             );
         }
     }
@@ -618,4 +641,13 @@ mod tests {
         assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
         assert_eq!(spread(&[]).median, 0.0);
     }
+}
+
+/// Median of `values` (the lower middle for an even count); `None` if empty.
+fn median_of(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[(values.len() - 1) / 2])
 }
