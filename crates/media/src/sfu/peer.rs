@@ -351,6 +351,11 @@ impl Peer {
             return false;
         };
         stream.write_rtp(write);
+        // str0m's pacer only sees a newly written packet at its next timeout; run that
+        // now so the packet goes out in this drain instead of a loop turn later.
+        if let Err(error) = self.rtc.handle_input(str0m::Input::Timeout(now)) {
+            tracing::debug!(peer = %self.id, %error, "timeout after write failed");
+        }
         true
     }
 }
