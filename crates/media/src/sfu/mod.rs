@@ -226,7 +226,9 @@ pub struct WorkerCore {
     out: VecDeque<CoreOutput>,
     actions: VecDeque<Action>,
     /// The latest `now` given (deferred work runs with it).
-    last_now: Instant,
+    last_now: Option<Instant>,
+    /// Peers whose timeout is due and not yet run (see `run_due_timeouts`).
+    due: VecDeque<PeerId>,
 }
 
 impl WorkerCore {
@@ -243,15 +245,23 @@ impl WorkerCore {
             stun_limiter: stun::StunRateLimiter::default(),
             out: VecDeque::new(),
             actions: VecDeque::with_capacity(64),
-            last_now: Instant::now(),
+            last_now: None,
+            due: VecDeque::new(),
         }
     }
 
     /// The next thing the driver must do, if any. Deferred work (the rest of a
     /// delivery) runs here once earlier output is taken.
     pub fn poll_output(&mut self) -> Option<CoreOutput> {
-        if self.out.is_empty() && !self.actions.is_empty() {
-            self.run_actions(self.last_now);
+        if self.out.is_empty()
+            && let Some(now) = self.last_now
+        {
+            if !self.due.is_empty() {
+                self.run_due_timeouts(now);
+            }
+            if self.out.is_empty() && !self.actions.is_empty() {
+                self.run_actions(now);
+            }
         }
         self.out.pop_front()
     }
@@ -361,28 +371,15 @@ impl WorkerCore {
 
     /// Timers: peers' str0m timeouts, connect timeouts and the rooms' keyframe timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut due = Vec::new();
+        self.last_now = Some(self.last_now.map_or(now, |last| last.max(now)));
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
                 break;
             }
             self.deadlines.pop_first();
-            due.push(id);
+            self.due.push_back(id);
         }
-        for id in due {
-            tracing::trace!(peer = %id, "timeout due");
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.deadline = None;
-                if !peer.connected && now >= peer.connect_deadline {
-                    self.metrics.connect_timeouts.fetch_add(1, Relaxed);
-                    self.actions
-                        .push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
-                    continue;
-                }
-                peer.check_stall(now, self.config.stall_after, &mut self.out);
-            }
-            self.with_rtc(now, id, |rtc| rtc.handle_input(Input::Timeout(now)));
-        }
+        self.run_due_timeouts(now);
         let lives: Vec<LiveId> = self.rooms.keys().copied().collect();
         for live in lives {
             let Some(room) = self.rooms.get_mut(&live) else {
@@ -401,6 +398,44 @@ impl WorkerCore {
             }
         }
         self.run_actions(now);
+    }
+
+    /// Runs due peers' timeouts until none is left or a slice of output is ready (str0m
+    /// sends written media on a peer's timeout, so this is where most datagrams of a
+    /// fan-out are made; the rest run from `poll_output` once the slice is sent).
+    fn run_due_timeouts(&mut self, now: Instant) {
+        while self.out.len() < OUTPUT_SLICE
+            && let Some(id) = self.due.pop_front()
+        {
+            tracing::trace!(peer = %id, "timeout due");
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.deadline = None;
+                if !peer.connected && now >= peer.connect_deadline {
+                    self.metrics.connect_timeouts.fetch_add(1, Relaxed);
+                    self.actions
+                        .push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
+                    continue;
+                }
+                peer.check_stall(now, self.config.stall_after, &mut self.out);
+            }
+            let first_output = self.out.len();
+            self.with_rtc(now, id, |rtc| rtc.handle_input(Input::Timeout(now)));
+            // What this timeout sent carries the media written since the last one.
+            if let Some(at) = self
+                .peers
+                .get_mut(&id)
+                .and_then(|p| p.unsent_media_since.take())
+            {
+                for output in self.out.range_mut(first_output..) {
+                    if let CoreOutput::Transmit {
+                        media_received_at, ..
+                    } = output
+                    {
+                        *media_received_at = Some(at);
+                    }
+                }
+            }
+        }
     }
 
     /// Finds the peer a STUN check with USERNAME `ours:theirs` is for, and remembers the
@@ -506,8 +541,8 @@ impl WorkerCore {
 
     /// Runs deferred work until none is left or a slice of output is ready.
     fn run_actions(&mut self, now: Instant) {
-        self.last_now = self.last_now.max(now);
-        let now = self.last_now;
+        let now = self.last_now.map_or(now, |last| last.max(now));
+        self.last_now = Some(now);
         while self.out.len() < OUTPUT_SLICE
             && let Some(action) = self.actions.pop_front()
         {
@@ -632,23 +667,15 @@ impl WorkerCore {
                 continue;
             }
             let metrics = &self.metrics;
-            let first_output = self.out.len();
             let result = catch_unwind(AssertUnwindSafe(|| {
                 if peer.write_packet(&packet, now) {
                     forwarded += 1;
+                    peer.unsent_media_since.get_or_insert(packet.received_at);
                     peer.drain(now, &mut self.out, &mut self.actions, metrics)
                 } else {
                     Ok(())
                 }
             }));
-            for output in self.out.range_mut(first_output..) {
-                if let CoreOutput::Transmit {
-                    media_received_at, ..
-                } = output
-                {
-                    *media_received_at = Some(packet.received_at);
-                }
-            }
             if peer.video_gated && peer.video_mid.is_some() {
                 gated += 1;
             }
