@@ -97,7 +97,12 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
     api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply()?;
     let (rtc, answer, local_ufrag) = template()
-        .accept_offer(server_addr(), &offer.to_sdp_string(), now)
+        .accept_offer(
+            privatehub_media::sfu::Role::Viewer,
+            server_addr(),
+            &offer.to_sdp_string(),
+            now,
+        )
         .ok()?;
     client.sdp_api().accept_answer(pending, answer).ok()?;
     core.handle_command(

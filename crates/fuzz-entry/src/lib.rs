@@ -97,9 +97,12 @@ pub fn sdp_offer(data: &[u8]) {
         return;
     }
     let offer = text(data);
-    if let Ok((_rtc, answer, ufrag)) =
-        template().accept_offer(server_addr(), &offer, Instant::now())
-    {
+    if let Ok((_rtc, answer, ufrag)) = template().accept_offer(
+        privatehub_media::sfu::Role::Viewer,
+        server_addr(),
+        &offer,
+        Instant::now(),
+    ) {
         assert!(!ufrag.is_empty());
         let sdp = answer.to_sdp_string();
         assert!(sdp.contains("a=ice-lite"), "answer without ice-lite: {sdp}");
@@ -175,7 +178,12 @@ mod tests {
         for name in ["chromium-156-sendonly.sdp", "chromium-156-recvonly.sdp"] {
             let path = format!("{}/../../fuzz/seeds/{name}", env!("CARGO_MANIFEST_DIR"));
             let sdp = std::fs::read_to_string(path).unwrap();
-            let accepted = template().accept_offer(server_addr(), &sdp, Instant::now());
+            let accepted = template().accept_offer(
+                privatehub_media::sfu::Role::Viewer,
+                server_addr(),
+                &sdp,
+                Instant::now(),
+            );
             assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
         }
     }

@@ -209,7 +209,7 @@ impl Engine {
         let rtc_addr = self.workers[worker].rtc_addr;
         let (rtc, answer, local_ufrag) = self
             .template
-            .accept_offer(rtc_addr, offer_sdp, offered_at)
+            .accept_offer(role, rtc_addr, offer_sdp, offered_at)
             .map_err(|e| {
                 self.workers[worker].peers.fetch_sub(1, Relaxed);
                 match e {

@@ -71,8 +71,11 @@ pub(super) struct LatenessTracker {
     last_arrival: Option<Instant>,
 }
 
-/// Half of the window over which the least lateness is kept.
-const LATENESS_HALF_WINDOW: Duration = Duration::from_secs(5);
+/// Half of the window over which the least lateness is kept. Long, so that a queue that
+/// persists under overload is not taken for the path's own delay after a few seconds
+/// (measured: with 5 s, one overloaded core's receive queue became the baseline and
+/// shedding stopped); clock drift over it is at most milliseconds.
+const LATENESS_HALF_WINDOW: Duration = Duration::from_secs(30);
 /// A track silent this long starts afresh: a paused camera's RTP clock need not have
 /// advanced with the wall clock, and no queue builds while nothing arrives.
 const LATENESS_RESET_AFTER_SILENCE: Duration = Duration::from_secs(1);

@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Rtc};
+
+use super::Role;
 
 /// Per-viewer video send buffer (packets). In frame mode this is also the size of str0m's
 /// RTX/NACK cache, which holds each viewer's own packetized copies (~1.2 KB payload plus
@@ -97,8 +100,14 @@ impl RtcTemplate {
     /// ICE-lite `Rtc` restricted to Opus, VP8 and H.264, with a host candidate on
     /// `rtc_addr` (the announced address of the worker's port), that has accepted
     /// `offer_sdp`. Returns the `Rtc`, the answer and our ICE ufrag.
+    ///
+    /// A viewer's `Rtc` does not negotiate transport-wide congestion control: we run no
+    /// bandwidth estimation towards viewers, and a browser sends TWCC feedback every
+    /// ~50-100 ms, which the SFU would decrypt and parse for nothing (per viewer, that
+    /// is more RTCP than everything else it sends us).
     pub fn accept_offer(
         &self,
+        role: Role,
         rtc_addr: SocketAddr,
         offer_sdp: &str,
         now: Instant,
@@ -118,6 +127,10 @@ impl RtcTemplate {
             .enable_h264(true)
             .set_rtp_mode(true)
             .set_send_buffer_video(SEND_BUFFER_VIDEO);
+        let config = match role {
+            Role::Publisher => config,
+            Role::Viewer => config.set_extension_map(viewer_extensions()),
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut rtc = config.build(now);
             let candidate = Candidate::host(rtc_addr, "udp")
@@ -138,16 +151,35 @@ impl RtcTemplate {
     }
 }
 
+/// str0m's standard extensions (Chrome's ids) without transport-cc.
+fn viewer_extensions() -> ExtensionMap {
+    let mut map = ExtensionMap::empty();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if *extension != Extension::TransportSequenceNumber {
+            map.set(id, extension.clone());
+        }
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewers_are_not_asked_for_congestion_feedback() {
+        let map = viewer_extensions();
+        assert_eq!(map.id_of(Extension::TransportSequenceNumber), None);
+        assert_eq!(map.id_of(Extension::AudioLevel), Some(1));
+        assert_eq!(map.id_of(Extension::RtpMid), Some(4));
+    }
 
     #[test]
     fn garbage_offers_get_a_fixed_message_and_a_capped_detail() {
         let template = RtcTemplate::generate().unwrap();
         let addr = "127.0.0.1:40000".parse().unwrap();
         let garbage = format!("v=0\r\nthis is not sdp {}\r\n", "x".repeat(5000));
-        let Err(error) = template.accept_offer(addr, &garbage, Instant::now()) else {
+        let Err(error) = template.accept_offer(Role::Viewer, addr, &garbage, Instant::now()) else {
             panic!("garbage accepted");
         };
         assert_eq!(error.to_string(), "the SDP offer could not be parsed");

@@ -165,7 +165,16 @@ impl Harness {
         let (offer, pending) = api.apply().unwrap();
         let (server_rtc, answer, local_ufrag) = self
             .template
-            .accept_offer(self.server_addr, &offer.to_sdp_string(), self.now)
+            .accept_offer(
+                if tag.is_some() {
+                    Role::Publisher
+                } else {
+                    Role::Viewer
+                },
+                self.server_addr,
+                &offer.to_sdp_string(),
+                self.now,
+            )
             .unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         let peer = PeerId(self.next_peer);
