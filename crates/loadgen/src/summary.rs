@@ -631,6 +631,15 @@ fn format_tick(value: f64) -> String {
     }
 }
 
+/// Median of `values` (the lower middle for an even count); `None` if empty.
+fn median_of(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[(values.len() - 1) / 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,13 +650,4 @@ mod tests {
         assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
         assert_eq!(spread(&[]).median, 0.0);
     }
-}
-
-/// Median of `values` (the lower middle for an even count); `None` if empty.
-fn median_of(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    Some(values[(values.len() - 1) / 2])
 }

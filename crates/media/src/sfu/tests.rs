@@ -45,12 +45,18 @@ impl Link {
     fn pass(&mut self, now: Instant, datagram: Option<Vec<u8>>, out: &mut Vec<Vec<u8>>) {
         if let Some(datagram) = datagram {
             self.count += 1;
-            if self.drop_every.is_some_and(|n| self.count % n == 0) {
+            if self
+                .drop_every
+                .is_some_and(|n| self.count.is_multiple_of(n))
+            {
                 self.dropped += 1;
             } else if let Some(held) = self.held.take() {
                 self.queue.push_back((now + self.delay, datagram));
                 self.queue.push_back((now + self.delay, held));
-            } else if self.swap_every.is_some_and(|n| self.count % n == 0) {
+            } else if self
+                .swap_every
+                .is_some_and(|n| self.count.is_multiple_of(n))
+            {
                 self.held = Some(datagram);
             } else {
                 self.queue.push_back((now + self.delay, datagram));
