@@ -255,46 +255,56 @@ impl Metrics {
                 "# HELP {name} Resident memory size in bytes.\n# TYPE {name} gauge\n{name} {rss}"
             );
         }
-        let name = "media_peer_setup_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from offer to ICE+DTLS connected.\n# TYPE {name} histogram"
+        let setup: Vec<u64> = self.setup_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        write_histogram(
+            &mut out,
+            "media_peer_setup_seconds",
+            "Time from offer to ICE+DTLS connected.",
+            &SETUP_BUCKETS,
+            &setup,
+            self.setup_count.load(Relaxed),
+            self.setup_sum_micros.load(Relaxed),
         );
-        for (bucket, bound) in self.setup_buckets.iter().zip(SETUP_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
-            );
-        }
-        let count = self.setup_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.setup_sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
-        let name = "media_forward_delay_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} From a publisher packet's receipt to the return of the send carrying it to a viewer.\n# TYPE {name} histogram"
-        );
+        // Forwarding-delay buckets are kept per bucket (see `ForwardDelayTally`).
         let mut cumulative = 0;
-        for (bucket, bound) in self.forward_delay_buckets.iter().zip(FORWARD_DELAY_BUCKETS) {
-            cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.forward_delay_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.forward_delay_sum_micros.load(Relaxed) as f64 / 1e6
+        let forward: Vec<u64> = self
+            .forward_delay_buckets
+            .iter()
+            .map(|b| {
+                cumulative += b.load(Relaxed);
+                cumulative
+            })
+            .collect();
+        write_histogram(
+            &mut out,
+            "media_forward_delay_seconds",
+            "From a publisher packet's receipt to the return of the send carrying it to a viewer.",
+            &FORWARD_DELAY_BUCKETS,
+            &forward,
+            self.forward_delay_count.load(Relaxed),
+            self.forward_delay_sum_micros.load(Relaxed),
         );
-        let _ = writeln!(out, "{name}_count {count}");
         out
     }
+}
+
+/// One Prometheus histogram from cumulative bucket counts.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    cumulative: &[u64],
+    count: u64,
+    sum_micros: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, value) in bounds.iter().zip(cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {value}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", sum_micros as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 /// Resident set size of this process: `/proc/self/statm`'s second field (pages) times
@@ -342,6 +352,18 @@ mod tests {
         assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.05\"} 0"));
         assert!(text.contains("media_peer_setup_seconds_bucket{le=\"0.1\"} 1"));
         assert!(text.contains("media_peer_setup_seconds_count 1"));
+        let mut tally = ForwardDelayTally::default();
+        tally.observe(Duration::from_micros(800));
+        tally.observe(Duration::from_millis(4));
+        tally.observe(Duration::from_secs(2));
+        tally.merge_into(&m);
+        let text = m.render();
+        assert!(text.contains("media_forward_delay_seconds_bucket{le=\"0.0005\"} 0"));
+        assert!(text.contains("media_forward_delay_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("media_forward_delay_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("media_forward_delay_seconds_bucket{le=\"1\"} 2"));
+        assert!(text.contains("media_forward_delay_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("media_forward_delay_seconds_count 3"));
         if cfg!(target_os = "linux") {
             let rss = resident_memory_bytes().unwrap();
             assert!(rss > 1 << 20, "rss {rss}");

@@ -548,10 +548,13 @@ impl WorkerCore {
         {
             match action {
                 Action::Deliver {
+                    packet, from: 0, ..
+                } => self.deliver(now, packet),
+                Action::Deliver {
                     packet,
                     from,
                     gated,
-                } => self.deliver(now, packet, from, gated),
+                } => self.deliver_slice(now, packet, from, gated),
                 Action::WantKeyframe(live) => self.want_keyframe(now, live),
                 Action::ViewerGated(live) => {
                     if let Some(room) = self.rooms.get_mut(&live) {
@@ -601,16 +604,12 @@ impl WorkerCore {
         });
     }
 
-    /// Forwards one publisher packet to this worker's viewers of its live, from the
-    /// `from`th viewer on, until a slice of output is ready.
-    fn deliver(&mut self, now: Instant, packet: Arc<Packet>, from: usize, gated: usize) {
+    /// Starts forwarding one publisher packet to this worker's viewers of its live:
+    /// generation change, shedding, then the first slice.
+    fn deliver(&mut self, now: Instant, packet: Arc<Packet>) {
         let Some(room) = self.rooms.get_mut(&packet.live) else {
             return;
         };
-        if from > 0 {
-            self.deliver_slice(now, packet, from, gated);
-            return;
-        }
         if packet.generation < room.generation {
             return;
         }
@@ -646,6 +645,8 @@ impl WorkerCore {
         self.deliver_slice(now, packet, 0, 0);
     }
 
+    /// Forwards `packet` to the local viewers from the `from`th on, until a slice of
+    /// output is ready; the rest is queued to run first once the slice is sent.
     fn deliver_slice(&mut self, now: Instant, packet: Arc<Packet>, from: usize, mut gated: usize) {
         let Some(room) = self.rooms.get_mut(&packet.live) else {
             return;
