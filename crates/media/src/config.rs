@@ -79,6 +79,9 @@ pub struct MediaSettings {
     /// Media older than this many milliseconds when it would be forwarded is dropped
     /// instead, and video resumes at a fresh keyframe (`MEDIA_SHED_AFTER_MS`).
     pub shed_after_ms: u64,
+    /// Which viewers get a downstream bandwidth estimate, so the server picks their
+    /// simulcast layer (`MEDIA_VIEWER_ESTIMATION`).
+    pub viewer_estimation: ViewerEstimation,
     /// Most `/ws` sockets open at once from one client IP; 0 = no limit
     /// (`MEDIA_MAX_SOCKETS_PER_IP`).
     pub max_sockets_per_ip: usize,
@@ -88,6 +91,19 @@ pub struct MediaSettings {
     /// Take the client IP from the right-most `X-Forwarded-For` entry
     /// (`MEDIA_TRUST_PROXY_HEADERS`). Only behind a proxy that sets it.
     pub trust_proxy_headers: bool,
+}
+
+/// Which viewers' `Rtc`s run str0m's bandwidth estimator (TWCC feedback from the
+/// browser, costing CPU per packet): only those can be moved between simulcast layers
+/// by their bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerEstimation {
+    /// Viewers who join while the live's publisher sends simulcast (the default).
+    Simulcast,
+    /// Every viewer.
+    Always,
+    /// None: viewers get the top layer unless they pick one in the quality menu.
+    Never,
 }
 
 impl MediaSettings {
@@ -109,6 +125,7 @@ impl MediaSettings {
             connect_timeout_secs: 15,
             keyframe_interval_ms: 200,
             shed_after_ms: 300,
+            viewer_estimation: ViewerEstimation::Simulcast,
             max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
             new_sockets_per_ip_per_sec: DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
             trust_proxy_headers: false,
@@ -253,6 +270,15 @@ impl MediaSettings {
                 "must be between 50 and 10000",
             ));
         }
+        let viewer_estimation = match get(&["MEDIA_VIEWER_ESTIMATION"]) {
+            None => ViewerEstimation::Simulcast,
+            Some((_, value)) if value == "simulcast" => ViewerEstimation::Simulcast,
+            Some((_, value)) if value == "always" => ViewerEstimation::Always,
+            Some((_, value)) if value == "never" => ViewerEstimation::Never,
+            Some((var, value)) => {
+                return Err(invalid(var, value, "must be simulcast, always or never"));
+            }
+        };
         let max_sockets_per_ip = parse_num(
             get(&["MEDIA_MAX_SOCKETS_PER_IP"]),
             DEFAULT_MAX_SOCKETS_PER_IP,
@@ -281,6 +307,7 @@ impl MediaSettings {
             connect_timeout_secs,
             keyframe_interval_ms,
             shed_after_ms,
+            viewer_estimation,
             max_sockets_per_ip,
             new_sockets_per_ip_per_sec,
             trust_proxy_headers,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use privatehub_protocol::media_signaling::{QualityLayer, SINGLE_LAYER};
 use privatehub_protocol::{LiveId, MediaServerMessage};
 use str0m::Candidate;
 use str0m::change::SdpAnswer;
@@ -18,8 +19,10 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{Receiver, Sender, UnboundedSender, channel};
 
-use crate::config::MediaSettings;
+use crate::config::{MediaSettings, ViewerEstimation};
 use crate::metrics::Metrics;
+use crate::sfu::QualityReport;
+use crate::sfu::layers::{LayerChoice, LayerKey, VideoTarget};
 use crate::sfu::{
     Command, CoreConfig, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate,
     SdpProblem,
@@ -131,6 +134,8 @@ struct LiveEntry {
     publisher_connected: bool,
     /// The connected publisher's video is stalled (viewers were told `publisher_stalled`).
     publisher_stalled: bool,
+    /// The publisher's offer sends simulcast layers.
+    publisher_simulcast: bool,
     viewers: HashSet<PeerId>,
 }
 
@@ -141,12 +146,56 @@ struct PeerEntry {
     notify: NoticeSender,
 }
 
+/// Whether an SDP offer sends simulcast (`a=simulcast:send ...`).
+fn offer_sends_simulcast(offer_sdp: &str) -> bool {
+    offer_sdp
+        .lines()
+        .any(|line| line.trim_start().starts_with("a=simulcast:send"))
+}
+
+/// The wire name of a layer.
+fn layer_name(layer: LayerKey) -> String {
+    match layer {
+        Some(rid) => rid.to_string(),
+        None => SINGLE_LAYER.to_owned(),
+    }
+}
+
+/// A worker's quality report as the viewer's `quality` message.
+fn quality_message(report: &QualityReport) -> MediaServerMessage {
+    MediaServerMessage::Quality {
+        layers: report
+            .layers
+            .iter()
+            .map(|layer| QualityLayer {
+                rid: layer_name(layer.key),
+                width: layer.dimensions.map(|(w, _)| w),
+                height: layer.dimensions.map(|(_, h)| h),
+                kbps: layer.bitrate_bps / 1000,
+            })
+            .collect(),
+        current: report.current.map(layer_name),
+        target: match report.target {
+            VideoTarget::Layer(layer) => Some(layer_name(layer)),
+            VideoTarget::Any | VideoTarget::Paused => None,
+        },
+        choice: match report.choice {
+            LayerChoice::Auto => "auto".to_owned(),
+            LayerChoice::Fixed(rid) => rid.to_string(),
+        },
+        estimate_kbps: report.estimate_bps.map(|bps| bps / 1000),
+        paused: report.target == VideoTarget::Paused,
+        adaptive: report.adaptive,
+    }
+}
+
 /// Shared state of the running media server.
 pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub workers: Vec<WorkerHandle>,
     max_peers: usize,
     max_viewers_per_live: usize,
+    viewer_estimation: ViewerEstimation,
     registry: Mutex<Registry>,
     next_peer: AtomicU64,
     next_generation: AtomicU64,
@@ -165,6 +214,7 @@ impl Engine {
             workers,
             max_peers: settings.max_peers,
             max_viewers_per_live: settings.max_viewers_per_live,
+            viewer_estimation: settings.viewer_estimation,
             registry: Mutex::new(Registry::default()),
             next_peer: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
@@ -187,8 +237,18 @@ impl Engine {
         offer_sdp: &str,
         offered_at: Instant,
     ) -> Result<(NewPeer, SdpAnswer, usize), PrepareError> {
+        let estimating;
         {
             let registry = self.registry();
+            let live_entry = registry.lives.get(&live);
+            estimating = role == Role::Viewer
+                && match self.viewer_estimation {
+                    ViewerEstimation::Always => true,
+                    ViewerEstimation::Never => false,
+                    ViewerEstimation::Simulcast => {
+                        live_entry.is_some_and(|l| l.publisher.is_some() && l.publisher_simulcast)
+                    }
+                };
             if registry.peers.len() >= self.max_peers {
                 return Err(PrepareError::ServerFull);
             }
@@ -209,7 +269,7 @@ impl Engine {
         let rtc_addr = self.workers[worker].rtc_addr;
         let (rtc, answer, local_ufrag) = self
             .template
-            .accept_offer(role, rtc_addr, offer_sdp, offered_at)
+            .accept_offer(role, rtc_addr, offer_sdp, offered_at, estimating)
             .map_err(|e| {
                 self.workers[worker].peers.fetch_sub(1, Relaxed);
                 match e {
@@ -232,6 +292,8 @@ impl Engine {
             rtc,
             local_ufrag,
             offered_at,
+            estimating,
+            simulcast: role == Role::Publisher && offer_sends_simulcast(offer_sdp),
         };
         Ok((new_peer, answer, worker))
     }
@@ -284,12 +346,16 @@ impl Engine {
                 replaced = entry.publisher.replace(id);
                 entry.publisher_connected = false;
                 entry.publisher_stalled = false;
+                entry.publisher_simulcast = new_peer.simulcast;
                 self.metrics.publishers.fetch_add(1, Relaxed);
             }
             Role::Viewer => {
                 entry.viewers.insert(id);
                 if entry.publisher_connected {
-                    notify.send(MediaServerMessage::PublisherJoined { live_id: live });
+                    notify.send(MediaServerMessage::PublisherJoined {
+                        live_id: live,
+                        simulcast: entry.publisher_simulcast,
+                    });
                     if entry.publisher_stalled {
                         notify.send(MediaServerMessage::PublisherStalled { live_id: live });
                     }
@@ -342,6 +408,17 @@ impl Engine {
         }
     }
 
+    /// The viewer's quality menu choice.
+    pub fn set_layer_choice(&self, peer: PeerId, choice: LayerChoice) {
+        let mut registry = self.registry();
+        let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
+            return;
+        };
+        if !self.send_to_worker(worker, Command::SetLayerChoice { peer, choice }) {
+            self.forget_peer(&mut registry, peer, RemoveReason::WorkerStopped);
+        }
+    }
+
     /// A trickled ICE candidate from the client.
     pub fn remote_candidate(&self, peer: PeerId, candidate: Candidate) {
         let mut registry = self.registry();
@@ -375,8 +452,10 @@ impl Engine {
                     entry.publisher_connected = true;
                     for viewer in &entry.viewers {
                         if let Some(v) = peers.get(viewer) {
-                            v.notify
-                                .send(MediaServerMessage::PublisherJoined { live_id: *live });
+                            v.notify.send(MediaServerMessage::PublisherJoined {
+                                live_id: *live,
+                                simulcast: entry.publisher_simulcast,
+                            });
                         }
                     }
                 }
@@ -407,6 +486,12 @@ impl Engine {
                     if let Some(v) = peers.get(viewer) {
                         v.notify.send(message.clone());
                     }
+                }
+            }
+            CoreOutput::ViewerQuality { peer, report } => {
+                let registry = self.registry();
+                if let Some(entry) = registry.peers.get(peer) {
+                    entry.notify.send(quality_message(report));
                 }
             }
             CoreOutput::Removed { peer, reason, .. } => {

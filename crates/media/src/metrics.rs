@@ -13,6 +13,11 @@ pub const FORWARD_DELAY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Upper bounds (Mbit/s) of the viewers' bandwidth estimate histogram buckets.
+const ESTIMATE_BUCKETS: [f64; 8] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0];
+/// Labels of the viewers-by-layer gauge, by rank from the top layer; the last is paused.
+const LAYER_RANK_LABELS: [&str; 5] = ["top", "second", "third", "fourth", "paused"];
+
 /// A worker's own tally of forwarding delays, merged into [`Metrics`] once per flush so
 /// the shared atomics are not touched per datagram.
 #[derive(Debug, Default)]
@@ -93,6 +98,17 @@ pub struct Metrics {
     forward_delay_buckets: [AtomicU64; FORWARD_DELAY_BUCKETS.len()],
     forward_delay_count: AtomicU64,
     forward_delay_sum_micros: AtomicU64,
+    /// Viewers by the rank of the layer they get (0: top), the last one paused.
+    viewers_by_layer: [AtomicI64; LAYER_RANK_LABELS.len()],
+    pub layer_switches_up: AtomicU64,
+    pub layer_switches_down: AtomicU64,
+    pub video_pauses: AtomicU64,
+    pub video_resumes: AtomicU64,
+    /// Keyframe requests a layer switch (or resume) caused, before coalescing.
+    pub layer_switch_keyframe_requests: AtomicU64,
+    estimate_buckets: [AtomicU64; ESTIMATE_BUCKETS.len()],
+    estimate_count: AtomicU64,
+    estimate_sum_bits: AtomicU64,
 }
 
 impl Metrics {
@@ -107,6 +123,32 @@ impl Metrics {
         self.setup_count.fetch_add(1, Relaxed);
         self.setup_sum_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// A viewer moved from one layer rank to another (`None`: not counted).
+    pub fn move_viewer_rank(&self, from: Option<usize>, to: Option<usize>) {
+        if from == to {
+            return;
+        }
+        let last = LAYER_RANK_LABELS.len() - 1;
+        if let Some(rank) = from {
+            self.viewers_by_layer[rank.min(last)].fetch_sub(1, Relaxed);
+        }
+        if let Some(rank) = to {
+            self.viewers_by_layer[rank.min(last)].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One viewer's downstream estimate (sampled every couple of seconds per viewer).
+    pub fn observe_viewer_estimate(&self, bits_per_second: u64) {
+        let mbps = bits_per_second as f64 / 1e6;
+        for (bucket, bound) in self.estimate_buckets.iter().zip(ESTIMATE_BUCKETS) {
+            if mbps <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.estimate_count.fetch_add(1, Relaxed);
+        self.estimate_sum_bits.fetch_add(bits_per_second, Relaxed);
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -138,7 +180,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 21] = [
+        let counters: [(&str, &str, &AtomicU64); 26] = [
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",
@@ -236,6 +278,31 @@ impl Metrics {
                 &self.notice_overflows,
             ),
             (
+                "media_layer_switches_up_total",
+                "Viewers switched to a higher simulcast layer.",
+                &self.layer_switches_up,
+            ),
+            (
+                "media_layer_switches_down_total",
+                "Viewers switched to a lower simulcast layer.",
+                &self.layer_switches_down,
+            ),
+            (
+                "media_video_pauses_total",
+                "Viewers whose video was paused because no layer fits their link.",
+                &self.video_pauses,
+            ),
+            (
+                "media_video_resumes_total",
+                "Viewers whose paused video resumed.",
+                &self.video_resumes,
+            ),
+            (
+                "media_layer_switch_keyframe_requests_total",
+                "Keyframe requests caused by layer switches and resumes, before coalescing.",
+                &self.layer_switch_keyframe_requests,
+            ),
+            (
                 "media_signaling_send_timeouts_total",
                 "Signaling sockets closed because the client stopped reading (a send timed out).",
                 &self.send_timeouts,
@@ -255,6 +322,28 @@ impl Metrics {
                 "# HELP {name} Resident memory size in bytes.\n# TYPE {name} gauge\n{name} {rss}"
             );
         }
+        let name = "media_viewers_by_layer";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connected viewers by the simulcast layer they get (rank from the top; a live without simulcast counts as top).\n# TYPE {name} gauge"
+        );
+        for (label, value) in LAYER_RANK_LABELS.iter().zip(&self.viewers_by_layer) {
+            let _ = writeln!(out, "{name}{{layer=\"{label}\"}} {}", value.load(Relaxed));
+        }
+        let estimates: Vec<u64> = self
+            .estimate_buckets
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect();
+        write_histogram(
+            &mut out,
+            "media_viewer_bandwidth_estimate_megabits",
+            "Viewers' downstream bandwidth estimates (Mbit/s), sampled every 2 s per estimating viewer.",
+            &ESTIMATE_BUCKETS,
+            &estimates,
+            self.estimate_count.load(Relaxed),
+            self.estimate_sum_bits.load(Relaxed),
+        );
         let setup: Vec<u64> = self.setup_buckets.iter().map(|b| b.load(Relaxed)).collect();
         write_histogram(
             &mut out,

@@ -34,7 +34,9 @@ use secrecy::ExposeSecret;
 
 use crate::AppState;
 use crate::engine::{NoticeSender, PrepareError, SessionNotices, notice_channel};
+use crate::sfu::layers::LayerChoice;
 use crate::sfu::{PeerId, RemoveReason, Role};
+use privatehub_protocol::media_signaling::MAX_RID_CHARS;
 
 /// Messages a client may send in a burst.
 const RATE_BURST: f64 = 40.0;
@@ -87,6 +89,7 @@ pub async fn ws_route(
             bucket: RATE_BURST,
             bucket_at: Instant::now(),
             candidates: 0,
+            watching: false,
             gone: false,
         };
         let _slot = match slot {
@@ -172,6 +175,8 @@ struct Signaling {
     session: Session,
     state: Arc<AppState>,
     peer: Option<PeerId>,
+    /// The peer is a viewer (may send `quality`).
+    watching: bool,
     bucket: f64,
     bucket_at: Instant,
     /// `candidate` messages accepted so far (capped at [`MAX_CANDIDATES`]).
@@ -301,6 +306,35 @@ impl Signaling {
                 }
                 Ok(true)
             }
+            MediaClientMessage::Quality { layer } => {
+                let Some(peer) = self.peer.filter(|_| self.watching) else {
+                    return Err(Refusal::new(
+                        MediaErrorCode::WrongState,
+                        "quality before watch",
+                        false,
+                    ));
+                };
+                let choice = match layer.as_str() {
+                    "auto" => LayerChoice::Auto,
+                    rid if !rid.is_empty()
+                        && rid.len() <= MAX_RID_CHARS
+                        && rid
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+                    {
+                        LayerChoice::Fixed(str0m::media::Rid::from(rid))
+                    }
+                    _ => {
+                        return Err(Refusal::new(
+                            MediaErrorCode::MalformedMessage,
+                            "layer must be \"auto\" or a layer's rid",
+                            false,
+                        ));
+                    }
+                };
+                self.state.engine.set_layer_choice(peer, choice);
+                Ok(true)
+            }
             MediaClientMessage::Publish { token, offer } => {
                 self.start(Role::Publisher, &token, offer, notify).await
             }
@@ -372,10 +406,12 @@ impl Signaling {
             }
         })?;
         let peer = new_peer.id;
+        let adaptive = new_peer.estimating;
         tracing::debug!(%peer, %live, ?role, worker, sub = %claims.sub, "peer prepared");
         // Register first so the worker knows the peer before the client's first STUN
         // check; notices queued meanwhile are only read after the answer is sent.
         self.peer = Some(peer);
+        self.watching = role == Role::Viewer;
         self.state
             .engine
             .add_peer(new_peer, worker, notify.clone())
@@ -386,6 +422,7 @@ impl Signaling {
                 sdp: answer.to_sdp_string(),
             },
             live_id: live,
+            adaptive,
         };
         Ok(self.send(&answer).await.is_ok())
     }

@@ -51,6 +51,29 @@ pub enum MediaClientMessage {
     Leave,
     /// Keep-alive; answered with `Pong`.
     Ping,
+    /// Watch: the quality menu's choice, `"auto"` (the default: follow the bandwidth) or
+    /// a layer's `rid` from [`MediaServerMessage::Quality`] (kept until `"auto"`).
+    Quality { layer: String },
+}
+
+/// Longest `rid` accepted in [`MediaClientMessage::Quality`] (RFC 8851 allows 255, str0m
+/// keeps 8).
+pub const MAX_RID_CHARS: usize = 8;
+
+/// Name of the one layer of a publisher that sends no simulcast, in
+/// [`MediaServerMessage::Quality`].
+pub const SINGLE_LAYER: &str = "single";
+
+/// One simulcast layer of the live, as the quality menu shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityLayer {
+    /// The layer's rid ([`SINGLE_LAYER`] without simulcast).
+    pub rid: String,
+    /// Picture size from its last keyframe, when known (VP8).
+    pub width: Option<u16>,
+    pub height: Option<u16>,
+    /// Measured bitrate, kbit/s.
+    pub kbps: u64,
 }
 
 /// Media server to browser (or bot).
@@ -61,9 +84,19 @@ pub enum MediaServerMessage {
     Answer {
         answer: SessionDescription,
         live_id: LiveId,
+        /// Watch: the server estimates this viewer's bandwidth and picks its simulcast
+        /// layer by itself (it does when the live's publisher sent layers at the time).
+        #[serde(default)]
+        adaptive: bool,
     },
-    /// To viewers: a broadcaster is (again) sending into this live.
-    PublisherJoined { live_id: LiveId },
+    /// To viewers: a broadcaster is (again) sending into this live. `simulcast`: it
+    /// sends several layers; a viewer whose answer was not `adaptive` can watch again
+    /// to get layers chosen for its bandwidth.
+    PublisherJoined {
+        live_id: LiveId,
+        #[serde(default)]
+        simulcast: bool,
+    },
     /// To viewers: the broadcaster's connection went away. Viewers stay connected and
     /// resume receiving when it comes back.
     PublisherLeft { live_id: LiveId },
@@ -75,6 +108,24 @@ pub enum MediaServerMessage {
     PublisherStalled { live_id: LiveId },
     /// To viewers: after `PublisherStalled`, the broadcaster's video frames arrive again.
     PublisherResumed { live_id: LiveId },
+    /// To a viewer: its video quality, on every change and every couple of seconds.
+    Quality {
+        /// The live's layers, lowest first.
+        layers: Vec<QualityLayer>,
+        /// The rid forwarded now (`null` while waiting for a keyframe or paused).
+        current: Option<String>,
+        /// The rid to be forwarded (switched to at its next keyframe); `null` with
+        /// `paused`, or before a layer is chosen.
+        target: Option<String>,
+        /// `"auto"` or the rid the viewer picked.
+        choice: String,
+        /// The server's estimate of the viewer's downstream bandwidth, kbit/s.
+        estimate_kbps: Option<u64>,
+        /// Video is paused because the link cannot carry even the lowest layer; audio
+        /// goes on, and video resumes by itself when the link recovers.
+        paused: bool,
+        adaptive: bool,
+    },
     /// Reply to `Ping`.
     Pong,
     /// The media server is stopping (a restart or an upgrade); the socket closes right

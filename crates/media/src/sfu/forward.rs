@@ -16,6 +16,7 @@ use str0m::rtp::{ExtensionValues, Vp8Descriptor};
 
 use super::PeerId;
 use super::keyframe::{GateRetry, UpstreamThrottle};
+use super::layers::{LayerKey, Layers, MAX_LAYERS};
 
 /// One RTP packet of a publisher, as forwarded to viewers.
 #[derive(Debug)]
@@ -34,6 +35,10 @@ pub struct Packet {
     pub marker: bool,
     /// First packet of a video keyframe (viewers' gates open on it).
     pub keyframe: bool,
+    /// The simulcast layer (rid) of a video packet; `None` without simulcast.
+    pub layer: LayerKey,
+    /// Picture size, read from the first packet of a VP8 keyframe.
+    pub dimensions: Option<(u16, u16)>,
     /// VP8 payload descriptor, parsed once, for the viewers' picture id rewrite.
     pub vp8: Option<Vp8Descriptor>,
     /// The header extensions worth passing on (audio level, video orientation).
@@ -137,8 +142,15 @@ pub(super) struct Room {
     pub viewers: Vec<PeerId>,
     /// Highest publish generation seen in packets here.
     pub generation: u64,
-    /// Coalesces PLIs to the local publisher.
-    pub throttle: UpstreamThrottle,
+    /// Coalesces PLIs to the local publisher, per layer.
+    throttles: Vec<(LayerKey, UpstreamThrottle)>,
+    keyframe_interval: Duration,
+    /// The publisher's video layers as measured here (simulcast).
+    pub layers: Layers,
+    /// When viewers' layer choices are next reconsidered (while there are viewers).
+    pub next_layer_review: Option<Instant>,
+    /// When every viewer here last got a quality report.
+    pub last_report: Option<Instant>,
     /// Retries keyframe requests while local viewers are gated.
     pub gate_retry: GateRetry,
     /// Set while stale media is being shed (for the log: one line per episode).
@@ -151,7 +163,11 @@ impl Room {
             publisher: None,
             viewers: Vec::new(),
             generation: 0,
-            throttle: UpstreamThrottle::new(keyframe_interval),
+            throttles: Vec::new(),
+            keyframe_interval,
+            layers: Layers::default(),
+            next_layer_review: None,
+            last_report: None,
             gate_retry: GateRetry::default(),
             shedding: false,
         }
@@ -165,11 +181,35 @@ impl Room {
         self.publisher.is_none() && self.viewers.is_empty()
     }
 
+    /// The PLI throttle of one layer (layers beyond [`MAX_LAYERS`] share the last).
+    pub fn throttle(&mut self, layer: LayerKey) -> &mut UpstreamThrottle {
+        let index = match self.throttles.iter().position(|(key, _)| *key == layer) {
+            Some(index) => index,
+            None if self.throttles.len() <= MAX_LAYERS => {
+                let throttle = UpstreamThrottle::new(self.keyframe_interval);
+                self.throttles.push((layer, throttle));
+                self.throttles.len() - 1
+            }
+            None => self.throttles.len() - 1,
+        };
+        &mut self.throttles[index].1
+    }
+
+    /// Layers whose pending keyframe request is due at `now`.
+    pub fn due_keyframe_requests(&mut self, now: Instant) -> Vec<LayerKey> {
+        self.throttles
+            .iter_mut()
+            .filter_map(|(key, throttle)| throttle.poll(now).then_some(*key))
+            .collect()
+    }
+
     pub fn next_timeout(&self) -> Option<Instant> {
-        match (self.throttle.next_timeout(), self.gate_retry.next_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.throttles
+            .iter()
+            .filter_map(|(_, throttle)| throttle.next_timeout())
+            .chain(self.gate_retry.next_timeout())
+            .chain(self.next_layer_review)
+            .min()
     }
 }
 

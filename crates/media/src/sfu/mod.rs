@@ -12,9 +12,11 @@
 
 mod forward;
 pub mod keyframe;
+pub mod layers;
 mod offer;
 mod peer;
 mod rewrite;
+mod simulcast;
 pub mod stun;
 #[cfg(test)]
 mod tests;
@@ -32,8 +34,10 @@ use str0m::{Candidate, Input, Rtc, RtcError};
 
 pub use forward::Packet;
 use forward::Room;
+use layers::{LayerChoice, LayerKey};
 pub use offer::{OfferError, RtcTemplate, SdpProblem};
 use peer::{Peer, PeerFault};
+pub use simulcast::QualityReport;
 
 use crate::metrics::Metrics;
 
@@ -91,14 +95,29 @@ pub struct NewPeer {
     pub local_ufrag: String,
     /// When the offer reached the server (for the set-up time metric).
     pub offered_at: Instant,
+    /// Viewer: its `Rtc` estimates the downstream bandwidth (see `accept_offer`).
+    pub estimating: bool,
+    /// Publisher: its offer sends simulcast layers.
+    pub simulcast: bool,
 }
 
 /// Commands from the signaling side to a worker (unbounded; their rate is limited by the
 /// signaling sessions).
 pub enum Command {
     AddPeer(Box<NewPeer>),
-    RemovePeer { peer: PeerId, reason: RemoveReason },
-    RemoteCandidate { peer: PeerId, candidate: Candidate },
+    RemovePeer {
+        peer: PeerId,
+        reason: RemoveReason,
+    },
+    RemoteCandidate {
+        peer: PeerId,
+        candidate: Candidate,
+    },
+    /// The viewer picked a quality in the player's menu.
+    SetLayerChoice {
+        peer: PeerId,
+        choice: LayerChoice,
+    },
     Shutdown,
 }
 
@@ -107,8 +126,8 @@ pub enum Command {
 pub enum WorkerMessage {
     /// A packet from a publisher on another worker.
     Packet(Arc<Packet>),
-    /// Viewers on another worker want a keyframe of this live.
-    KeyframeWanted { live: LiveId },
+    /// Viewers on another worker want a keyframe of this live's `layer`.
+    KeyframeWanted { live: LiveId, layer: LayerKey },
 }
 
 /// What the core asks its driver to do.
@@ -139,6 +158,9 @@ pub enum CoreOutput {
         live: LiveId,
         stalled: bool,
     },
+    /// What a viewer's player should show about its video quality (layers, the one
+    /// forwarded, the estimate): on every change and every couple of seconds.
+    ViewerQuality { peer: PeerId, report: QualityReport },
     /// The peer is gone and everything it held is freed.
     Removed {
         peer: PeerId,
@@ -158,7 +180,8 @@ enum Action {
         from: usize,
         gated: usize,
     },
-    WantKeyframe(LiveId),
+    /// Viewers want a keyframe of this layer (`None` without simulcast: any layer).
+    WantKeyframe(LiveId, LayerKey),
     /// A viewer connected and waits for a keyframe: start the retry episode.
     ViewerGated(LiveId),
     Remove(PeerId, RemoveReason),
@@ -299,6 +322,7 @@ impl WorkerCore {
                     Ok(())
                 });
             }
+            Command::SetLayerChoice { peer, choice } => self.set_layer_choice(now, peer, choice),
             Command::Shutdown => {
                 let ids: Vec<PeerId> = self.peers.keys().copied().collect();
                 for id in ids {
@@ -322,9 +346,9 @@ impl WorkerCore {
                     });
                 }
             }
-            WorkerMessage::KeyframeWanted { live } => {
+            WorkerMessage::KeyframeWanted { live, layer } => {
                 if self.rooms.get(&live).is_some_and(|r| r.publisher.is_some()) {
-                    self.actions.push_back(Action::WantKeyframe(live));
+                    self.actions.push_back(Action::WantKeyframe(live, layer));
                 }
             }
         }
@@ -385,16 +409,27 @@ impl WorkerCore {
             let Some(room) = self.rooms.get_mut(&live) else {
                 continue;
             };
-            if room.throttle.poll(now)
-                && let Some(publisher) = room.publisher
-            {
-                self.send_pli(now, publisher);
+            let due = room.due_keyframe_requests(now);
+            if let Some(publisher) = room.publisher {
+                for layer in due {
+                    self.send_pli(now, publisher, layer);
+                }
             }
             let Some(room) = self.rooms.get_mut(&live) else {
                 continue;
             };
-            if room.gate_retry.poll(now) && gated_viewers(room, &self.peers) > 0 {
-                self.actions.push_back(Action::WantKeyframe(live));
+            if room.gate_retry.poll(now) {
+                for layer in awaited_layers(room, &self.peers) {
+                    self.actions.push_back(Action::WantKeyframe(live, layer));
+                }
+            }
+            if self
+                .rooms
+                .get(&live)
+                .and_then(|room| room.next_layer_review)
+                .is_some_and(|at| at <= now)
+            {
+                self.review_layers(now, live);
             }
         }
         self.run_actions(now);
@@ -555,50 +590,71 @@ impl WorkerCore {
                     from,
                     gated,
                 } => self.deliver_slice(now, packet, from, gated),
-                Action::WantKeyframe(live) => self.want_keyframe(now, live),
+                Action::WantKeyframe(live, layer) => self.want_keyframe(now, live, layer),
                 Action::ViewerGated(live) => {
-                    if let Some(room) = self.rooms.get_mut(&live) {
-                        room.gate_retry.gated(now);
-                    }
-                    self.want_keyframe(now, live);
+                    // Choose its layer first, so the keyframe asked for is that one's.
+                    self.review_layers(now, live);
+                    self.want_awaited_keyframes(now, live);
                 }
                 Action::Remove(id, reason) => self.remove_peer(now, id, reason),
             }
         }
     }
 
-    fn want_keyframe(&mut self, now: Instant, live: LiveId) {
-        let Some(room) = self.rooms.get_mut(&live) else {
-            self.out
-                .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted {
-                    live,
-                }));
-            return;
-        };
-        match room.publisher {
-            Some(publisher) => {
-                if room.throttle.request(now) {
-                    self.send_pli(now, publisher);
-                }
-            }
+    fn want_keyframe(&mut self, now: Instant, live: LiveId, layer: LayerKey) {
+        let publisher = self.rooms.get_mut(&live).and_then(|room| {
+            let publisher = room.publisher?;
+            Some((publisher, room.throttle(layer).request(now)))
+        });
+        match publisher {
+            Some((publisher, true)) => self.send_pli(now, publisher, layer),
+            Some((_, false)) => {}
             None => self
                 .out
                 .push_back(CoreOutput::ToOtherWorkers(WorkerMessage::KeyframeWanted {
                     live,
+                    layer,
                 })),
         }
     }
 
-    fn send_pli(&mut self, now: Instant, publisher: PeerId) {
-        let Some(mid) = self.peers.get(&publisher).and_then(|p| p.video_mid) else {
+    /// Starts a keyframe retry episode and asks for the layers local viewers wait for.
+    fn want_awaited_keyframes(&mut self, now: Instant, live: LiveId) {
+        let Some(room) = self.rooms.get_mut(&live) else {
             return;
         };
+        let layers = awaited_layers(room, &self.peers);
+        if !layers.is_empty() {
+            room.gate_retry.gated(now);
+        }
+        for layer in layers {
+            self.want_keyframe(now, live, layer);
+        }
+    }
+
+    /// Sends a PLI for `layer` (`None`: the one stream, or every layer of a simulcast
+    /// publisher when the asker did not say which).
+    fn send_pli(&mut self, now: Instant, publisher: PeerId, layer: LayerKey) {
+        let Some(peer) = self.peers.get(&publisher) else {
+            return;
+        };
+        let Some(mid) = peer.video_mid else {
+            return;
+        };
+        let every_layer = peer.publisher_layers();
         let metrics = self.metrics.clone();
         self.with_rtc(now, publisher, |rtc| {
             let mut api = rtc.direct_api();
-            if let Some(stream) = api.stream_rx_by_mid(mid, None) {
-                stream.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
-                metrics.keyframe_requests_sent.fetch_add(1, Relaxed);
+            let rids: Vec<LayerKey> = match api.stream_rx_by_mid(mid, layer) {
+                Some(_) => vec![layer],
+                None if layer.is_none() => every_layer,
+                None => Vec::new(),
+            };
+            for rid in rids {
+                if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
+                    stream.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+                    metrics.keyframe_requests_sent.fetch_add(1, Relaxed);
+                }
             }
             Ok(())
         });
@@ -622,11 +678,19 @@ impl WorkerCore {
                 }
             }
             if room.has_viewers() && room.gate_retry.gated(now) {
-                self.actions.push_back(Action::WantKeyframe(packet.live));
+                self.actions
+                    .push_back(Action::WantKeyframe(packet.live, None));
             }
         }
         if packet.keyframe {
-            room.throttle.keyframe_seen();
+            room.throttle(packet.layer).keyframe_seen();
+        }
+        if packet.kind == str0m::media::MediaKind::Video {
+            room.layers
+                .observe(now, packet.layer, packet.payload.len(), packet.dimensions);
+            if room.next_layer_review.is_none() && room.has_viewers() {
+                room.next_layer_review = Some(now + simulcast::LAYER_REVIEW);
+            }
         }
         let staleness = packet.staleness(now);
         if staleness > self.config.shed_after {
@@ -639,7 +703,8 @@ impl WorkerCore {
             room.shedding = false;
             tracing::info!(live = %packet.live, "media fresh again, shedding stopped");
             if room.gate_retry.gated(now) {
-                self.actions.push_back(Action::WantKeyframe(packet.live));
+                self.actions
+                    .push_back(Action::WantKeyframe(packet.live, None));
             }
         }
         self.deliver_slice(now, packet, 0, 0);
@@ -677,7 +742,7 @@ impl WorkerCore {
                     Ok(())
                 }
             }));
-            if peer.video_gated && peer.video_mid.is_some() {
+            if peer.awaited_keyframe().is_some() {
                 gated += 1;
             }
             if !matches!(result, Ok(Ok(()))) {
@@ -744,7 +809,8 @@ impl WorkerCore {
         }
         self.metrics.packets_shed.fetch_add(shed, Relaxed);
         if newly_gated && room.gate_retry.gated(now) {
-            self.actions.push_back(Action::WantKeyframe(packet.live));
+            self.actions
+                .push_back(Action::WantKeyframe(packet.live, None));
         }
     }
 
@@ -752,6 +818,7 @@ impl WorkerCore {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        self.metrics.move_viewer_rank(peer.metric_rank, None);
         for addr in &peer.addrs {
             if self.by_addr.get(addr) == Some(&id) {
                 self.by_addr.remove(addr);
@@ -797,12 +864,16 @@ impl WorkerCore {
     }
 }
 
-/// Connected viewers of `room` still waiting for a keyframe (a scan: only for the
-/// keyframe retry timer, never per packet).
-fn gated_viewers(room: &Room, peers: &HashMap<PeerId, Peer>) -> usize {
-    room.viewers
-        .iter()
-        .filter_map(|id| peers.get(id))
-        .filter(|p| p.connected && p.video_gated && p.video_mid.is_some())
-        .count()
+/// The layers connected viewers of `room` wait for a keyframe of (a scan: only for the
+/// keyframe retry timer and joins, never per packet).
+fn awaited_layers(room: &Room, peers: &HashMap<PeerId, Peer>) -> Vec<LayerKey> {
+    let mut layers = Vec::new();
+    for peer in room.viewers.iter().filter_map(|id| peers.get(id)) {
+        if let Some(layer) = peer.awaited_keyframe()
+            && !layers.contains(&layer)
+        {
+            layers.push(layer);
+        }
+    }
+    layers
 }

@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
+use str0m::bwe::BweKind;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Output, Rtc, RtcError};
 
 use super::forward::LatenessTracker;
+use super::layers::{LayerKey, LayerSelector, MAX_LAYERS, VideoTarget, vp8_keyframe_dimensions};
 use super::rewrite::TrackRewriter;
 use super::{Action, CoreOutput, NewPeer, Packet, PeerId, RemoveReason, Role, WorkerMessage};
 use crate::metrics::Metrics;
@@ -50,11 +52,25 @@ pub(super) struct Peer {
     pub last_video_at: Option<Instant>,
     /// Publisher: its video is reported stalled (see `CoreOutput::PublisherStall`).
     pub stalled: bool,
-    /// Publisher: the video SSRC forwarded (the first seen; a simulcast publisher's other
-    /// layers are not forwarded).
-    video_ssrc: Option<Ssrc>,
-    /// Publisher: arrival lateness per kind (audio, video), for shedding stale media.
-    lateness: [LatenessTracker; 2],
+    /// Publisher: its video SSRCs and their simulcast layer (bounded by [`MAX_LAYERS`]).
+    video_layers: Vec<(Ssrc, LayerKey)>,
+    /// Viewer: the layer whose packets are forwarded (while not gated).
+    pub video_layer: LayerKey,
+    /// Viewer: the layer to forward next, switched to at its next keyframe.
+    pub video_target: VideoTarget,
+    /// Viewer: bandwidth estimate and layer choice (simulcast).
+    pub selector: LayerSelector,
+    /// Viewer: its `Rtc` runs str0m's bandwidth estimator (TWCC negotiated).
+    pub estimating: bool,
+    /// Viewer: the (desired, padding) rates last given to str0m's estimator.
+    pub probe: (u64, u64),
+    /// Viewer: something the viewer is shown changed (layer, pause): report it soon.
+    pub quality_changed: bool,
+    /// Viewer: where it is counted in the viewers-by-layer gauge.
+    pub metric_rank: Option<usize>,
+    /// Publisher: arrival lateness of audio and of each video layer (each has its own
+    /// RTP clock offset), for shedding stale media.
+    lateness: Vec<(MediaKind, LayerKey, LatenessTracker)>,
     /// Viewer: the publisher's payload type mapped to ours, per kind, for one generation.
     pt_cache: [Option<(u64, Pt, Pt)>; 2],
     /// Viewer: header rewrite per kind (audio, video).
@@ -86,8 +102,15 @@ impl Peer {
             faulted: false,
             last_video_at: None,
             stalled: false,
-            video_ssrc: None,
-            lateness: Default::default(),
+            video_layers: Vec::new(),
+            video_layer: None,
+            video_target: VideoTarget::Any,
+            selector: LayerSelector::default(),
+            estimating: new_peer.estimating,
+            probe: (0, 0),
+            quality_changed: false,
+            metric_rank: None,
+            lateness: Vec::new(),
             pt_cache: [None, None],
             tracks: Default::default(),
             unsent_media_since: None,
@@ -163,7 +186,9 @@ impl Peer {
                 if self.role == Role::Publisher
                     && paused.paused
                     && Some(paused.mid) == self.video_mid
-                    && self.video_ssrc.is_none_or(|ssrc| ssrc == paused.ssrc) =>
+                    // A simulcast encoder pausing one layer is not a stall (the stall
+                    // timer still sees every layer stop).
+                    && self.video_layers.len() <= 1 =>
             {
                 self.set_stalled(true, out);
             }
@@ -180,7 +205,20 @@ impl Peer {
             }
             Event::KeyframeRequest(_) if self.role == Role::Viewer => {
                 metrics.keyframe_requests_from_viewers.fetch_add(1, Relaxed);
-                actions.push_back(Action::WantKeyframe(self.live));
+                actions.push_back(Action::WantKeyframe(self.live, self.video_layer));
+            }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc {
+                    estimate: bitrate, ..
+                }
+                | BweKind::Remb {
+                    estimate: bitrate, ..
+                },
+            ) if self.role == Role::Viewer => {
+                self.selector.estimate_bps = Some(bitrate.as_u64());
+            }
+            Event::MediaEgressStats(stats) if Some(stats.mid) == self.video_mid => {
+                self.selector.loss = stats.loss.unwrap_or(0.0);
             }
             _ => {}
         }
@@ -240,28 +278,40 @@ impl Peer {
         } else {
             MediaKind::Video
         };
-        let slot = kind_slot(kind);
         let mut keyframe = false;
         let mut vp8 = None;
+        let mut layer = None;
+        let mut dimensions = None;
         if kind == MediaKind::Video {
-            match self.video_ssrc {
-                None => self.video_ssrc = Some(rtp.header.ssrc),
-                Some(ssrc) if ssrc != rtp.header.ssrc => return,
-                Some(_) => {}
-            }
+            let ssrc = rtp.header.ssrc;
+            layer = match self.video_layers.iter().find(|(s, _)| *s == ssrc) {
+                Some((_, layer)) => *layer,
+                None if self.video_layers.len() < MAX_LAYERS => {
+                    let rid = self.rtc.direct_api().stream_rx(&ssrc).and_then(|s| s.rid());
+                    self.video_layers.push((ssrc, rid));
+                    rid
+                }
+                None => return,
+            };
             self.last_video_at = Some(now);
             self.set_stalled(false, out);
             match codec {
                 Codec::Vp8 => {
                     vp8 = Vp8Descriptor::parse(&rtp.payload).ok();
                     keyframe = vp8.is_some_and(|d| d.starts_keyframe(&rtp.payload));
+                    if keyframe {
+                        dimensions = vp8_keyframe_dimensions(&rtp.payload);
+                    }
                 }
                 Codec::H264 => keyframe = str0m::format::detect_h264_keyframe(&rtp.payload),
                 _ => {}
             }
         }
-        let late_on_arrival =
-            self.lateness[slot].observe(now, rtp.header.timestamp, params.spec().clock_rate.get());
+        let late_on_arrival = self.lateness_tracker(kind, layer).observe(
+            now,
+            rtp.header.timestamp,
+            params.spec().clock_rate.get(),
+        );
         let extensions = ExtensionValues {
             audio_level: rtp.header.ext_vals.audio_level,
             voice_activity: rtp.header.ext_vals.voice_activity,
@@ -278,6 +328,8 @@ impl Peer {
             rtp_time: rtp.header.timestamp,
             marker: rtp.header.marker,
             keyframe,
+            layer,
+            dimensions,
             vp8,
             extensions,
             received_at: now,
@@ -310,12 +362,26 @@ impl Peer {
         };
         let Some(mid) = mid else { return false };
         let video = packet.kind == MediaKind::Video;
-        if video && self.video_gated && !packet.keyframe {
-            return false;
-        }
-        if video && !self.video_gated && !self.tracks[slot].is_mapped(packet) && !packet.keyframe {
-            // A mapping for this packet's generation would have to start here, mid-GOP.
-            return false;
+        let mut switching = false;
+        if video {
+            // A keyframe of the layer wanted next starts it (a switch, or the end of the
+            // gate); otherwise only the layer in force goes out.
+            switching = packet.keyframe
+                && match self.video_target {
+                    VideoTarget::Any => self.video_gated,
+                    VideoTarget::Layer(key) => {
+                        key == packet.layer && (self.video_gated || key != self.video_layer)
+                    }
+                    VideoTarget::Paused => false,
+                };
+            let in_force = !self.video_gated && packet.layer == self.video_layer;
+            if !switching && !in_force {
+                return false;
+            }
+            if !switching && !self.tracks[slot].is_mapped(packet) && !packet.keyframe {
+                // A mapping for this packet's generation would have to start here, mid-GOP.
+                return false;
+            }
         }
         let cached = self.pt_cache[slot]
             .filter(|(generation, from, _)| *generation == packet.generation && *from == packet.pt)
@@ -334,8 +400,12 @@ impl Peer {
         let Some(header) = self.tracks[slot].rewrite(packet, now) else {
             return false;
         };
-        if video {
+        if switching {
             self.video_gated = false;
+            if self.video_layer != packet.layer {
+                self.video_layer = packet.layer;
+                self.quality_changed = true;
+            }
         }
         let mut write = RtpWrite::new(
             pt,
@@ -360,6 +430,42 @@ impl Peer {
         // packet at 200 viewers): deferred, one timeout sends all a viewer got meanwhile.
         stream.write_rtp(write);
         true
+    }
+}
+
+impl Peer {
+    /// Publisher: the lateness tracker of one track (bounded: layers are).
+    fn lateness_tracker(&mut self, kind: MediaKind, layer: LayerKey) -> &mut LatenessTracker {
+        let index = match self
+            .lateness
+            .iter()
+            .position(|(k, l, _)| *k == kind && *l == layer)
+        {
+            Some(index) => index,
+            None => {
+                self.lateness
+                    .push((kind, layer, LatenessTracker::default()));
+                self.lateness.len() - 1
+            }
+        };
+        &mut self.lateness[index].2
+    }
+
+    /// Publisher: the layers its video has come in (each simulcast rid seen).
+    pub fn publisher_layers(&self) -> Vec<LayerKey> {
+        self.video_layers.iter().map(|(_, layer)| *layer).collect()
+    }
+
+    /// Viewer: waiting for a keyframe (gated, or switching layers); returns the layer.
+    pub fn awaited_keyframe(&self) -> Option<LayerKey> {
+        if self.role != Role::Viewer || !self.connected || self.video_mid.is_none() {
+            return None;
+        }
+        match self.video_target {
+            VideoTarget::Any if self.video_gated => Some(self.video_layer),
+            VideoTarget::Layer(key) if self.video_gated || key != self.video_layer => Some(key),
+            _ => None,
+        }
     }
 }
 

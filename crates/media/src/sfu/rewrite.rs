@@ -12,6 +12,7 @@ use std::time::Instant;
 use str0m::rtp::Vp8Patch;
 
 use super::forward::Packet;
+use super::layers::LayerKey;
 
 /// Sequence number of a viewer's first packet on a track: low, so the SRTP rollover
 /// counter starts at 0 as the browser assumes.
@@ -30,9 +31,10 @@ pub struct Rewritten {
 /// One track of one viewer.
 #[derive(Debug, Default)]
 pub struct TrackRewriter {
-    /// The mapping in force: (generation, first input seq of it), `None` until a packet
-    /// starts one (or after [`TrackRewriter::restart`]).
-    mapping: Option<(u64, u64)>,
+    /// The mapping in force: (generation, layer, first input seq of it), `None` until a
+    /// packet starts one (or after [`TrackRewriter::restart`]). Each simulcast layer has
+    /// its own sequence space, so a layer switch starts a mapping like a new publisher.
+    mapping: Option<(u64, LayerKey, u64)>,
     seq_offset: u64,
     time_offset: u32,
     picture_id_offset: u16,
@@ -45,8 +47,9 @@ pub struct TrackRewriter {
 impl TrackRewriter {
     /// Whether `packet` continues the mapping in force (`false`: it would start one).
     pub fn is_mapped(&self, packet: &Packet) -> bool {
-        self.mapping
-            .is_some_and(|(generation, _)| generation == packet.generation)
+        self.mapping.is_some_and(|(generation, layer, _)| {
+            generation == packet.generation && layer == packet.layer
+        })
     }
 
     /// Forget the mapping: the next packet given starts a new one, continuing the
@@ -59,12 +62,14 @@ impl TrackRewriter {
     /// late packet of an earlier generation or from before the mapping started).
     pub fn rewrite(&mut self, packet: &Packet, now: Instant) -> Option<Rewritten> {
         match self.mapping {
-            Some((generation, first)) if generation == packet.generation => {
+            Some((generation, layer, first))
+                if generation == packet.generation && layer == packet.layer =>
+            {
                 if packet.seq < first {
                     return None;
                 }
             }
-            Some((generation, _)) if generation > packet.generation => return None,
+            Some((generation, _, _)) if generation > packet.generation => return None,
             _ => self.start(packet, now),
         }
         let seq = packet.seq.wrapping_add(self.seq_offset);
@@ -103,7 +108,7 @@ impl TrackRewriter {
             (Some(last), Some(incoming)) => last.wrapping_add(1).wrapping_sub(incoming),
             _ => 0,
         };
-        self.mapping = Some((packet.generation, packet.seq));
+        self.mapping = Some((packet.generation, packet.layer, packet.seq));
     }
 
     /// The VP8 descriptor patch keeping picture ids continuous (none while the offset
@@ -175,6 +180,8 @@ mod tests {
             rtp_time,
             marker: false,
             keyframe: true,
+            layer: None,
+            dimensions: None,
             vp8: Vp8Descriptor::parse(&payload).ok(),
             extensions: ExtensionValues::default(),
             received_at: Instant::now(),

@@ -17,6 +17,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use super::*;
 use crate::metrics::Metrics;
 
+mod simulcast;
+
 const LIVE: LiveId = LiveId(1);
 const STEP: Duration = Duration::from_millis(2);
 
@@ -30,6 +32,11 @@ struct Link {
     swap_every: Option<u64>,
     /// Hold every datagram this long.
     delay: Duration,
+    /// Carry at most this many bits per second, queueing up to `max_queue` (tail drop
+    /// beyond), like a bottleneck router.
+    rate_bps: Option<u64>,
+    max_queue: Duration,
+    busy_until: Option<Instant>,
     count: u64,
     held: Option<Vec<u8>>,
     queue: std::collections::VecDeque<(Instant, Vec<u8>)>,
@@ -38,7 +45,26 @@ struct Link {
 
 impl Link {
     fn is_clean(&self) -> bool {
-        self.drop_every.is_none() && self.swap_every.is_none() && self.delay.is_zero()
+        self.drop_every.is_none()
+            && self.swap_every.is_none()
+            && self.delay.is_zero()
+            && self.rate_bps.is_none()
+            && self.queue.is_empty()
+    }
+
+    /// When a datagram of `len` bytes entering at `now` leaves the bottleneck, or
+    /// `None` if its queue is full.
+    fn departure(&mut self, now: Instant, len: usize) -> Option<Instant> {
+        let Some(rate) = self.rate_bps else {
+            return Some(now + self.delay);
+        };
+        let start = self.busy_until.map_or(now, |busy| busy.max(now));
+        if start.saturating_duration_since(now) > self.max_queue {
+            return None;
+        }
+        let done = start + Duration::from_micros(len as u64 * 8 * 1_000_000 / rate);
+        self.busy_until = Some(done);
+        Some(done + self.delay)
     }
 
     /// Datagrams leaving the link at `now` after `datagram` entered it.
@@ -50,6 +76,11 @@ impl Link {
                 .is_some_and(|n| self.count.is_multiple_of(n))
             {
                 self.dropped += 1;
+            } else if self.rate_bps.is_some() {
+                match self.departure(now, datagram.len()) {
+                    Some(at) => self.queue.push_back((at, datagram)),
+                    None => self.dropped += 1,
+                }
             } else if let Some(held) = self.held.take() {
                 self.queue.push_back((now + self.delay, datagram));
                 self.queue.push_back((now + self.delay, held));
@@ -68,12 +99,27 @@ impl Link {
     }
 }
 
+/// One video frame a viewer received.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    /// Layer index the publisher wrote it on (0 lowest).
+    layer: u8,
+    keyframe: bool,
+    /// No gap before it (str0m's `contiguous`).
+    contiguous: bool,
+    /// The publisher's frame number (simulcast publishers only).
+    number: u32,
+    at: Instant,
+}
+
 #[derive(Default, Debug)]
 struct ClientStats {
     connected: bool,
     audio_frames: u64,
     /// (publisher tag, keyframe) of every video frame received.
     video: Vec<(u8, bool)>,
+    /// Every video frame received, with its simulcast layer.
+    frames: Vec<Frame>,
     keyframe_requests: u64,
 }
 
@@ -86,6 +132,10 @@ struct Client {
     /// Publisher tag, or `None` for a viewer.
     tag: Option<u8>,
     want_keyframe: bool,
+    /// Simulcast publisher: its rids, lowest first (empty: one encoding).
+    layers: Vec<str0m::media::Rid>,
+    /// Simulcast publisher: layers a keyframe was asked for.
+    want_layer_keyframes: HashSet<str0m::media::Rid>,
     frame_no: u64,
     next_video: Instant,
     next_audio: Instant,
@@ -116,18 +166,35 @@ struct Harness {
     stalls: Vec<(PeerId, bool, Instant)>,
     /// Datagrams the core sent to viewers.
     forwarded_to_viewers: u64,
+    /// Every quality report for a viewer.
+    qualities: Vec<(PeerId, QualityReport)>,
 }
 
 fn vp8_frame(keyframe: bool, tag: u8) -> Vec<u8> {
-    let mut data = vec![0u8; if keyframe { 3000 } else { 1200 }];
+    vp8_layer_frame(keyframe, tag, 0, if keyframe { 3000 } else { 1200 })
+}
+
+/// A VP8 frame of `len` bytes whose byte 10 is the publisher's tag and 11 the layer.
+fn vp8_layer_frame(keyframe: bool, tag: u8, layer: u8, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
     if keyframe {
         data[..10].copy_from_slice(&[0x50, 0x2d, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
     } else {
         data[..3].copy_from_slice(&[0x51, 0x2d, 0x00]);
     }
     data[10] = tag;
+    data[11] = layer;
     data
 }
+
+/// Frame number the harness writes at bytes 12..16 of simulcast frames.
+fn frame_number(data: &[u8]) -> u32 {
+    u32::from_be_bytes([data[12], data[13], data[14], data[15]])
+}
+
+/// Frame sizes of the harness's simulcast layers (bytes of a delta frame; keyframes
+/// are three times larger): about 80, 250 and 750 kbit/s at 30 frames per second.
+const LAYER_FRAME_BYTES: [usize; 3] = [330, 1000, 3000];
 
 impl Harness {
     fn new() -> Self {
@@ -147,11 +214,18 @@ impl Harness {
             removed: Vec::new(),
             stalls: Vec::new(),
             forwarded_to_viewers: 0,
+            qualities: Vec::new(),
         }
     }
 
     /// Adds a publisher (`tag` set) or viewer; returns its client index.
     fn add(&mut self, tag: Option<u8>) -> usize {
+        self.add_client(tag, &[], false)
+    }
+
+    /// Adds a publisher sending simulcast layers `rids` (lowest first), or a viewer
+    /// (`tag` `None`) whose server side estimates its bandwidth when `estimating`.
+    fn add_client(&mut self, tag: Option<u8>, rids: &[&str], estimating: bool) -> usize {
         let n = self.clients.len();
         let addr: SocketAddr = format!("10.0.1.{}:5000", n + 1).parse().unwrap();
         let mut rtc = Rtc::builder()
@@ -167,7 +241,14 @@ impl Harness {
         };
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
-        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut simulcast = str0m::media::Simulcast::new();
+            for rid in rids {
+                simulcast.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+            }
+            simulcast
+        });
+        let video = api.add_media(MediaKind::Video, dir, None, None, simulcast);
         let (offer, pending) = api.apply().unwrap();
         let (server_rtc, answer, local_ufrag) = self
             .template
@@ -180,6 +261,7 @@ impl Harness {
                 self.server_addr,
                 &offer.to_sdp_string(),
                 self.now,
+                estimating,
             )
             .unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
@@ -202,6 +284,8 @@ impl Harness {
                 rtc: server_rtc,
                 local_ufrag,
                 offered_at: self.now,
+                estimating,
+                simulcast: !rids.is_empty(),
             })),
         );
         self.clients.push(Client {
@@ -212,6 +296,11 @@ impl Harness {
             video,
             tag,
             want_keyframe: false,
+            layers: rids
+                .iter()
+                .map(|rid| str0m::media::Rid::from(*rid))
+                .collect(),
+            want_layer_keyframes: HashSet::new(),
             frame_no: 0,
             next_video: self.now,
             next_audio: self.now,
@@ -234,6 +323,29 @@ impl Harness {
             if !client.rtc.is_connected() || client.media_paused {
                 continue;
             }
+            if now >= client.next_video && !client.layers.is_empty() {
+                let all = std::mem::take(&mut client.want_keyframe);
+                let time = MediaTime::from_90khz(
+                    now.duration_since(self.start).as_micros() as u64 * 9 / 100,
+                );
+                for (index, rid) in client.layers.clone().into_iter().enumerate() {
+                    let keyframe = client.want_layer_keyframes.remove(&rid) | all;
+                    let Some(writer) = client.rtc.writer(client.video) else {
+                        break;
+                    };
+                    let pt = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .unwrap()
+                        .pt();
+                    let len = LAYER_FRAME_BYTES[index.min(2)] * if keyframe { 3 } else { 1 };
+                    let mut frame = vp8_layer_frame(keyframe, tag, index as u8, len);
+                    frame[12..16].copy_from_slice(&(client.frame_no as u32).to_be_bytes());
+                    writer.rid(rid).write(pt, now, time, frame).unwrap();
+                }
+                client.frame_no += 1;
+                client.next_video = now + Duration::from_millis(33);
+            }
             if now >= client.next_video {
                 let keyframe = std::mem::take(&mut client.want_keyframe);
                 if let Some(writer) = client.rtc.writer(client.video) {
@@ -242,7 +354,9 @@ impl Harness {
                         .find(|p| p.spec().codec == Codec::Vp8)
                         .unwrap()
                         .pt();
-                    let time = MediaTime::from_90khz(client.frame_no * 3000);
+                    let time = MediaTime::from_90khz(
+                        now.duration_since(self.start).as_micros() as u64 * 9 / 100,
+                    );
                     writer
                         .write(pt, now, time, vp8_frame(keyframe, tag))
                         .unwrap();
@@ -296,12 +410,24 @@ impl Harness {
                         }
                         Output::Event(event) => match event {
                             Event::Connected => client.stats.connected = true,
-                            Event::KeyframeRequest(_) => {
+                            Event::KeyframeRequest(request) => {
                                 client.stats.keyframe_requests += 1;
-                                client.want_keyframe = true;
+                                match request.rid {
+                                    Some(rid) if !client.layers.is_empty() => {
+                                        client.want_layer_keyframes.insert(rid);
+                                    }
+                                    _ => client.want_keyframe = true,
+                                }
                             }
                             Event::MediaData(d) if d.mid == client.video => {
                                 client.stats.video.push((d.data[10], d.is_keyframe()));
+                                client.stats.frames.push(Frame {
+                                    layer: d.data[11],
+                                    keyframe: d.is_keyframe(),
+                                    contiguous: d.contiguous,
+                                    number: frame_number(&d.data),
+                                    at: now,
+                                });
                             }
                             Event::MediaData(d) if d.mid == client.audio => {
                                 client.stats.audio_frames += 1
@@ -362,6 +488,9 @@ impl Harness {
                     CoreOutput::Removed { peer, reason, .. } => self.removed.push((peer, reason)),
                     CoreOutput::PublisherStall { peer, stalled, .. } => {
                         self.stalls.push((peer, stalled, now))
+                    }
+                    CoreOutput::ViewerQuality { peer, report } => {
+                        self.qualities.push((peer, report))
                     }
                     CoreOutput::Connected { .. } | CoreOutput::ToOtherWorkers(_) => {}
                 }
