@@ -102,6 +102,7 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
             server_addr(),
             &offer.to_sdp_string(),
             now,
+            false,
         )
         .ok()?;
     client.sdp_api().accept_answer(pending, answer).ok()?;
@@ -115,6 +116,8 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
             rtc,
             local_ufrag,
             offered_at: now,
+            estimating: false,
+            simulcast: false,
         })),
     );
     // A few rounds of client → core → client: ICE checks, answers, the DTLS start.

@@ -43,7 +43,9 @@ pub fn media_signaling(data: &[u8]) {
         MediaClientMessage::Publish { token, .. } | MediaClientMessage::Watch { token, .. } => {
             let _ = verify_media_token(&token, FUZZ_TOKEN_SECRET);
         }
-        MediaClientMessage::Leave | MediaClientMessage::Ping => {}
+        MediaClientMessage::Leave
+        | MediaClientMessage::Ping
+        | MediaClientMessage::Quality { .. } => {}
     }
 }
 

@@ -102,6 +102,8 @@ pub fn sdp_offer(data: &[u8]) {
         server_addr(),
         &offer,
         Instant::now(),
+        // Both viewer set-ups: with and without the bandwidth estimator.
+        data.first().is_some_and(|b| b % 2 == 1),
     ) {
         assert!(!ufrag.is_empty());
         let sdp = answer.to_sdp_string();
@@ -183,6 +185,7 @@ mod tests {
                 server_addr(),
                 &sdp,
                 Instant::now(),
+                true,
             );
             assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
         }
