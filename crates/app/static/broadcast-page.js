@@ -27,6 +27,7 @@ const statusEl = document.querySelector('#live-status');
 const statusText = statusEl.querySelector('.status-text') ?? statusEl;
 const connectionEl = document.querySelector('#connection-state');
 const bitrateEl = document.querySelector('#bitrate');
+const layersEl = document.querySelector('#layers');
 const noticeEl = document.querySelector('#broadcast-notice');
 const deviceError = document.querySelector('#device-error');
 
@@ -37,6 +38,9 @@ function log(text) {
 }
 
 const broadcast = {
+  /** Byte counters per outgoing video layer (for their bitrates). */
+  layerBytes: new Map(),
+  layers: [],
   state: null,
   stream: null,
   session: null,
@@ -186,7 +190,7 @@ async function publish() {
   try {
     const { token, url } = await fetchMediaToken(channel);
     if (gen !== broadcast.gen) return;
-    session = new MediaSession({ kind: 'publish', token, url, stream: broadcast.stream });
+    session = new MediaSession({ kind: 'publish', token, url, stream: broadcast.stream, simulcast: true });
     broadcast.session = session;
     session.addEventListener('connectionstatechange', (event) => {
       const state = event.detail.state;
@@ -254,7 +258,44 @@ async function endLive() {
   }
 }
 
-/** Once a second while publishing: outgoing video bitrate from getStats. */
+function formatRate(kbps) {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
+}
+
+/**
+ * The video layers going out, from getStats: one entry per encoding that sends, with its
+ * size and bitrate since the last sample (`broadcast.layerBytes` keeps the byte counts).
+ */
+function sampleLayers(report, now) {
+  const layers = [];
+  report.forEach((stat) => {
+    if (stat.type !== 'outbound-rtp' || (stat.kind ?? stat.mediaType) !== 'video') return;
+    const key = stat.rid ?? 'single';
+    const last = broadcast.layerBytes.get(key);
+    const kbps = last && stat.bytesSent >= last.bytes ? ((stat.bytesSent - last.bytes) * 8) / (now - last.at) : 0;
+    broadcast.layerBytes.set(key, { bytes: stat.bytesSent ?? 0, at: now });
+    layers.push({
+      rid: stat.rid ?? null,
+      width: stat.frameWidth ?? null,
+      height: stat.frameHeight ?? null,
+      kbps: Math.round(kbps),
+      active: (stat.framesPerSecond ?? 0) > 0 || kbps > 0,
+    });
+  });
+  layers.sort((a, b) => (b.height ?? 0) - (a.height ?? 0));
+  return layers;
+}
+
+function showLayers(layers) {
+  broadcast.layers = layers;
+  const sending = layers.filter((l) => l.active);
+  layersEl.textContent = sending.length
+    ? sending.map((l) => `${l.height ? `${l.height}p` : l.rid ?? 'video'} ${formatRate(l.kbps)}`).join(' · ')
+    : '—';
+  layersEl.dataset.count = String(sending.length);
+}
+
+/** Once a second while publishing: outgoing bitrate and the layers from getStats. */
 async function sampleStats() {
   const pc = broadcast.session?.pc;
   if (!pc || broadcast.state !== 'live') return;
@@ -264,9 +305,10 @@ async function sampleStats() {
     if (stat.type === 'outbound-rtp') bytes += stat.bytesSent ?? 0;
   });
   const now = performance.now();
+  showLayers(sampleLayers(report, now));
   if (broadcast.lastBytesAt && bytes >= broadcast.lastBytes) {
     const kbps = ((bytes - broadcast.lastBytes) * 8) / (now - broadcast.lastBytesAt);
-    bitrateEl.textContent = kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
+    bitrateEl.textContent = formatRate(kbps);
   }
   broadcast.lastBytes = bytes;
   broadcast.lastBytesAt = now;
@@ -312,6 +354,10 @@ window.privatehubDebug = {
     return broadcast.state;
   },
   peerConnection: () => broadcast.session?.pc ?? null,
+  /** The video layers going out (last sample): [{rid, width, height, kbps, active}]. */
+  get layers() {
+    return broadcast.layers;
+  },
 };
 
 setState('idle');

@@ -14,6 +14,7 @@ const STATE_TEXT = {
   connecting: 'Connecting…',
   live: 'Live',
   stalled: 'Stalled',
+  paused: 'Audio only',
   ended: 'Ended',
 };
 const OVERLAY_TEXT = {
@@ -21,8 +22,11 @@ const OVERLAY_TEXT = {
   connecting: 'Connecting…',
   live: '',
   stalled: 'The stream stalled. Waiting for the broadcaster to come back…',
+  paused: 'Your connection is too slow for video right now. Audio goes on, and the picture comes back by itself when the connection recovers.',
   ended: 'The live has ended. Thanks for watching!',
 };
+/** How often the stats overlay is refreshed while shown. */
+const STATS_INTERVAL_MS = 1000;
 const MONITOR_INTERVAL_MS = 1000;
 /** No new frame for this long while connected means stalled. */
 const STALL_AFTER_MS = 3000;
@@ -39,6 +43,9 @@ const overlayText = document.querySelector('#player-overlay-text');
 const unmute = document.querySelector('#unmute');
 const titleEl = document.querySelector('#live-title');
 const viewerCount = document.querySelector('#viewer-count');
+const qualitySelect = document.querySelector('#quality-select');
+const statsToggle = document.querySelector('#stats-toggle');
+const statsOverlay = document.querySelector('#stats-overlay');
 
 const debugLog = [];
 let sessionCount = 0;
@@ -58,6 +65,12 @@ const player = {
   backoff: new Backoff(500, 10000),
   retryTimer: null,
   lastFrames: 0,
+  /** The server's last `quality` message for this watch. */
+  quality: null,
+  /** The quality menu's choice, kept across reconnections. */
+  choice: 'auto',
+  /** Watched again once to get adaptive layers from a simulcast broadcaster. */
+  rewatchedForSimulcast: false,
   lastFrameAt: 0,
   stateSince: performance.now(),
 };
@@ -127,8 +140,10 @@ async function watch() {
     });
     session.addEventListener('publisher-left', () => {
       log('publisher left');
+      player.rewatchedForSimulcast = false;
       setState('stalled');
     });
+    session.addEventListener('quality', (event) => onQuality(session, event.detail));
     // The broadcaster is still connected but its video stopped: say so at once rather
     // than waiting for the frame counter; frames arriving again switch back to live.
     session.addEventListener('publisher-stalled', () => {
@@ -136,9 +151,15 @@ async function watch() {
       if (player.state === 'live') setState('stalled');
     });
     session.addEventListener('publisher-resumed', () => log('publisher resumed'));
-    session.addEventListener('publisher-joined', () => {
-      log('publisher joined');
+    session.addEventListener('publisher-joined', (event) => {
+      log(`publisher joined${event.detail.simulcast ? ' (simulcast)' : ''}`);
       player.stateSince = performance.now();
+      // This watch began before the broadcaster sent layers, so the server does not
+      // estimate its bandwidth: watch again (once) to get layers fitted to the link.
+      if (event.detail.simulcast && !session.adaptive && !player.rewatchedForSimulcast) {
+        player.rewatchedForSimulcast = true;
+        scheduleWatch('the broadcaster sends simulcast', 0);
+      }
     });
     session.addEventListener('connectionstatechange', (event) => log(`pc ${event.detail.state}`));
     session.addEventListener('closed', (event) => {
@@ -147,7 +168,8 @@ async function watch() {
       scheduleWatch(event.detail.reason, event.detail.retryAfterMs);
     });
     await session.start();
-    log(`watching live ${session.liveId}`);
+    log(`watching live ${session.liveId}${session.adaptive ? ' (adaptive)' : ''}`);
+    if (player.choice !== 'auto') session.setQuality(player.choice);
   } catch (error) {
     if (gen !== player.gen) return;
     if (error instanceof TokenError && error.status === 404) {
@@ -161,6 +183,91 @@ async function watch() {
   }
 }
 
+/** A layer's label in the menu: its height, else its name. */
+function layerLabel(layer) {
+  return layer.height ? `${layer.height}p` : layer.rid === 'single' ? 'Source' : layer.rid;
+}
+
+/** The server's `quality` message: menu, paused state, overlay. */
+function onQuality(session, quality) {
+  if (player.session !== session) return;
+  player.quality = quality;
+  const options = [['auto', 'Auto']];
+  // Highest first, as video sites list them; one layer gives no choice.
+  const layers = quality.layers.length > 1 ? [...quality.layers].reverse() : [];
+  for (const layer of layers) options.push([layer.rid, layerLabel(layer)]);
+  const wanted = options.map(([value, label]) => `${value}=${label}`).join('|');
+  if (qualitySelect.dataset.options !== wanted) {
+    qualitySelect.replaceChildren(
+      ...options.map(([value, label]) => {
+        const option = document.createElement('option');
+        option.value = value;
+        option.textContent = value === 'auto' && quality.current ? 'Auto' : label;
+        return option;
+      }),
+    );
+    qualitySelect.dataset.options = wanted;
+  }
+  qualitySelect.value = options.some(([value]) => value === quality.choice) ? quality.choice : 'auto';
+  const current = quality.layers.find((layer) => layer.rid === quality.current);
+  qualitySelect.options[0].textContent =
+    quality.choice === 'auto' && current && layers.length ? `Auto (${layerLabel(current)})` : 'Auto';
+  qualitySelect.disabled = layers.length === 0;
+  page.dataset.videoPaused = String(quality.paused);
+  if (quality.paused && ['live', 'stalled', 'connecting'].includes(player.state)) setState('paused');
+  if (!quality.paused && player.state === 'paused') setState('connecting');
+}
+
+qualitySelect.addEventListener('change', () => {
+  player.choice = qualitySelect.value;
+  log(`quality ${player.choice}`);
+  player.session?.setQuality(player.choice);
+});
+
+/** Inbound video stats for the overlay and tests. */
+async function videoStats() {
+  const pc = player.session?.pc;
+  const result = { frameWidth: 0, frameHeight: 0, framesDecoded: 0, freezeCount: 0, framesPerSecond: 0 };
+  if (!pc) return result;
+  const report = await pc.getStats();
+  report.forEach((stat) => {
+    if (stat.type === 'inbound-rtp' && (stat.kind ?? stat.mediaType) === 'video') {
+      result.frameWidth = stat.frameWidth ?? 0;
+      result.frameHeight = stat.frameHeight ?? 0;
+      result.framesDecoded = stat.framesDecoded ?? 0;
+      result.freezeCount = stat.freezeCount ?? 0;
+      result.framesPerSecond = stat.framesPerSecond ?? 0;
+    }
+  });
+  return result;
+}
+
+async function refreshStatsOverlay() {
+  if (statsOverlay.hidden) return;
+  const stats = await videoStats();
+  const quality = player.quality;
+  const lines = [
+    `video     ${stats.frameWidth}x${stats.frameHeight} @ ${Math.round(stats.framesPerSecond)} fps`,
+    `decoded   ${stats.framesDecoded} frames, ${stats.freezeCount} freezes`,
+  ];
+  if (quality) {
+    lines.push(
+      `layer     ${quality.current ?? '—'}${quality.target && quality.target !== quality.current ? ` → ${quality.target}` : ''}${quality.paused ? ' (paused)' : ''}`,
+      `choice    ${quality.choice}${quality.adaptive ? '' : ' (no estimate)'}`,
+      `estimate  ${quality.estimate_kbps != null ? `${quality.estimate_kbps} kbit/s` : '—'}`,
+      `layers    ${quality.layers.map((l) => `${l.rid} ${layerLabel(l)} ${l.kbps} kbit/s`).join(', ') || '—'}`,
+    );
+  }
+  statsOverlay.textContent = lines.join('\n');
+}
+
+statsToggle.addEventListener('click', () => {
+  statsOverlay.hidden = !statsOverlay.hidden;
+  statsToggle.setAttribute('aria-pressed', String(!statsOverlay.hidden));
+  refreshStatsOverlay().catch(() => {});
+});
+setInterval(() => refreshStatsOverlay().catch(() => {}), STATS_INTERVAL_MS);
+
 /** Once a second: decide live/stalled from the decoded frame counter. */
 function monitor() {
   const frames = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
@@ -170,7 +277,7 @@ function monitor() {
     player.lastFrames = frames;
     player.lastFrameAt = now;
     const current = player.session && video.srcObject === player.session.remoteStream;
-    if (current && (player.state === 'connecting' || player.state === 'stalled')) {
+    if (current && ['connecting', 'stalled', 'paused'].includes(player.state) && !player.quality?.paused) {
       player.backoff.reset();
       setState('live');
     }
@@ -241,6 +348,14 @@ window.privatehubDebug = {
   inboundAudioPackets: () => sumStats(player.session?.pc, 'inbound-rtp', 'audio', 'packetsReceived'),
   inboundVideoFrames: () => sumStats(player.session?.pc, 'inbound-rtp', 'video', 'framesDecoded'),
   peerConnection: () => player.session?.pc ?? null,
+  /** The server's last `quality` message. */
+  get quality() {
+    return player.quality;
+  },
+  get adaptive() {
+    return player.session?.adaptive ?? false;
+  },
+  videoStats,
   /** Simulates a network drop of the media signaling socket (tests). */
   dropMedia: () => player.session?.ws?.close(),
   /** Simulates a network drop of the app socket (tests). */

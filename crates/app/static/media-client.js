@@ -6,6 +6,23 @@ const ICE_GATHERING_TIMEOUT_MS = 1500;
 const SIGNALING_TIMEOUT_MS = 10000;
 const PING_INTERVAL_MS = 15000;
 
+/**
+ * Simulcast encodings for a camera track of `height` pixels: three layers (quarter,
+ * half and full resolution) from 360p up, two from 240p, none below (one encoding).
+ * Bitrate caps scale with the full layer's pixels (1.5 Mbit/s at 720p).
+ */
+export function simulcastEncodings(width, height) {
+  if (!height || height < 240) return null;
+  const pixels = (width || (height * 16) / 9) * height;
+  const full = Math.round(Math.min(2_500_000, Math.max(600_000, (pixels / (1280 * 720)) * 1_500_000)));
+  const layers = [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: Math.round(full / 10) },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: Math.round(full / 3) },
+    { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: full },
+  ];
+  return height >= 360 ? layers : layers.slice(1);
+}
+
 /** An error from the app's token endpoint; `status` is the HTTP status. */
 export class TokenError extends Error {
   constructor(status, message) {
@@ -76,7 +93,9 @@ function waitForIceGathering(pc, timeoutMs) {
  * Events (all `CustomEvent`s, details in `event.detail`):
  * - `connectionstatechange` {state}: the peer connection's state;
  * - `track` {track, stream}: a remote track arrived (watch);
- * - `publisher-joined`, `publisher-left`: the broadcaster came or went (watch);
+ * - `publisher-joined` {simulcast}, `publisher-left`: the broadcaster came or went (watch);
+ * - `quality` {layers, current, target, choice, estimate_kbps, paused, adaptive}: what
+ *   the server forwards to this viewer (watch; on changes and every couple of seconds);
  * - `replaced`: a newer publish of the same live took over (publish);
  * - `signaling-error` {code, message, close};
  * - `closed` {reason, retryAfterMs?}: the session is over (socket closed, peer
@@ -85,9 +104,10 @@ function waitForIceGathering(pc, timeoutMs) {
  */
 export class MediaSession extends EventTarget {
   /**
-   * @param {{kind: 'publish'|'watch', token: string, url: string, stream?: MediaStream}} options
+   * @param {{kind: 'publish'|'watch', token: string, url: string, stream?: MediaStream,
+   *   simulcast?: boolean}} options `simulcast`: publish layers when the camera allows.
    */
-  constructor({ kind, token, url, stream }) {
+  constructor({ kind, token, url, stream, simulcast = false }) {
     super();
     this.kind = kind;
     this.token = token;
@@ -100,6 +120,11 @@ export class MediaSession extends EventTarget {
     this.closed = false;
     this.pingTimer = null;
     this.retryAfterMs = undefined;
+    this.simulcast = simulcast;
+    /** Watch: the server picks this viewer's layer from its bandwidth. */
+    this.adaptive = false;
+    /** Publish: the encodings sent (null: one). */
+    this.encodings = null;
   }
 
   /** Negotiates; resolves once the answer is applied (media may still be connecting). */
@@ -115,7 +140,11 @@ export class MediaSession extends EventTarget {
       const video = this.localStream?.getVideoTracks()[0];
       const streams = this.localStream ? [this.localStream] : [];
       this.audioTransceiver = pc.addTransceiver(audio ?? 'audio', { direction: 'sendonly', streams });
-      this.videoTransceiver = pc.addTransceiver(video ?? 'video', { direction: 'sendonly', streams });
+      const settings = video?.getSettings?.() ?? {};
+      this.encodings = this.simulcast ? simulcastEncodings(settings.width, settings.height) : null;
+      const init = { direction: 'sendonly', streams };
+      if (this.encodings) init.sendEncodings = this.encodings;
+      this.videoTransceiver = pc.addTransceiver(video ?? 'video', init);
     } else {
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
@@ -150,6 +179,7 @@ export class MediaSession extends EventTarget {
         if (message.type === 'answer') {
           clearTimeout(timer);
           this.liveId = message.live_id;
+          this.adaptive = Boolean(message.adaptive);
           resolve(message.answer);
         } else if (message.type === 'error' && this.liveId === null) {
           clearTimeout(timer);
@@ -177,6 +207,11 @@ export class MediaSession extends EventTarget {
     return transceiver?.sender ?? null;
   }
 
+  /** Watch: the quality menu's choice, 'auto' or a layer's rid. */
+  setQuality(layer) {
+    this.#send({ type: 'quality', layer });
+  }
+
   /** Leaves cleanly and frees everything. */
   close() {
     if (this.closed) return;
@@ -191,6 +226,9 @@ export class MediaSession extends EventTarget {
         break;
       case 'publisher_left':
         this.#emit('publisher-left', message);
+        break;
+      case 'quality':
+        this.#emit('quality', message);
         break;
       case 'publisher_stalled':
         this.#emit('publisher-stalled', message);
