@@ -55,7 +55,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CANDIDATES: usize = 32;
 
 /// Names of the client message types, to tell "unknown type" from "malformed".
-const KNOWN_TYPES: [&str; 5] = ["publish", "watch", "candidate", "leave", "ping"];
+const KNOWN_TYPES: [&str; 6] = ["publish", "watch", "candidate", "leave", "ping", "quality"];
 
 /// `GET /ws`: upgrades, then runs the session on the current actix worker.
 pub async fn ws_route(

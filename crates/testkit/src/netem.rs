@@ -61,6 +61,14 @@ impl std::fmt::Display for LinkShape {
     }
 }
 
+/// A bottleneck on what the media server sends to one client: at most `bits_per_second`,
+/// queueing up to `max_queue` of sending time and dropping beyond (a router's tail drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownlinkLimit {
+    pub bits_per_second: u64,
+    pub max_queue: Duration,
+}
+
 /// Counts of the shaped clients' datagrams since the relay started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShapedCounts {
@@ -70,6 +78,8 @@ pub struct ShapedCounts {
     pub dropped: u64,
     /// Of those, sent on after their delay.
     pub delivered: u64,
+    /// Datagrams to rate-limited clients dropped at their bottleneck.
+    pub downlink_dropped: u64,
 }
 
 /// The relay; dropped, it stops its threads and closes its sockets.
@@ -101,6 +111,7 @@ impl UdpRelay {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             shapes: Mutex::new(HashMap::new()),
+            downlinks: Mutex::new(HashMap::new()),
             clients: Mutex::new(Vec::new()),
             counts: Mutex::new(ShapedCounts::default()),
             random: Mutex::new(SplitMix64(seed)),
@@ -152,6 +163,16 @@ impl UdpRelay {
     /// Stops shaping every client (datagrams already delayed are still delivered).
     pub fn unshape_all(&self) {
         lock(&self.shared.shapes).clear();
+        lock(&self.shared.downlinks).clear();
+    }
+
+    /// Limits what the media server sends to `client` from now on (`None`: no limit).
+    pub fn limit_downlink(&self, client: SocketAddr, limit: Option<DownlinkLimit>) {
+        let mut downlinks = lock(&self.shared.downlinks);
+        match limit {
+            Some(limit) => downlinks.insert(client, limit),
+            None => downlinks.remove(&client),
+        };
     }
 
     pub fn shaped_counts(&self) -> ShapedCounts {
@@ -177,6 +198,7 @@ impl Drop for UdpRelay {
 struct Shared {
     stop: AtomicBool,
     shapes: Mutex<HashMap<SocketAddr, LinkShape>>,
+    downlinks: Mutex<HashMap<SocketAddr, DownlinkLimit>>,
     clients: Mutex<Vec<SocketAddr>>,
     counts: Mutex<ShapedCounts>,
     random: Mutex<SplitMix64>,
@@ -266,10 +288,39 @@ fn run_replies(
     shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; DATAGRAM_BYTES];
+    // When this client's bottleneck is done sending what it holds.
+    let mut busy_until: Option<Instant> = None;
     while !shared.stop.load(Relaxed) {
         match upstream.recv(&mut buf) {
             Ok(len) => {
-                let _ = front.send_to(&buf[..len], client);
+                let limit = lock(&shared.downlinks).get(&client).copied();
+                match limit {
+                    None => {
+                        busy_until = None;
+                        let _ = front.send_to(&buf[..len], client);
+                    }
+                    Some(limit) => {
+                        let now = Instant::now();
+                        let start = busy_until.map_or(now, |busy| busy.max(now));
+                        if start.saturating_duration_since(now) > limit.max_queue {
+                            lock(&shared.counts).downlink_dropped += 1;
+                            continue;
+                        }
+                        let sending = Duration::from_secs_f64(
+                            len as f64 * 8.0 / limit.bits_per_second.max(1) as f64,
+                        );
+                        busy_until = Some(start + sending);
+                        let sequence = shared.next_sequence.fetch_add(1, Relaxed);
+                        lock(&shared.queue).push(Delayed {
+                            due: start + sending,
+                            sequence,
+                            upstream: front.clone(),
+                            destination: Some(client),
+                            datagram: buf[..len].to_vec(),
+                        });
+                        shared.queue_changed.notify_one();
+                    }
+                }
             }
             Err(error) if is_timeout(&error) => {}
             Err(_) => {}
@@ -308,6 +359,7 @@ fn shaped(shared: &Shared, shape: LinkShape, upstream: Arc<UdpSocket>, datagram:
         due: Instant::now() + delay,
         sequence,
         upstream,
+        destination: None,
         datagram: datagram.to_vec(),
     });
     shared.queue_changed.notify_one();
@@ -321,8 +373,15 @@ fn run_delay_queue(shared: Arc<Shared>) {
         let wait = match queue.peek() {
             Some(next) if next.due <= now => {
                 if let Some(due) = queue.pop() {
-                    let _ = due.upstream.send(&due.datagram);
-                    lock(&shared.counts).delivered += 1;
+                    match due.destination {
+                        Some(client) => {
+                            let _ = due.upstream.send_to(&due.datagram, client);
+                        }
+                        None => {
+                            let _ = due.upstream.send(&due.datagram);
+                            lock(&shared.counts).delivered += 1;
+                        }
+                    }
                 }
                 continue;
             }
@@ -341,7 +400,10 @@ fn run_delay_queue(shared: Arc<Shared>) {
 struct Delayed {
     due: Instant,
     sequence: u64,
+    /// The socket it leaves from: a client's upstream socket, or the front socket for a
+    /// rate-limited reply (then sent to `destination`).
     upstream: Arc<UdpSocket>,
+    destination: Option<SocketAddr>,
     datagram: Vec<u8>,
 }
 

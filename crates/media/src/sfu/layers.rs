@@ -166,7 +166,11 @@ pub enum LayerChoice {
 /// Margin a layer needs under the estimate to be kept.
 const KEEP_HEADROOM: f64 = 1.0;
 /// Margin a layer needs under the estimate to be switched up to.
-const UP_HEADROOM: f64 = 1.3;
+const UP_HEADROOM: f64 = 1.15;
+/// While probing for the next layer up, str0m pads the stream up to this many times
+/// that layer's rate (never above its estimate): enough for the estimate to show room
+/// for it with [`UP_HEADROOM`], little enough not to flood a link that is just short.
+const PROBE_PADDING: f64 = 1.2;
 /// How long the estimate must allow the next layer up before switching to it.
 const UP_HOLD: Duration = Duration::from_secs(2);
 /// Least time after going down before trying up again.
@@ -177,10 +181,10 @@ const PAUSE_HOLD: Duration = Duration::from_millis(1000);
 const LOSS_LIMIT: f32 = 0.10;
 
 /// How long one attempt to find room for the next layer up lasts.
-const PROBE_LENGTH: Duration = Duration::from_secs(3);
+const PROBE_LENGTH: Duration = Duration::from_secs(2);
 /// Wait after a failed attempt (doubling up to [`PROBE_BACKOFF_MAX`]).
-const PROBE_BACKOFF: Duration = Duration::from_secs(4);
-const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+const PROBE_BACKOFF: Duration = Duration::from_secs(6);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The decision for one viewer: the video layer to forward (`None`: video paused, audio
 /// goes on), and what str0m's estimator is to do: `desired_bps` is what it probes
@@ -343,6 +347,7 @@ impl LayerSelector {
         went_down: bool,
     ) -> (u64, u64) {
         let wanted = (up.bitrate_bps as f64 * UP_HEADROOM * 1.1) as u64;
+        let padding = (up.bitrate_bps as f64 * PROBE_PADDING) as u64;
         if self.probe_backoff.is_zero() {
             self.probe_backoff = PROBE_BACKOFF;
         }
@@ -353,7 +358,7 @@ impl LayerSelector {
         }
         if let Some(until) = self.probe_until {
             if now < until && !went_down {
-                return (wanted, wanted);
+                return (wanted, padding);
             }
             // It did not find the room in time: try again later, less often.
             self.probe_until = None;
@@ -365,7 +370,7 @@ impl LayerSelector {
         }
         if self.next_probe_at.is_none_or(|at| now >= at) {
             self.probe_until = Some(now + PROBE_LENGTH);
-            return (wanted, wanted);
+            return (wanted, padding);
         }
         // Between probes, desired is held at the estimate, so the next probe raises it.
         (estimate, 0)
