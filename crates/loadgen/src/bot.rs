@@ -71,7 +71,7 @@ impl SoloBots {
     /// Publishes `stream` (sendonly VP8 + Opus) with a `publish` token.
     pub fn publish(&self, join: &MediaJoin, stream: StreamSpec) -> Result<SoloBot, LoadgenError> {
         let (mut rtc, socket, local) = new_bot(&self.crypto, self.bind_ip, false)?;
-        let offer = make_offer(&mut rtc, Direction::SendOnly)?;
+        let offer = make_offer(&mut rtc, Direction::SendOnly, stream.simulcast)?;
         let (audio_mid, video_mid) = (offer.audio_mid, offer.video_mid);
         let kept = privatehub_join_with_token(
             &join.ws_url,
@@ -97,7 +97,7 @@ impl SoloBots {
     pub fn watch(&self, join: &MediaJoin) -> Result<SoloBot, LoadgenError> {
         let join_started = Instant::now();
         let (mut rtc, socket, local) = new_bot(&self.crypto, self.bind_ip, true)?;
-        let offer = make_offer(&mut rtc, Direction::RecvOnly)?;
+        let offer = make_offer(&mut rtc, Direction::RecvOnly, false)?;
         let kept = privatehub_join_with_token(
             &join.ws_url,
             join.origin.as_deref(),

@@ -23,6 +23,7 @@ privatehub-loadgen run --server privatehub|janus [options]
   --fps N                video frame rate (default 30)
   --keyframe-interval N  frames between periodic keyframes (default 60)
   --no-audio             video only
+  --simulcast            publish three simulcast layers (q/h/f at 1/10, 1/3, 1 of the bitrate)
   --bind IP              address the bots bind and announce (default 127.0.0.1)
   --threads N            viewer driver threads (default 2)
   --verify MODE          viewer verification: sampled (default; loss from every packet's RTP
@@ -131,6 +132,7 @@ fn run_command(args: &[String]) -> anyhow::Result<()> {
             fps: options.get("fps", 30)?,
             keyframe_interval_frames: options.get("keyframe-interval", 60)?,
             audio: !options.flag("no-audio"),
+            simulcast: options.flag("simulcast"),
         },
         bind_ip: options.get("bind", IpAddr::from([127, 0, 0, 1]))?,
         driver_threads: options.get("threads", 2)?,

@@ -36,7 +36,13 @@ pub struct StreamSpec {
     /// A keyframe every this many frames, besides those asked for.
     pub keyframe_interval_frames: u32,
     pub audio: bool,
+    /// Send video as three simulcast layers (rids `q`, `h`, `f` at 1/10, 1/3 and all of
+    /// `video_kbps`), as the start-live page does.
+    pub simulcast: bool,
 }
+
+/// The simulcast layers the publisher bot sends: rid and share of `video_kbps`.
+pub const SIMULCAST_LAYERS: [(&str, f64); 3] = [("q", 0.1), ("h", 1.0 / 3.0), ("f", 1.0)];
 
 impl StreamSpec {
     /// Sizes of (delta frame, keyframe) so that a GOP averages the bitrate.
@@ -534,6 +540,23 @@ impl Peer {
         } else {
             publisher.outcome.audio_packets_sent += 1;
         }
+        if video && publisher.spec.simulcast {
+            // The same frame on every layer, each cut to its share of the bitrate (the
+            // stamp at its start stays whole).
+            let full = data.len();
+            for (rid, share) in SIMULCAST_LAYERS {
+                let len = ((full as f64 * share) as usize).max(64).min(full);
+                let Some(writer) = self.rtc.writer(mid) else {
+                    return false;
+                };
+                let layer_data = data[..len].to_vec();
+                if writer.rid(rid.into()).write(pt, now, rtp_time, layer_data).is_err() {
+                    self.alive = false;
+                    return false;
+                }
+            }
+            return true;
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return false;
         };
@@ -636,6 +659,7 @@ mod tests {
             fps: 30,
             keyframe_interval_frames: 60,
             audio: true,
+            simulcast: false,
         };
         let (delta, key) = spec.frame_sizes();
         let gop_bytes = delta * 59 + key;

@@ -171,7 +171,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport, LoadgenError> {
     let publisher_driver =
         DriverHandle::spawn("loadgen-publisher".into(), shared.clone(), hard_deadline)?;
     let (mut rtc, socket, local) = new_bot(&crypto, config.bind_ip, false)?;
-    let offer = make_offer(&mut rtc, Direction::SendOnly)?;
+    let offer = make_offer(&mut rtc, Direction::SendOnly, config.stream.simulcast)?;
     let (audio_mid, video_mid) = (offer.audio_mid, offer.video_mid);
     let (kept, janus_feed) = match &config.target {
         target @ ServerTarget::PrivateHub { .. } => (
@@ -531,7 +531,7 @@ fn join_viewer(
     let (mut rtc, socket, local) = new_bot(crypto, config.bind_ip, true)?;
     let kept = match &config.target {
         target @ ServerTarget::PrivateHub { .. } => {
-            let offer = make_offer(&mut rtc, Direction::RecvOnly)?;
+            let offer = make_offer(&mut rtc, Direction::RecvOnly, false)?;
             privatehub_join(
                 target,
                 MediaRole::Watch,

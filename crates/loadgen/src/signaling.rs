@@ -4,6 +4,7 @@
 //! Every call here is blocking with bounded socket timeouts; the sockets are kept open
 //! afterwards by a [`KeptSocket`] so the server keeps the peer.
 
+use crate::peer::SIMULCAST_LAYERS;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -177,10 +178,22 @@ pub struct LocalOffer {
 }
 
 /// Adds one audio and one video m-line in `direction` and creates the offer.
-pub fn make_offer(rtc: &mut Rtc, direction: Direction) -> Result<LocalOffer, LoadgenError> {
+/// With `simulcast` (publish only), the video m-line sends [`SIMULCAST_LAYERS`].
+pub fn make_offer(
+    rtc: &mut Rtc,
+    direction: Direction,
+    simulcast: bool,
+) -> Result<LocalOffer, LoadgenError> {
     let mut changes = rtc.sdp_api();
     let audio_mid = changes.add_media(MediaKind::Audio, direction, None, None, None);
-    let video_mid = changes.add_media(MediaKind::Video, direction, None, None, None);
+    let layers = simulcast.then(|| {
+        let mut layers = str0m::media::Simulcast::new();
+        for (rid, _) in SIMULCAST_LAYERS {
+            layers.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
+        layers
+    });
+    let video_mid = changes.add_media(MediaKind::Video, direction, None, None, layers);
     let (offer, pending) = changes
         .apply()
         .ok_or_else(|| LoadgenError::Signaling("no media to offer".into()))?;

@@ -36,6 +36,7 @@ fn three_viewers(verify: VerifyMode) {
             fps: 30,
             keyframe_interval_frames: 30,
             audio: true,
+            simulcast: false,
         },
         bind_ip: IpAddr::from([127, 0, 0, 1]),
         driver_threads: 1,

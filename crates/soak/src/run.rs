@@ -116,6 +116,7 @@ pub async fn soak(options: &Options) -> anyhow::Result<RunRecord> {
             fps: options.fps,
             keyframe_interval_frames: options.fps * 2,
             audio: true,
+            simulcast: false,
         };
         let reconnect = options.publisher_reconnect;
         threads.push(std::thread::spawn(move || {
