@@ -103,7 +103,7 @@ impl Options {
 }
 
 fn run_command(args: &[String]) -> anyhow::Result<()> {
-    let options = Options::parse(args, &["no-audio"])?;
+    let options = Options::parse(args, &["no-audio", "simulcast"])?;
     let server = options
         .string("server")
         .context("--server privatehub|janus")?;

@@ -550,7 +550,11 @@ impl Peer {
                     return false;
                 };
                 let layer_data = data[..len].to_vec();
-                if writer.rid(rid.into()).write(pt, now, rtp_time, layer_data).is_err() {
+                if writer
+                    .rid(rid.into())
+                    .write(pt, now, rtp_time, layer_data)
+                    .is_err()
+                {
                     self.alive = false;
                     return false;
                 }

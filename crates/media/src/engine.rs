@@ -605,6 +605,27 @@ mod tests {
         (Engine::new(&settings, metrics, handles).unwrap(), receivers)
     }
 
+    #[test]
+    fn simulcast_offers_are_recognised() {
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let mut api = rtc.sdp_api();
+        let mut layers = str0m::media::Simulcast::new();
+        for rid in ["q", "h", "f"] {
+            layers.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(layers),
+        );
+        let sdp = api.apply().unwrap().0.to_sdp_string();
+        assert!(offer_sends_simulcast(&sdp), "{sdp}");
+        assert!(!offer_sends_simulcast(&offer(Role::Publisher)));
+    }
+
     fn offer(role: Role) -> String {
         let mut rtc = Rtc::builder().build(Instant::now());
         let dir = match role {

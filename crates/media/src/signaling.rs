@@ -407,7 +407,7 @@ impl Signaling {
         })?;
         let peer = new_peer.id;
         let adaptive = new_peer.estimating;
-        tracing::debug!(%peer, %live, ?role, worker, sub = %claims.sub, "peer prepared");
+        tracing::debug!(%peer, %live, ?role, worker, adaptive, sub = %claims.sub, "peer prepared");
         // Register first so the worker knows the peer before the client's first STUN
         // check; notices queued meanwhile are only read after the answer is sent.
         self.peer = Some(peer);

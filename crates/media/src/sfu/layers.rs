@@ -46,6 +46,9 @@ struct LayerMeter {
 pub struct Layers {
     meters: Vec<LayerMeter>,
     bucket_started: Option<Instant>,
+    /// When the first packet was measured: layers are offered once a whole window has
+    /// been (an encoder ramps its layers up during the first second or two).
+    first_packet: Option<Instant>,
     /// Active layers, lowest bitrate first (recomputed at each bucket end).
     ranked: Vec<LayerInfo>,
 }
@@ -63,6 +66,7 @@ impl Layers {
         dimensions: Option<(u16, u16)>,
     ) {
         self.bucket_started.get_or_insert(now);
+        self.first_packet.get_or_insert(now);
         let index = match self.meters.iter().position(|m| m.key == key) {
             Some(index) => index,
             None if self.meters.len() < MAX_LAYERS => {
@@ -108,9 +112,13 @@ impl Layers {
         }
         self.meters
             .retain(|m| now.saturating_duration_since(m.last_packet) < INACTIVE_AFTER * 4);
+        let measured = self
+            .first_packet
+            .is_some_and(|at| now.saturating_duration_since(at) >= BUCKET * BUCKETS as u32);
         let mut ranked: Vec<LayerInfo> = self
             .meters
             .iter()
+            .filter(|_| measured)
             .filter(|m| now.saturating_duration_since(m.last_packet) < INACTIVE_AFTER)
             .map(|m| LayerInfo {
                 key: m.key,

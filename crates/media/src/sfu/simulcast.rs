@@ -67,6 +67,14 @@ impl WorkerCore {
                 None => VideoTarget::Paused,
             };
             if target != peer.video_target {
+                tracing::debug!(
+                    peer = %id,
+                    from = ?peer.video_target,
+                    to = ?target,
+                    estimate_bps = ?peer.selector.estimate_bps,
+                    loss = peer.selector.loss,
+                    "viewer layer"
+                );
                 count_switch(
                     &metrics,
                     peer.video_target,
