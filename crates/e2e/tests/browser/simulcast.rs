@@ -20,6 +20,12 @@ const SLOW_LINK: DownlinkLimit = DownlinkLimit {
     max_queue: Duration::from_millis(250),
 };
 
+/// Below the lowest layer: video pauses, audio (~40 kbit/s) still fits.
+const STARVED_LINK: DownlinkLimit = DownlinkLimit {
+    bits_per_second: 90_000,
+    max_queue: Duration::from_millis(250),
+};
+
 #[derive(Debug, Clone, Copy, Default)]
 struct VideoStats {
     width: f64,
@@ -259,6 +265,42 @@ async fn a_limited_viewer_decodes_a_lower_layer_while_an_unlimited_one_gets_the_
     )
     .await;
     println!("simulcast: Auto took carol back to the top layer after {back:?}");
+
+    // The stats overlay shows the layer and the estimate, for support.
+    bob.click("#stats-toggle").await;
+    bob.wait_js(
+        "the stats overlay shows the estimate",
+        "/estimate\\s+\\d+ kbit\\/s/.test(document.querySelector('#stats-overlay').textContent) \
+         && !document.querySelector('#stats-overlay').hidden",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // A link too slow for even the lowest layer: video pauses with a clear state, audio
+    // goes on.
+    for flow in &bob_flows {
+        relay.limit_downlink(*flow, Some(STARVED_LINK));
+    }
+    bob.wait_js(
+        "the player says audio only",
+        &format!("{} === 'paused'", pages::LIVE_STATUS),
+        Duration::from_secs(25),
+    )
+    .await;
+    let audio_before = bob.number(pages::AUDIO_PACKETS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audio = bob.number(pages::AUDIO_PACKETS).await - audio_before;
+    let overlay = bob
+        .js(
+            "return document.querySelector('#player-overlay-text').textContent;",
+            vec![],
+        )
+        .await;
+    println!(
+        "simulcast: starved at {} kbit/s, bob paused; {audio} audio packets in 3 s; overlay {overlay}",
+        STARVED_LINK.bits_per_second / 1000
+    );
+    assert!(audio >= 100.0, "audio while paused: {audio} packets in 3 s");
 
     // The link recovers: bob goes back up by itself.
     relay.unshape_all();
