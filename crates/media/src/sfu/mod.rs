@@ -183,7 +183,7 @@ enum Action {
     /// Viewers want a keyframe of this layer (`None` without simulcast: any layer).
     WantKeyframe(LiveId, LayerKey),
     /// A viewer connected and waits for a keyframe: start the retry episode.
-    ViewerGated(LiveId),
+    ViewerGated(LiveId, PeerId),
     Remove(PeerId, RemoveReason),
 }
 
@@ -591,9 +591,9 @@ impl WorkerCore {
                     gated,
                 } => self.deliver_slice(now, packet, from, gated),
                 Action::WantKeyframe(live, layer) => self.want_keyframe(now, live, layer),
-                Action::ViewerGated(live) => {
+                Action::ViewerGated(live, id) => {
                     // Choose its layer first, so the keyframe asked for is that one's.
-                    self.review_layers(now, live);
+                    self.review_one_viewer(now, live, id);
                     self.want_awaited_keyframes(now, live);
                 }
                 Action::Remove(id, reason) => self.remove_peer(now, id, reason),

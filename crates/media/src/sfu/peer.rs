@@ -62,8 +62,8 @@ pub(super) struct Peer {
     pub selector: LayerSelector,
     /// Viewer: its `Rtc` runs str0m's bandwidth estimator (TWCC negotiated).
     pub estimating: bool,
-    /// Viewer: the (desired, padding) rates last given to str0m's estimator.
-    pub probe: (u64, u64),
+    /// Viewer: the desired rate last given to str0m's estimator.
+    pub probe: u64,
     /// Viewer: something the viewer is shown changed (layer, pause): report it soon.
     pub quality_changed: bool,
     /// Viewer: where it is counted in the viewers-by-layer gauge.
@@ -107,7 +107,7 @@ impl Peer {
             video_target: VideoTarget::Any,
             selector: LayerSelector::default(),
             estimating: new_peer.estimating,
-            probe: (0, 0),
+            probe: 0,
             quality_changed: false,
             metric_rank: None,
             lateness: Vec::new(),
@@ -177,7 +177,7 @@ impl Peer {
                     setup,
                 });
                 if self.role == Role::Viewer {
-                    actions.push_back(Action::ViewerGated(self.live));
+                    actions.push_back(Action::ViewerGated(self.live, self.id));
                 } else {
                     self.last_video_at = Some(now);
                 }

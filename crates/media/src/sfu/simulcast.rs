@@ -51,16 +51,28 @@ impl WorkerCore {
             room.last_report = Some(now);
         }
         let viewers = room.viewers.clone();
+        self.review_viewers(now, live, &viewers, &layers, report_all);
+    }
+
+    /// Decides for `viewers` of `live` against its `layers`; see [`Self::review_layers`].
+    pub(super) fn review_viewers(
+        &mut self,
+        now: Instant,
+        live: LiveId,
+        viewers: &[PeerId],
+        layers: &[LayerInfo],
+        report_all: bool,
+    ) {
         let metrics = self.metrics.clone();
         let mut wanted: Vec<LayerKey> = Vec::new();
-        for id in viewers {
+        for &id in viewers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
             if !peer.connected || peer.faulted || peer.video_mid.is_none() {
                 continue;
             }
-            let decision = peer.selector.decide(now, &layers);
+            let decision = peer.selector.decide(now, layers);
             let target = match decision.target {
                 _ if layers.is_empty() => peer.video_target,
                 Some(key) => VideoTarget::Layer(key),
@@ -79,7 +91,7 @@ impl WorkerCore {
                     &metrics,
                     peer.video_target,
                     target,
-                    &layers,
+                    layers,
                     peer.video_layer,
                 );
                 if target == VideoTarget::Paused {
@@ -107,7 +119,7 @@ impl WorkerCore {
             };
             metrics.move_viewer_rank(peer.metric_rank, rank);
             peer.metric_rank = rank;
-            let probe = (decision.desired_bps, decision.pad_bps);
+            let probe = decision.desired_bps;
             let reprobe = peer.estimating && probe != peer.probe;
             if reprobe {
                 peer.probe = probe;
@@ -121,7 +133,7 @@ impl WorkerCore {
             if peer.quality_changed || report_all {
                 peer.quality_changed = false;
                 let report = QualityReport {
-                    layers: layers.clone(),
+                    layers: layers.to_vec(),
                     current: (!peer.video_gated).then_some(peer.video_layer),
                     target: peer.video_target,
                     choice: peer.selector.choice,
@@ -132,10 +144,9 @@ impl WorkerCore {
                     .push_back(CoreOutput::ViewerQuality { peer: id, report });
             }
             if reprobe {
-                let (desired, pad) = probe;
+                // A rise above the estimate makes str0m send a probe cluster.
                 self.with_rtc(now, id, |rtc| {
-                    rtc.bwe()
-                        .set_bitrate(Bitrate::bps(pad), Bitrate::bps(desired));
+                    rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(probe));
                     Ok(())
                 });
             }
@@ -156,11 +167,21 @@ impl WorkerCore {
             return;
         };
         if peer.selector.choice != choice {
-            peer.selector.choice = choice;
+            peer.selector.set_choice(choice);
             peer.quality_changed = true;
             let live = peer.live;
-            self.review_layers(now, live);
+            self.review_one_viewer(now, live, id);
         }
+    }
+
+    /// Decides for one viewer at once (a menu choice, a join), without touching the
+    /// others: what one client does costs the room nothing.
+    pub(super) fn review_one_viewer(&mut self, now: Instant, live: LiveId, id: PeerId) {
+        let Some(room) = self.rooms.get(&live) else {
+            return;
+        };
+        let layers = room.layers.ranked().to_vec();
+        self.review_viewers(now, live, &[id], &layers, false);
     }
 }
 

@@ -74,6 +74,12 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
     })
     .await;
     expect_error(&mut ws, MediaErrorCode::WrongState, false).await;
+    // A quality choice before watching, or naming no layer a publisher could send.
+    ws.send(&MediaClientMessage::Quality {
+        layer: "auto".into(),
+    })
+    .await;
+    expect_error(&mut ws, MediaErrorCode::WrongState, false).await;
     // Garbage SDP with a valid token: a fixed message, nothing of str0m's parse error
     // (which prints positions as heap addresses).
     ws.send(&MediaClientMessage::Watch {
@@ -117,6 +123,38 @@ async fn bad_inputs_get_error_codes_while_others_keep_streaming() {
         }
     }
     assert_eq!(got, Some(MediaErrorCode::WrongState));
+    // While watching: a malformed layer name is refused, the socket stays; a rid works.
+    for layer in ["", "<script>", "much-too-long-rid"] {
+        ws.send(&MediaClientMessage::Quality {
+            layer: layer.into(),
+        })
+        .await;
+        let mut got = None;
+        while let Some(m) = ws.recv(T).await {
+            if let MediaServerMessage::Error { code, close, .. } = m {
+                got = Some((code, close));
+                break;
+            }
+        }
+        assert_eq!(
+            got,
+            Some((MediaErrorCode::MalformedMessage, false)),
+            "{layer:?}"
+        );
+    }
+    ws.send(&MediaClientMessage::Quality { layer: "h".into() })
+        .await;
+    ws.send(&MediaClientMessage::Ping).await;
+    loop {
+        match ws.recv(T).await {
+            Some(MediaServerMessage::Pong) => break,
+            Some(MediaServerMessage::Error { code, message, .. }) => {
+                panic!("a valid quality choice was refused: {code:?} {message}")
+            }
+            Some(_) => {}
+            None => panic!("no pong after a valid quality choice"),
+        }
+    }
     ws.close().await;
 
     // Tokens: forged, expired, valid for a century, wrong role, garbage.

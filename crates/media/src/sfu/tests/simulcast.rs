@@ -121,7 +121,9 @@ fn video_pauses_when_no_layer_fits_and_resumes_while_audio_goes_on() {
             .find(|(p, _)| *p == peer)
             .is_some_and(|(_, q)| q.target == VideoTarget::Paused)
     });
-    // Frames written from now on are not sent (repairs of earlier ones may still land).
+    // Frames written from now on are not sent (repairs of earlier ones may still land);
+    // audio gets the link back once what was queued before the pause has drained.
+    h.run_for(Duration::from_secs(1));
     let paused_from = h.clients[0].frame_no as u32 + 1;
     let audio_before = h.clients[viewer].stats.audio_frames;
     let video_before = h.clients[viewer].stats.frames.len();
