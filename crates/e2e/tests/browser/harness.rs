@@ -250,7 +250,47 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that panics drops its browsers without closing their sessions, and killing
+    /// chromedriver does not stop the Chromium it started: without this, Chromium
+    /// processes of a failed test outlived it (found still decoding video 13 minutes
+    /// later, under a benchmark).
+    fn drop(&mut self) {
+        kill_processes_with_arg(&format!(
+            "--user-data-dir={}",
+            self._profile.path().display()
+        ));
+    }
+}
+
+/// Kills (SIGKILL) every process whose command line has `arg` as one argument.
+fn kill_processes_with_arg(arg: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let pids: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|byte| *byte == 0)
+                .any(|part| part == arg.as_bytes())
+                .then_some(name)
+        })
+        .collect();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
