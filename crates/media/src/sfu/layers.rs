@@ -367,7 +367,16 @@ impl LayerSelector {
             None => {
                 self.probe_until = None;
                 self.probe_backoff = PROBE_BACKOFF;
-                0
+                if layers.len() == 1 {
+                    // One layer, nothing to switch to: ask for room above it, so that
+                    // an estimate that starts (or fell) below it grows and str0m's pacer
+                    // does not hold the stream back (measured, 200 viewers of 2 Mbit/s:
+                    // p99 delay 1.26 s without, 13 ms with). With layers this was
+                    // measured worse (more probing on the top layer, p99 up to 340 ms).
+                    (layers[0].bitrate_bps as f64 * UP_HEADROOM * 1.1) as u64
+                } else {
+                    0
+                }
             }
         };
         LayerDecision {
