@@ -399,34 +399,30 @@ impl Engine {
 
     /// Asks the peer's worker to remove it (the registry is updated when it reports back).
     pub fn remove_peer(&self, peer: PeerId, reason: RemoveReason) {
-        let mut registry = self.registry();
-        let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
-            return;
-        };
-        if !self.send_to_worker(worker, Command::RemovePeer { peer, reason }) {
-            self.forget_peer(&mut registry, peer, reason);
-        }
+        self.command_peer(peer, Command::RemovePeer { peer, reason }, reason);
     }
 
     /// The viewer's quality menu choice.
     pub fn set_layer_choice(&self, peer: PeerId, choice: LayerChoice) {
-        let mut registry = self.registry();
-        let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
-            return;
-        };
-        if !self.send_to_worker(worker, Command::SetLayerChoice { peer, choice }) {
-            self.forget_peer(&mut registry, peer, RemoveReason::WorkerStopped);
-        }
+        let command = Command::SetLayerChoice { peer, choice };
+        self.command_peer(peer, command, RemoveReason::WorkerStopped);
     }
 
     /// A trickled ICE candidate from the client.
     pub fn remote_candidate(&self, peer: PeerId, candidate: Candidate) {
+        let command = Command::RemoteCandidate { peer, candidate };
+        self.command_peer(peer, command, RemoveReason::WorkerStopped);
+    }
+
+    /// Sends `command` to the worker holding `peer`; if that worker is gone, the peer is
+    /// forgotten with `if_stopped`. Nothing happens for an unknown peer.
+    fn command_peer(&self, peer: PeerId, command: Command, if_stopped: RemoveReason) {
         let mut registry = self.registry();
         let Some(worker) = registry.peers.get(&peer).map(|p| p.worker) else {
             return;
         };
-        if !self.send_to_worker(worker, Command::RemoteCandidate { peer, candidate }) {
-            self.forget_peer(&mut registry, peer, RemoveReason::WorkerStopped);
+        if !self.send_to_worker(worker, command) {
+            self.forget_peer(&mut registry, peer, if_stopped);
         }
     }
 

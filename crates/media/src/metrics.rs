@@ -330,11 +330,7 @@ impl Metrics {
         for (label, value) in LAYER_RANK_LABELS.iter().zip(&self.viewers_by_layer) {
             let _ = writeln!(out, "{name}{{layer=\"{label}\"}} {}", value.load(Relaxed));
         }
-        let estimates: Vec<u64> = self
-            .estimate_buckets
-            .iter()
-            .map(|b| b.load(Relaxed))
-            .collect();
+        let estimates = load_all(&self.estimate_buckets);
         write_histogram(
             &mut out,
             "media_viewer_bandwidth_estimate_megabits",
@@ -344,7 +340,7 @@ impl Metrics {
             self.estimate_count.load(Relaxed),
             self.estimate_sum_bits.load(Relaxed),
         );
-        let setup: Vec<u64> = self.setup_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let setup = load_all(&self.setup_buckets);
         write_histogram(
             &mut out,
             "media_peer_setup_seconds",
@@ -375,6 +371,14 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The values of `counters`, in order.
+fn load_all(counters: &[AtomicU64]) -> Vec<u64> {
+    counters
+        .iter()
+        .map(|counter| counter.load(Relaxed))
+        .collect()
 }
 
 /// One Prometheus histogram from cumulative bucket counts.

@@ -111,6 +111,13 @@ async fn decoding_over(browser: &Browser, window: Duration) -> (f64, f64) {
     (after.frames - before.frames, after.freezes - before.freezes)
 }
 
+/// Limits what the media server sends to each of `flows`.
+fn limit_all(relay: &UdpRelay, flows: &[SocketAddr], limit: DownlinkLimit) {
+    for flow in flows {
+        relay.limit_downlink(*flow, Some(limit));
+    }
+}
+
 fn new_flows(relay: &UdpRelay, before: &[SocketAddr]) -> Vec<SocketAddr> {
     relay
         .clients()
@@ -203,9 +210,7 @@ async fn a_limited_viewer_decodes_a_lower_layer_while_an_unlimited_one_gets_the_
     .await;
     println!("simulcast: unlimited viewers on the top layer ({top_width} wide) after {to_top:?}");
 
-    for flow in &bob_flows {
-        relay.limit_downlink(*flow, Some(SLOW_LINK));
-    }
+    limit_all(&relay, &bob_flows, SLOW_LINK);
     let down = wait_width(
         &bob,
         "bob on a lower layer",
@@ -311,9 +316,7 @@ async fn a_limited_viewer_decodes_a_lower_layer_while_an_unlimited_one_gets_the_
 
     // A link too slow for even the lowest layer: video pauses with a clear state, audio
     // goes on.
-    for flow in &bob_flows {
-        relay.limit_downlink(*flow, Some(STARVED_LINK));
-    }
+    limit_all(&relay, &bob_flows, STARVED_LINK);
     bob.wait_js(
         "the player says audio only",
         &format!("{} === 'paused'", pages::LIVE_STATUS),

@@ -94,13 +94,13 @@ impl Layers {
         self.bucket_started.map(|at| at + BUCKET)
     }
 
-    /// Closes the bucket if due and re-ranks; returns whether the offered set changed.
-    pub fn tick(&mut self, now: Instant) -> bool {
+    /// Closes the bucket if due and re-ranks.
+    pub fn tick(&mut self, now: Instant) {
         let Some(started) = self.bucket_started else {
-            return false;
+            return;
         };
         if now < started + BUCKET {
-            return false;
+            return;
         }
         self.bucket_started = Some(now);
         let window = BUCKET.as_secs_f64() * BUCKETS as f64;
@@ -131,14 +131,7 @@ impl Layers {
                 .cmp(&b.bitrate_bps)
                 .then_with(|| a.key.as_deref().cmp(&b.key.as_deref()))
         });
-        let changed = ranked.len() != self.ranked.len()
-            || ranked.iter().zip(&self.ranked).any(|(a, b)| {
-                a.key != b.key
-                    || a.dimensions != b.dimensions
-                    || a.bitrate_bps.abs_diff(b.bitrate_bps) > b.bitrate_bps / 5
-            });
         self.ranked = ranked;
-        changed
     }
 
     /// Active layers, lowest first.
