@@ -19,8 +19,10 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod stream_keys;
 pub mod telemetry;
 pub mod viewers;
+pub mod whip;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -13,6 +13,8 @@ use crate::domain::Origin;
 
 /// Where the shared media-token secret is kept when `MEDIA_TOKEN_SECRET` is not set.
 pub const DEFAULT_MEDIA_TOKEN_SECRET_FILE: &str = "data/media-token-secret";
+/// Where the stream-key encryption secret is kept when `STREAM_KEY_SECRET` is not set.
+pub const DEFAULT_STREAM_KEY_SECRET_FILE: &str = "data/stream-key-secret";
 /// Default database file.
 pub const DEFAULT_DATABASE_PATH: &str = "data/privatehub.sqlite";
 
@@ -59,6 +61,12 @@ pub struct Settings {
     pub chat_write_give_up: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// `STREAM_KEY_SECRET` or the content of `STREAM_KEY_SECRET_FILE`: seals the stream
+    /// keys stored in the database (they can be revealed, so they are not hashed).
+    pub stream_key_secret: SecretString,
+    /// `MEDIA_INTERNAL_URL`: where the app reaches the media server's internal API
+    /// (`/internal/v1/...`), e.g. to end a publish whose stream key was rotated.
+    pub media_internal_url: String,
 }
 
 /// Limits on failed log-ins (see `auth::rate_limit`).
@@ -170,9 +178,40 @@ impl Settings {
             None => {
                 let path = get("MEDIA_TOKEN_SECRET_FILE")
                     .unwrap_or_else(|| DEFAULT_MEDIA_TOKEN_SECRET_FILE.to_owned());
-                load_or_create_secret_file(Path::new(path.trim()))?
+                load_or_create_secret_file(
+                    Path::new(path.trim()),
+                    "MEDIA_TOKEN_SECRET_FILE",
+                    "MEDIA_TOKEN_SECRET is not set: generated a random secret into the file; \
+                     the media server must use the same secret (set MEDIA_TOKEN_SECRET in production)",
+                )?
             }
         };
+        let stream_key_secret = match get("STREAM_KEY_SECRET") {
+            Some(secret) => check_secret(secret.trim(), "STREAM_KEY_SECRET")?,
+            None => {
+                let path = get("STREAM_KEY_SECRET_FILE")
+                    .unwrap_or_else(|| DEFAULT_STREAM_KEY_SECRET_FILE.to_owned());
+                load_or_create_secret_file(
+                    Path::new(path.trim()),
+                    "STREAM_KEY_SECRET_FILE",
+                    "STREAM_KEY_SECRET is not set: generated a random secret into the file; \
+                     keep it with the database backups (stream keys cannot be revealed without it)",
+                )?
+            }
+        };
+        let media_internal_url = get("MEDIA_INTERNAL_URL")
+            .unwrap_or_else(|| "http://127.0.0.1:5050".to_owned())
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        if !(media_internal_url.starts_with("http://")
+            || media_internal_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "MEDIA_INTERNAL_URL",
+                "expected an http:// or https:// URL".to_owned(),
+            ));
+        }
         let media_token_ttl = match get("MEDIA_TOKEN_TTL_SECONDS") {
             None => Duration::from_secs(300),
             Some(raw) => {
@@ -244,6 +283,8 @@ impl Settings {
             max_sockets_per_ip,
             chat_write_give_up,
             log_format,
+            stream_key_secret,
+            media_internal_url,
         })
     }
 }
@@ -310,29 +351,28 @@ fn check_secret(secret: &str, variable: &'static str) -> Result<SecretString, Se
 
 /// Reads the shared secret from `path`, creating it (random, mode 0600) on first
 /// start. The media server reads the same file, so `scripts/dev` needs no set-up.
-fn load_or_create_secret_file(path: &Path) -> Result<SecretString, SettingsError> {
-    const VARIABLE: &str = "MEDIA_TOKEN_SECRET_FILE";
+fn load_or_create_secret_file(
+    path: &Path,
+    variable: &'static str,
+    created_warning: &'static str,
+) -> Result<SecretString, SettingsError> {
     match std::fs::read_to_string(path) {
-        Ok(content) => check_secret(content.trim(), VARIABLE),
+        Ok(content) => check_secret(content.trim(), variable),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let secret = hex(&bytes);
             write_private_file(path, &secret).map_err(|error| {
                 invalid(
-                    VARIABLE,
+                    variable,
                     format!("cannot create {}: {error}", path.display()),
                 )
             })?;
-            tracing::warn!(
-                path = %path.display(),
-                "MEDIA_TOKEN_SECRET is not set: generated a random secret into the file; \
-                 the media server must use the same secret (set MEDIA_TOKEN_SECRET in production)"
-            );
+            tracing::warn!(path = %path.display(), "{created_warning}");
             Ok(SecretString::from(secret))
         }
         Err(error) => Err(invalid(
-            VARIABLE,
+            variable,
             format!("cannot read {}: {error}", path.display()),
         )),
     }
@@ -384,10 +424,13 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> = pairs
+        let mut map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Otherwise the default secret file would be created in the crate's directory.
+        map.entry("STREAM_KEY_SECRET".into())
+            .or_insert_with(|| "stream-key-test-secret-0123456789abcdef".into());
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 

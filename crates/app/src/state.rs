@@ -9,7 +9,9 @@ use crate::chat::{ChatHandle, ChatServer};
 use crate::db::DbPool;
 use crate::metrics::AppMetrics;
 use crate::settings::Settings;
+use crate::stream_keys::StreamKeySealer;
 use crate::viewers::ViewerCounts;
+use crate::whip::{MediaApi, WhipLives};
 
 /// Shared application state. Cloning is cheap (everything is behind `Arc`s).
 #[derive(Debug, Clone)]
@@ -26,6 +28,12 @@ pub struct AppState {
     pub viewers: ViewerCounts,
     /// The chat server behind `/ws`.
     pub chat: ChatHandle,
+    /// Seals and opens stored stream keys.
+    pub stream_keys: StreamKeySealer,
+    /// WHIP lives as the media server reports them.
+    pub whip_lives: Arc<WhipLives>,
+    /// The media server's internal API.
+    pub media_api: MediaApi,
 }
 
 impl AppState {
@@ -48,9 +56,12 @@ impl AppState {
         );
         tokio::spawn(chat_server.run());
         tokio::spawn(chat_writer.run());
-        Ok(AppState {
+        let state = AppState {
             chat,
             pool,
+            stream_keys: StreamKeySealer::new(&settings.stream_key_secret),
+            whip_lives: Arc::new(WhipLives::default()),
+            media_api: MediaApi::new(&settings.media_internal_url),
             login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
             signup_limiter: Arc::new(SignupRateLimiter::new(settings.signup_rate_limit)),
             hashing: Arc::new(HashingPool::start(settings.hashing, metrics.clone())?),
@@ -58,6 +69,8 @@ impl AppState {
             metrics,
             settings: Arc::new(settings),
             viewers,
-        })
+        };
+        tokio::spawn(crate::whip::sweep_abandoned_lives(state.clone()));
+        Ok(state)
     }
 }

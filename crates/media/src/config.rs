@@ -16,6 +16,9 @@ pub const DEV_SECRET_FILE: &str = "data/media-token-secret";
 pub const DEFAULT_MAX_SOCKETS_PER_IP: usize = 20;
 /// Default of `MEDIA_NEW_SOCKETS_PER_IP_PER_SEC`.
 pub const DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC: u32 = 10;
+/// Default of `MEDIA_WHIP_GRACE_SECONDS`: OBS retries a lost connection after 2 s,
+/// then with a growing delay; 20 s covers its first few attempts.
+pub const DEFAULT_WHIP_GRACE_SECONDS: u64 = 20;
 
 /// A bad or missing configuration value; the message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,15 @@ pub struct MediaSettings {
     /// Take the client IP from the right-most `X-Forwarded-For` entry
     /// (`MEDIA_TRUST_PROXY_HEADERS`). Only behind a proxy that sets it.
     pub trust_proxy_headers: bool,
+    /// `MEDIA_APP_INTERNAL_URL`: where the media server reaches the app's internal API
+    /// (stream-key checks for WHIP, current lives for WHEP, live start and end).
+    pub app_internal_url: String,
+    /// `MEDIA_WHIP_GRACE_SECONDS`: how long a WHIP publish whose connection was lost
+    /// may take to come back (OBS reconnects) before its live ends.
+    pub whip_grace: std::time::Duration,
+    /// `MEDIA_WHIP_WHEP_ORIGINS`: origins whose pages may call `/whip` and `/whep`
+    /// (CORS), comma-separated; `*` (the default) for any.
+    pub whip_whep_origins: Vec<String>,
 }
 
 /// Which viewers' `Rtc`s run str0m's bandwidth estimator (TWCC feedback from the
@@ -129,6 +141,9 @@ impl MediaSettings {
             max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
             new_sockets_per_ip_per_sec: DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
             trust_proxy_headers: false,
+            app_internal_url: "http://127.0.0.1:3000".into(),
+            whip_grace: std::time::Duration::from_secs(DEFAULT_WHIP_GRACE_SECONDS),
+            whip_whep_origins: vec!["*".into()],
         }
     }
 
@@ -291,7 +306,40 @@ impl MediaSettings {
             Some((var, value)) => parse_bool(var, &value)?,
             None => false,
         };
+        let app_internal_url = get(&["MEDIA_APP_INTERNAL_URL"])
+            .map_or_else(|| "http://127.0.0.1:3000".to_owned(), |(_, url)| url)
+            .trim_end_matches('/')
+            .to_owned();
+        if !(app_internal_url.starts_with("http://") || app_internal_url.starts_with("https://")) {
+            return Err(invalid(
+                "MEDIA_APP_INTERNAL_URL",
+                &app_internal_url,
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let whip_grace_seconds = parse_num(
+            get(&["MEDIA_WHIP_GRACE_SECONDS"]),
+            DEFAULT_WHIP_GRACE_SECONDS,
+        )?;
+        if !(1..=3600).contains(&whip_grace_seconds) {
+            return Err(invalid(
+                "MEDIA_WHIP_GRACE_SECONDS",
+                whip_grace_seconds,
+                "must be between 1 and 3600",
+            ));
+        }
+        let whip_whep_origins: Vec<String> = match get(&["MEDIA_WHIP_WHEP_ORIGINS"]) {
+            Some((_, value)) => value
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => vec!["*".to_owned()],
+        };
         Ok(MediaSettings {
+            app_internal_url,
+            whip_grace: std::time::Duration::from_secs(whip_grace_seconds),
+            whip_whep_origins,
             bind,
             http_port,
             workers,

@@ -299,6 +299,19 @@ impl Engine {
     }
 
     /// A stopped worker would look least loaded forever: skip it.
+    /// Gives back the worker place of a prepared peer that will not be added.
+    pub fn discard_prepared(&self, worker: usize) {
+        self.workers[worker].peers.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether the live has a publisher now (connected or still connecting).
+    pub fn has_publisher(&self, live: LiveId) -> bool {
+        self.registry()
+            .lives
+            .get(&live)
+            .is_some_and(|entry| entry.publisher.is_some())
+    }
+
     fn least_loaded_worker(&self) -> Option<usize> {
         self.workers
             .iter()

@@ -135,13 +135,33 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         rtc_builds: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
+        http_sessions: crate::whip::sessions::HttpSessions::default(),
+        app_api: crate::whip::app_api::AppApi::new(
+            &settings.app_internal_url,
+            settings.token_secret.clone(),
+        ),
     });
+    tokio::spawn(crate::whip::report_whip_sessions(
+        state.clone().into_inner(),
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .route("/ws", web::get().to(crate::signaling::ws_route))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics_route))
+            .configure(crate::whip::configure)
+            .service(
+                web::scope("/internal/v1")
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(privatehub_protocol::internal_api::MAX_INTERNAL_BODY_BYTES),
+                    )
+                    .route(
+                        "/publishers/end",
+                        web::post().to(crate::whip::end_publishes),
+                    ),
+            )
     })
     .on_connect(limit_stuck_writes)
     .workers(2)

@@ -7,6 +7,7 @@
 //! - `udp_batch`: the worker's batched UDP sends (`sendmmsg`).
 //! - `engine`: the registry of lives and the handle signaling uses to add/remove peers.
 //! - `signaling`: the `/ws` session.
+//! - `whip`: WHIP ingest and WHEP playback over HTTP, and the internal API with the app.
 //! - `limits`: per-client-IP limits on `/ws` sockets (open at once, new per second).
 //! - `http`: `/healthz`, `/metrics` and server start-up.
 //! - [`metrics`]: counters rendered for Prometheus.
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod sfu;
 mod signaling;
 mod udp_batch;
+mod whip;
 mod worker;
 
 pub use config::{ConfigError, MediaSettings};
@@ -38,4 +40,8 @@ pub(crate) struct AppState {
     pub socket_limiter: Arc<limits::SocketLimiter>,
     /// Bounds concurrent `Rtc` builds (offer → answer) to the number of cores.
     pub rtc_builds: tokio::sync::Semaphore,
+    /// WHIP and WHEP sessions.
+    pub http_sessions: whip::sessions::HttpSessions,
+    /// The app's internal API.
+    pub app_api: whip::app_api::AppApi,
 }

@@ -61,6 +61,12 @@ impl ForwardDelayTally {
 /// All counters and gauges of the media server.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// WHIP publishes accepted (`POST /whip` answered 201).
+    pub whip_publishes: AtomicU64,
+    /// WHEP plays accepted (`POST /whep/...` answered 201).
+    pub whep_plays: AtomicU64,
+    /// WHIP/WHEP requests refused by the per-client limits (429).
+    pub whip_whep_refused: AtomicU64,
     pub rooms: AtomicI64,
     pub publishers: AtomicI64,
     pub viewers: AtomicI64,
@@ -180,7 +186,22 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 26] = [
+        let counters: [(&str, &str, &AtomicU64); 29] = [
+            (
+                "media_whip_publishes_total",
+                "WHIP publishes accepted.",
+                &self.whip_publishes,
+            ),
+            (
+                "media_whep_plays_total",
+                "WHEP plays accepted.",
+                &self.whep_plays,
+            ),
+            (
+                "media_whip_whep_refused_total",
+                "WHIP/WHEP requests refused by the per-client limits.",
+                &self.whip_whep_refused,
+            ),
             (
                 "media_packets_in_total",
                 "UDP datagrams received.",

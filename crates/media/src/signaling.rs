@@ -351,7 +351,6 @@ impl Signaling {
         offer: SessionDescription,
         notify: &NoticeSender,
     ) -> Result<bool, Refusal> {
-        let offered_at = Instant::now();
         if self.peer.is_some() {
             return Err(Refusal::new(
                 MediaErrorCode::WrongState,
@@ -374,23 +373,8 @@ impl Signaling {
                 false,
             ));
         }
-        let engine = self.state.engine.clone();
         let live = claims.live_id;
-        // Each build costs about a millisecond of CPU: bound how many run at once so a
-        // burst of offers cannot take every core from the media workers.
-        let state = self.state.clone();
-        let permit = state
-            .rtc_builds
-            .acquire()
-            .await
-            .map_err(|_| Refusal::new(MediaErrorCode::Internal, "shutting down", true))?;
-        let prepared = tokio::task::spawn_blocking(move || {
-            engine.prepare_peer(role, live, &offer.sdp, offered_at)
-        })
-        .await;
-        drop(permit);
-        let prepared = prepared
-            .map_err(|_| Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true))?;
+        let prepared = crate::whip::build_peer(&self.state, role, live, offer.sdp).await;
         let (new_peer, answer, worker) = prepared.map_err(|error| match error {
             PrepareError::ServerFull | PrepareError::LiveFull => {
                 Refusal::new(MediaErrorCode::ServerFull, error.to_string(), true)

@@ -4,6 +4,7 @@
 //! cross a process boundary. It has no I/O dependencies: no tokio, no actix, no diesel.
 
 pub mod app_socket;
+pub mod internal_api;
 pub mod media_signaling;
 pub mod media_token;
 

@@ -83,16 +83,38 @@ pub fn find_current_by_username(
         .map(|row| row.map(to_live))
 }
 
+/// Who publishes a live: the start-live page or a WHIP client (`lives.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveSource {
+    Browser,
+    Whip,
+}
+
+impl LiveSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            LiveSource::Browser => "browser",
+            LiveSource::Whip => "whip",
+        }
+    }
+}
+
 /// Returns the user's current live, or starts one. `true` when it was created now.
+/// `source` is recorded either way: the last one to publish owns the live (a WHIP
+/// client taking over a browser live, or the other way round).
 /// Runs in an IMMEDIATE transaction; the partial unique index is the backstop.
 pub fn start_or_get_current(
     connection: &mut SqliteConnection,
     user: UserId,
     title: &LiveTitle,
+    source: LiveSource,
     now: i64,
 ) -> QueryResult<(Live, bool)> {
     connection.immediate_transaction(|connection| {
         if let Some(live) = find_current_by_user(connection, user)? {
+            diesel::update(lives::table.filter(lives::id.eq(live.id.0)))
+                .set(lives::source.eq(source.as_str()))
+                .execute(connection)?;
             return Ok((live, false));
         }
         let inserted = diesel::insert_into(lives::table)
@@ -100,6 +122,7 @@ pub fn start_or_get_current(
                 lives::user_id.eq(user.0),
                 lives::title.eq(title.as_str()),
                 lives::started_at.eq(now),
+                lives::source.eq(source.as_str()),
             ))
             .execute(connection);
         match inserted {
@@ -135,6 +158,27 @@ pub fn end_current(
         live.peak_viewers = peak;
         Ok(Some(live))
     })
+}
+
+/// Current lives published by a WHIP client.
+pub fn list_current_whip(connection: &mut SqliteConnection) -> QueryResult<Vec<Live>> {
+    lives::table
+        .inner_join(users::table)
+        .filter(lives::ended_at.is_null())
+        .filter(lives::source.eq(LiveSource::Whip.as_str()))
+        .select(LIVE_COLUMNS)
+        .load::<LiveRow>(connection)
+        .map(|rows| rows.into_iter().map(to_live).collect())
+}
+
+/// The title of the user's most recent live, if any.
+pub fn last_title(connection: &mut SqliteConnection, user: UserId) -> QueryResult<Option<String>> {
+    lives::table
+        .filter(lives::user_id.eq(user.0))
+        .order((lives::started_at.desc(), lives::id.desc()))
+        .select(lives::title)
+        .first(connection)
+        .optional()
 }
 
 /// Everyone live now, newest first.

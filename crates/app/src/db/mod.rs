@@ -6,6 +6,7 @@ pub mod chat;
 pub mod lives;
 pub mod schema;
 pub mod sessions;
+pub mod stream_keys;
 pub mod users;
 
 use std::path::Path;

@@ -28,6 +28,17 @@ diesel::table! {
         started_at -> BigInt,
         ended_at -> Nullable<BigInt>,
         peak_viewers -> Integer,
+        source -> Text,
+    }
+}
+
+diesel::table! {
+    stream_keys (user_id) {
+        user_id -> BigInt,
+        key_hash -> Text,
+        key_sealed -> Text,
+        generation -> BigInt,
+        created_at -> BigInt,
     }
 }
 
@@ -54,5 +65,13 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(chat_messages -> users (user_id));
 diesel::joinable!(chat_messages -> lives (live_id));
 diesel::joinable!(lives -> users (user_id));
+diesel::joinable!(stream_keys -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, lives, chat_messages, chat_bans);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    lives,
+    chat_messages,
+    chat_bans,
+    stream_keys
+);

@@ -95,3 +95,12 @@ pub fn username_exists(
     ))
     .get_result(connection)
 }
+
+pub fn find_by_id(connection: &mut SqliteConnection, user: UserId) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::id.eq(user.0))
+        .select(UserRow::as_select())
+        .first(connection)
+        .optional()
+        .map(|row| row.map(User::from))
+}

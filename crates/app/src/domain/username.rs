@@ -14,6 +14,7 @@ const RESERVED: &[&str] = &[
     "administrator",
     "api",
     "healthz",
+    "internal",
     "live",
     "lives",
     "login",

@@ -19,6 +19,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../static/broadcast-page.js"),
     ),
     (
+        "stream-settings.js",
+        JS,
+        include_str!("../../static/stream-settings.js"),
+    ),
+    (
         "chat-client.js",
         JS,
         include_str!("../../static/chat-client.js"),

@@ -113,3 +113,11 @@ mod tests {
         assert_eq!(rfc3339(1_764_072_000), "2025-11-25T12:00:00Z");
     }
 }
+
+/// `GET /api/me/stream-key` and `POST /api/me/stream-key/rotate`.
+#[derive(Debug, Serialize)]
+pub struct StreamKeyJson {
+    pub stream_key: String,
+    /// What to paste into OBS as the WHIP server.
+    pub whip_url: String,
+}

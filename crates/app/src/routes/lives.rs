@@ -6,11 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use privatehub_protocol::app_socket::LiveSummary;
-use privatehub_protocol::{MediaRole, MediaTokenClaims, issue_media_token};
+use privatehub_protocol::{LiveId, MediaRole, MediaTokenClaims, issue_media_token};
 use rand::RngCore;
 
 use super::json::{HistoryQuery, LiveJson, MediaTokenJson, StartLiveRequest, rfc3339};
 use crate::auth::{CurrentUser, MaybeUser};
+use crate::db::lives::LiveSource;
+use crate::db::users::UserId;
 use crate::db::{self, lives, users};
 use crate::domain::{LiveTitle, LiveTitleError, Username};
 use crate::error::{InternalError, JsonObject, json_error};
@@ -80,15 +82,31 @@ pub async fn start(
         Some(raw) => LiveTitle::parse(&raw)?,
         None => LiveTitle::default_for(user.username.as_str()),
     };
-    let now = db::now_unix();
-    let user_id = user.id;
-    let (live, created) = db::run(&state.pool, move |connection| {
-        lives::start_or_get_current(connection, user_id, &title, now).map_err(InternalError::from)
-    })
-    .await?;
+    let (live, created) = begin_live(&state, user.id, title, LiveSource::Browser).await?;
     let body = LiveJson::new(&live, state.viewers.current(live.id));
     if created {
-        tracing::info!(username = %live.username, live_id = %live.id, "live started");
+        Ok(HttpResponse::Created().json(body))
+    } else {
+        Ok(HttpResponse::Ok().json(body))
+    }
+}
+
+/// Starts the user's live (or returns the current one, now owned by `source`) and,
+/// when it is new, opens its chat room and tells the home pages.
+pub(crate) async fn begin_live(
+    state: &AppState,
+    user_id: UserId,
+    title: LiveTitle,
+    source: LiveSource,
+) -> Result<(lives::Live, bool), InternalError> {
+    let now = db::now_unix();
+    let (live, created) = db::run(&state.pool, move |connection| {
+        lives::start_or_get_current(connection, user_id, &title, source, now)
+            .map_err(InternalError::from)
+    })
+    .await?;
+    if created {
+        tracing::info!(username = %live.username, live_id = %live.id, ?source, "live started");
         state.chat.live_started(
             live.username.clone(),
             LiveSummary {
@@ -97,10 +115,8 @@ pub async fn start(
                 started_at_ms: live.started_at.saturating_mul(1000),
             },
         );
-        Ok(HttpResponse::Created().json(body))
-    } else {
-        Ok(HttpResponse::Ok().json(body))
     }
+    Ok((live, created))
 }
 
 /// `POST /api/lives/stop`: ends the caller's live; 409 `not_live` if there is none.
@@ -108,21 +124,39 @@ pub async fn stop(
     state: web::Data<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<HttpResponse, LiveError> {
-    let user_id = user.id;
+    let live = finish_live(&state, user.id, None)
+        .await?
+        .ok_or(LiveError::AlreadyStopped)?;
+    Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
+}
+
+/// Ends the user's current live (only if it is `only`, when given): records its peak
+/// audience, closes its chat room, tells the home pages. `None` if nothing was ended.
+pub(crate) async fn finish_live(
+    state: &AppState,
+    user_id: UserId,
+    only: Option<LiveId>,
+) -> Result<Option<lives::Live>, InternalError> {
     let viewers = state.viewers.clone();
     let now = db::now_unix();
     let ended = db::run(&state.pool, move |connection| {
         // Peek at the id first so the in-memory peak is written with the row.
-        let current = lives::find_current_by_user(connection, user_id)?;
-        let peak = current.map_or(0, |live| viewers.peak(live.id));
+        let Some(current) = lives::find_current_by_user(connection, user_id)? else {
+            return Ok(None);
+        };
+        if only.is_some_and(|only| only != current.id) {
+            return Ok(None);
+        }
+        let peak = viewers.peak(current.id);
         lives::end_current(connection, user_id, peak, now).map_err(InternalError::from)
     })
     .await?;
-    let live = ended.ok_or(LiveError::AlreadyStopped)?;
-    state.viewers.finish(live.id);
-    state.chat.live_ended(live.username.clone(), live.id);
-    tracing::info!(username = %live.username, live_id = %live.id, "live ended");
-    Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
+    if let Some(live) = &ended {
+        state.viewers.finish(live.id);
+        state.chat.live_ended(live.username.clone(), live.id);
+        tracing::info!(username = %live.username, live_id = %live.id, "live ended");
+    }
+    Ok(ended)
 }
 
 /// `GET /api/lives`: everyone live now, newest first.

@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod assets;
 pub mod health;
+pub mod internal;
 pub mod json;
 pub mod lives;
 pub mod pages;
+pub mod stream_keys;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
@@ -35,12 +37,35 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/users/{username}/lives").route(web::get().to(lives::history)),
                 )
+                .service(web::resource("/me/stream-key").route(web::get().to(stream_keys::show)))
+                .service(
+                    web::resource("/me/stream-key/rotate")
+                        .route(web::post().to(stream_keys::rotate)),
+                )
                 .default_service(web::to(not_found)),
+        )
+        .service(
+            web::scope("/internal/v1")
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(privatehub_protocol::internal_api::MAX_INTERNAL_BODY_BYTES),
+                )
+                .service(
+                    web::resource("/whip/authorize")
+                        .route(web::post().to(internal::whip_authorize)),
+                )
+                .service(web::resource("/whip/start").route(web::post().to(internal::whip_start)))
+                .service(web::resource("/whip/ended").route(web::post().to(internal::whip_ended)))
+                .service(web::resource("/whip/sync").route(web::post().to(internal::whip_sync)))
+                .service(
+                    web::resource("/lives/{username}").route(web::get().to(internal::current_live)),
+                ),
         )
         .service(web::resource("/static/{file}").route(get_or_head().to(assets::serve)))
         .service(web::resource("/").route(get_or_head().to(pages::home)))
         .service(web::resource("/signup").route(get_or_head().to(pages::signup)))
         .service(web::resource("/login").route(get_or_head().to(pages::login)))
+        .service(web::resource("/settings/stream").route(get_or_head().to(pages::stream_settings)))
         .service(web::resource("/{username}/live").route(get_or_head().to(pages::live)))
         .service(
             web::resource("/{username}/start-live").route(get_or_head().to(pages::start_live)),
@@ -54,7 +79,12 @@ fn get_or_head() -> actix_web::Route {
 
 /// Whether a path belongs to the JSON API.
 pub fn is_api_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/")
+    path == "/api" || path.starts_with("/api/") || is_internal_path(path)
+}
+
+/// Whether a path belongs to the internal API (token-authenticated, no cookies).
+pub fn is_internal_path(path: &str) -> bool {
+    path.starts_with("/internal/")
 }
 
 /// The app's default service: JSON for the API, the HTML page otherwise.

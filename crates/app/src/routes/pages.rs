@@ -79,6 +79,13 @@ struct StartLivePage {
 }
 
 #[derive(Template)]
+#[template(path = "stream_settings.html")]
+struct StreamSettingsPage {
+    viewer: Option<String>,
+    whip_url: String,
+}
+
+#[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     viewer: Option<String>,
@@ -241,4 +248,21 @@ pub async fn start_live(
             live,
         },
     ))
+}
+
+/// `GET /settings/stream`: the signed-in user's WHIP URL and stream key, for OBS. The
+/// key itself is fetched by `static/stream-settings.js` when revealed or copied.
+pub async fn stream_settings(state: web::Data<AppState>, viewer: MaybeUser) -> HttpResponse {
+    if viewer.0.is_none() {
+        return HttpResponse::SeeOther()
+            .insert_header((LOCATION, "/login?next=/settings/stream"))
+            .finish();
+    }
+    render(
+        StatusCode::OK,
+        &StreamSettingsPage {
+            viewer: viewer_name(&viewer),
+            whip_url: format!("{}/whip", state.settings.media_public_url),
+        },
+    )
 }

@@ -77,6 +77,8 @@ pub enum RemoveReason {
     RtcPanic,
     /// The server is stopping.
     Shutdown,
+    /// The app withdrew the right to publish (stream key rotated, live ended).
+    Revoked,
     /// The peer's worker thread is gone; the engine dropped the peer without it.
     WorkerStopped,
 }
@@ -843,6 +845,7 @@ impl WorkerCore {
             RemoveReason::Left
                 | RemoveReason::Replaced
                 | RemoveReason::Shutdown
+                | RemoveReason::Revoked
                 | RemoveReason::ConnectTimeout
         );
         if graceful && !peer.faulted {

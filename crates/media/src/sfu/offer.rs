@@ -122,7 +122,7 @@ impl RtcTemplate {
             .map_err(|e| OfferError::invalid(SdpProblem::Unparseable, e))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
-        let config = Rtc::builder()
+        let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_dtls_cert(self.cert.clone())
             .set_crypto_provider(self.provider.clone())
@@ -130,9 +130,9 @@ impl RtcTemplate {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .enable_h264(true)
             .set_rtp_mode(true)
             .set_send_buffer_video(SEND_BUFFER_VIDEO);
+        add_browser_h264(config.codec_config());
         let config = match role {
             Role::Publisher => config,
             Role::Viewer if estimating => config
@@ -158,6 +158,26 @@ impl RtcTemplate {
             ))
         })
     }
+}
+
+/// H.264 as every browser decodes it: constrained baseline and baseline profiles with
+/// packetization mode 1 (Firefox's OpenH264 decodes nothing else, and a publisher's
+/// profile is forwarded as is). OBS offers constrained baseline in its SDP (`42e01f`)
+/// whatever profile its encoder really uses: see `docs/obs.md`.
+fn add_browser_h264(codecs: &mut str0m::format::CodecConfig) {
+    use str0m::media::Pt;
+    codecs.add_h264(
+        Pt::new_with_value(108),
+        Some(Pt::new_with_value(109)),
+        true,
+        0x42e01f,
+    );
+    codecs.add_h264(
+        Pt::new_with_value(127),
+        Some(Pt::new_with_value(121)),
+        true,
+        0x42001f,
+    );
 }
 
 /// str0m's standard extensions (Chrome's ids) without transport-cc.

@@ -1,0 +1,157 @@
+//! The app's side of WHIP ingest: which WHIP-published lives the media server still
+//! reports, the sweep that ends the ones it no longer does, and the client for the media
+//! server's internal API.
+//!
+//! The media server reports every WHIP publish it holds every few seconds
+//! (`/internal/v1/whip/sync`) and says at once when one ends (`/internal/v1/whip/ended`).
+//! The report is the backstop for what a direct call can miss: a media server that
+//! crashed or restarted, or an `ended` call lost while the app was down.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::internal_api::{
+    EndPublishesRequest, EndPublishesResponse, InternalCaller, issue_internal_token,
+};
+
+use crate::db::{self, lives};
+use crate::error::InternalError;
+use crate::state::AppState;
+
+/// A WHIP live nobody reported for this long is ended. The media server reports every
+/// 5 s (`WHIP_SYNC_INTERVAL` there); this is several missed reports.
+pub const UNREPORTED_WHIP_LIVE_ENDS_AFTER: Duration = Duration::from_secs(30);
+/// How often the sweep looks.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait for one internal API call to the media server.
+const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// When each WHIP live was last reported (or started).
+#[derive(Debug)]
+pub struct WhipLives {
+    /// Lives found at start-up count from here: the media server has had no chance yet.
+    started_at: Instant,
+    last_reported: Mutex<HashMap<LiveId, Instant>>,
+}
+
+impl Default for WhipLives {
+    fn default() -> Self {
+        WhipLives {
+            started_at: Instant::now(),
+            last_reported: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl WhipLives {
+    pub fn reported(&self, live: LiveId, now: Instant) {
+        self.lock().insert(live, now);
+    }
+
+    pub fn forget(&self, live: LiveId) {
+        self.lock().remove(&live);
+    }
+
+    /// Whether a current WHIP live went unreported for too long.
+    fn is_abandoned(&self, live: LiveId, now: Instant) -> bool {
+        let last = self.lock().get(&live).copied().unwrap_or(self.started_at);
+        now.duration_since(last) > UNREPORTED_WHIP_LIVE_ENDS_AFTER
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LiveId, Instant>> {
+        self.last_reported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Ends WHIP lives the media server stopped reporting. Runs for the app's lifetime.
+pub async fn sweep_abandoned_lives(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let current = db::run(&state.pool, |connection| {
+            lives::list_current_whip(connection).map_err(InternalError::from)
+        })
+        .await;
+        let current = match current {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list WHIP lives; trying again later");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for live in current {
+            if !state.whip_lives.is_abandoned(live.id, now) {
+                continue;
+            }
+            tracing::warn!(
+                username = %live.username,
+                live_id = %live.id,
+                "no media server reports this WHIP live any more: ending it"
+            );
+            if let Err(error) =
+                crate::routes::lives::finish_live(&state, live.user_id, Some(live.id)).await
+            {
+                tracing::warn!(%error, live_id = %live.id, "cannot end an abandoned WHIP live");
+            }
+            state.whip_lives.forget(live.id);
+        }
+    }
+}
+
+/// Client of the media server's internal API.
+#[derive(Debug, Clone)]
+pub struct MediaApi {
+    client: reqwest::Client,
+    base_url: String,
+}
+
+/// A call to the media server's internal API failed.
+#[derive(Debug, thiserror::Error)]
+#[error("media server internal API: {0}")]
+pub struct MediaApiError(String);
+
+impl MediaApi {
+    pub fn new(base_url: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(MEDIA_CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        MediaApi {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Ends the user's WHIP publishes that hold a key older than `key_generation`.
+    pub async fn end_publishes(
+        &self,
+        secret: &[u8],
+        request: &EndPublishesRequest,
+    ) -> Result<usize, MediaApiError> {
+        let token = issue_internal_token(InternalCaller::App, secret)
+            .map_err(|error| MediaApiError(error.to_string()))?;
+        let response = self
+            .client
+            .post(format!("{}/internal/v1/publishers/end", self.base_url))
+            .bearer_auth(token)
+            .json(request)
+            .send()
+            .await
+            .map_err(|error| MediaApiError(error.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(MediaApiError(format!("status {}", response.status())));
+        }
+        let body: EndPublishesResponse = response
+            .json()
+            .await
+            .map_err(|error| MediaApiError(error.to_string()))?;
+        Ok(body.ended)
+    }
+}

@@ -1,0 +1,153 @@
+//! Client of the app's internal API (`/internal/v1/...` on the app; `docs/protocol.md`,
+//! "Internal API"): stream-key checks and live start/end for WHIP, current lives for
+//! WHEP, and the periodic report of WHIP publishes.
+
+use std::time::Duration;
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::internal_api::{
+    CurrentLive, InternalCaller, WhipAuthorizeRequest, WhipAuthorized, WhipEndReason,
+    WhipEndedRequest, WhipSessionReport, WhipStartRequest, WhipStarted, WhipSyncRequest,
+    WhipSyncResponse, issue_internal_token,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Longest wait for one call: a WHIP client waits for its answer meanwhile.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AppApiError {
+    /// The app answered 401 (`invalid_stream_key`, or our internal token was refused).
+    #[error("refused by the app")]
+    Refused,
+    /// The app answered 404 (no such user, or not live).
+    #[error("not found")]
+    NotFound,
+    /// The app could not be reached, timed out, or failed (5xx, unexpected body).
+    #[error("the app is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+pub struct AppApi {
+    client: reqwest::Client,
+    base_url: String,
+    secret: SecretString,
+}
+
+impl AppApi {
+    pub fn new(base_url: &str, secret: SecretString) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        AppApi {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            secret,
+        }
+    }
+
+    fn token(&self) -> Result<String, AppApiError> {
+        issue_internal_token(
+            InternalCaller::Media,
+            self.secret.expose_secret().as_bytes(),
+        )
+        .map_err(|error| AppApiError::Unavailable(error.to_string()))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, AppApiError> {
+        let response = request
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            // Without the URL: it can hold a username, and is in the logs already.
+            .map_err(|error| AppApiError::Unavailable(error.without_url().to_string()))?;
+        match response.status().as_u16() {
+            200 => response
+                .json()
+                .await
+                .map_err(|error| AppApiError::Unavailable(error.without_url().to_string())),
+            401 | 403 => Err(AppApiError::Refused),
+            404 => Err(AppApiError::NotFound),
+            status => Err(AppApiError::Unavailable(format!("status {status}"))),
+        }
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, AppApiError> {
+        let request = self
+            .client
+            .post(format!("{}/internal/v1/{path}", self.base_url))
+            .json(body);
+        self.call(request).await
+    }
+
+    pub async fn authorize(&self, stream_key: &str) -> Result<WhipAuthorized, AppApiError> {
+        let body = WhipAuthorizeRequest {
+            stream_key: stream_key.to_owned(),
+        };
+        self.post("whip/authorize", &body).await
+    }
+
+    pub async fn start(
+        &self,
+        user_id: i64,
+        key_generation: i64,
+    ) -> Result<WhipStarted, AppApiError> {
+        let body = WhipStartRequest {
+            user_id,
+            key_generation,
+        };
+        self.post("whip/start", &body).await
+    }
+
+    pub async fn ended(
+        &self,
+        user_id: i64,
+        live_id: LiveId,
+        reason: WhipEndReason,
+    ) -> Result<(), AppApiError> {
+        let body = WhipEndedRequest {
+            user_id,
+            live_id,
+            reason,
+        };
+        self.post::<serde_json::Value>("whip/ended", &body)
+            .await
+            .map(drop)
+    }
+
+    pub async fn sync(
+        &self,
+        sessions: Vec<WhipSessionReport>,
+    ) -> Result<WhipSyncResponse, AppApiError> {
+        self.post("whip/sync", &WhipSyncRequest { sessions }).await
+    }
+
+    pub async fn current_live(&self, username: &str) -> Result<CurrentLive, AppApiError> {
+        // Usernames are letters, digits, `_` and `-`; anything else cannot be a user.
+        if username.is_empty()
+            || username.len() > 64
+            || !username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(AppApiError::NotFound);
+        }
+        let request = self
+            .client
+            .get(format!("{}/internal/v1/lives/{username}", self.base_url));
+        self.call(request).await
+    }
+}

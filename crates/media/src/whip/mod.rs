@@ -1,0 +1,673 @@
+//! WHIP ingest (RFC 9725) and WHEP playback over HTTP, beside the `/ws` signaling.
+//!
+//! - `POST /whip` with `Authorization: Bearer <stream key>` and an SDP offer publishes
+//!   into the key owner's live (the app starts it); `PATCH`/`DELETE /whip/session/{id}`
+//!   trickle candidates and stop.
+//! - `POST /whep/{username}` with an SDP offer watches that user's current live;
+//!   `PATCH`/`DELETE /whep/session/{id}` likewise.
+//!
+//! The key is checked by the app on every `POST` (internal API, so a rotation takes
+//! effect at once); `PATCH` and `DELETE` must carry the same key. Every answer carries
+//! CORS headers for the configured origins so browser-based clients work. Errors are
+//! `{"error":{"code","message"}}` with the status the RFC asks for. See
+//! `docs/protocol.md`, "WHIP and WHEP".
+
+pub mod app_api;
+mod report;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use privatehub_protocol::LiveId;
+use privatehub_protocol::internal_api::WhipEndReason;
+use secrecy::SecretString;
+use str0m::change::SdpAnswer;
+
+pub use report::{end_publishes, report_whip_sessions};
+
+use self::app_api::AppApiError;
+use self::sessions::{
+    HttpSessions, NewSession, SessionId, SessionKind, StopReason, WhipPublisher, same_key,
+};
+use crate::AppState;
+use crate::engine::{PrepareError, notice_channel};
+use crate::limits::SocketSlot;
+use crate::sfu::{NewPeer, Role};
+
+/// Largest SDP offer accepted (a browser's is 5-10 KB).
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// Largest trickle `PATCH` body.
+const MAX_PATCH_BYTES: usize = 16 * 1024;
+/// Remote candidates taken per session; later ones are ignored.
+const MAX_TRICKLE_CANDIDATES: usize = 32;
+/// Suggested wait before retrying a refused or failed request.
+const RETRY_AFTER_SECONDS: &str = "5";
+/// Headers a browser client must be able to read.
+const EXPOSED_HEADERS: &str = "Location, ETag, Link, Accept-Patch, Retry-After";
+
+/// Registers `/whip...` and `/whep...`.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::scope("/whip")
+                .wrap(from_fn(cors))
+                .service(
+                    web::resource("")
+                        .route(web::post().to(whip_post))
+                        .route(web::method(Method::OPTIONS).to(preflight))
+                        .default_service(web::to(endpoint_method_not_allowed)),
+                )
+                .service(
+                    web::resource("/session/{id}")
+                        .route(web::patch().to(whip_patch))
+                        .route(web::delete().to(whip_delete))
+                        .route(web::method(Method::OPTIONS).to(preflight))
+                        .default_service(web::to(session_method_not_allowed)),
+                ),
+        )
+        .service(
+            web::scope("/whep")
+                .wrap(from_fn(cors))
+                .service(
+                    web::resource("/session/{id}")
+                        .route(web::patch().to(whep_patch))
+                        .route(web::delete().to(whep_delete))
+                        .route(web::method(Method::OPTIONS).to(preflight))
+                        .default_service(web::to(session_method_not_allowed)),
+                )
+                .service(
+                    web::resource("/{username}")
+                        .route(web::post().to(whep_post))
+                        .route(web::method(Method::OPTIONS).to(preflight))
+                        .default_service(web::to(endpoint_method_not_allowed)),
+                ),
+        );
+}
+
+/// An error answer: status, a stable code, a message for humans.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, "invalid_stream_key", message)
+    }
+
+    fn not_found() -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", "no such session")
+    }
+
+    fn unavailable(message: &str) -> Self {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.code)
+    }
+}
+
+impl actix_web::ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        response.json(serde_json::json!({
+            "error": {"code": self.code, "message": self.message}
+        }))
+    }
+}
+
+/// The allowed origin to echo for this request, `*`, or `None` (not allowed).
+fn allowed_origin(request_origin: Option<&str>, allowed: &[String]) -> Option<String> {
+    if allowed.iter().any(|o| o == "*") {
+        return Some("*".to_owned());
+    }
+    let origin = request_origin?.trim_end_matches('/');
+    allowed
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
+        .then(|| origin.to_owned())
+}
+
+/// Middleware: refuses requests from origins not allowed, and adds the CORS headers to
+/// every answer (errors included, so a browser client can read the status).
+async fn cors(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(request).await.map(|r| r.map_into_boxed_body());
+    };
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let allowed = allowed_origin(origin.as_deref(), &state.settings.whip_whep_origins);
+    if origin.is_some() && allowed.is_none() {
+        let problem = Problem::new(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
+        return Ok(request
+            .into_response(actix_web::ResponseError::error_response(&problem))
+            .map_into_boxed_body());
+    }
+    let mut response = next.call(request).await?.map_into_boxed_body();
+    if let Some(allowed) = allowed
+        && let Ok(value) = HeaderValue::from_str(&allowed)
+    {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+        if allowed != "*" {
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+    Ok(response)
+}
+
+/// `OPTIONS`: the CORS preflight and WHIP's discovery request.
+async fn preflight(request: HttpRequest) -> HttpResponse {
+    let session = request.match_info().get("id").is_some();
+    let methods = if session {
+        "PATCH, DELETE, OPTIONS"
+    } else {
+        "POST, OPTIONS"
+    };
+    let mut response = HttpResponse::NoContent();
+    response
+        .insert_header((header::ALLOW, methods))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type, If-Match",
+        ))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
+    if session {
+        response.insert_header(("Accept-Patch", "application/trickle-ice-sdpfrag"));
+    } else {
+        response.insert_header(("Accept-Post", "application/sdp"));
+    }
+    response.finish()
+}
+
+async fn endpoint_method_not_allowed() -> HttpResponse {
+    method_not_allowed(
+        "POST, OPTIONS",
+        "this is a WHIP/WHEP endpoint: POST an SDP offer (paste the URL into OBS or a WHEP player)",
+    )
+}
+
+async fn session_method_not_allowed() -> HttpResponse {
+    method_not_allowed(
+        "PATCH, DELETE, OPTIONS",
+        "a session accepts PATCH and DELETE",
+    )
+}
+
+fn method_not_allowed(allow: &'static str, message: &str) -> HttpResponse {
+    let problem = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    let mut response = actix_web::ResponseError::error_response(&problem);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Counts the request against the client's limits (the same as `/ws` sockets); the
+/// slot is held for the session's lifetime.
+fn admit(request: &HttpRequest, state: &AppState) -> Result<SocketSlot, Problem> {
+    let client = crate::limits::client_ip(
+        request.peer_addr(),
+        request
+            .headers()
+            .get(header::X_FORWARDED_FOR)
+            .and_then(|h| h.to_str().ok()),
+        state.settings.trust_proxy_headers,
+    );
+    state
+        .socket_limiter
+        .try_open(client, Instant::now())
+        .map_err(|refused| {
+            state
+                .metrics
+                .whip_whep_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                refused.message(),
+            )
+        })
+}
+
+fn require_content_type(request: &HttpRequest, expected: &str) -> Result<(), Problem> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be {expected}"),
+        ))
+    }
+}
+
+/// The bearer token of the request, if it has one.
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 256)
+        .then_some(token)
+}
+
+/// Reads a text body of at most `limit` bytes.
+async fn read_text(mut payload: web::Payload, limit: usize) -> Result<String, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_sdp",
+            "the body is not UTF-8 text",
+        )
+    })
+}
+
+fn app_problem(error: AppApiError) -> Problem {
+    match error {
+        AppApiError::Refused => Problem::unauthorized("the stream key is not valid"),
+        AppApiError::NotFound => {
+            Problem::new(StatusCode::NOT_FOUND, "not_live", "this user is not live")
+        }
+        AppApiError::Unavailable(detail) => {
+            tracing::warn!(%detail, "the app's internal API is unavailable");
+            Problem::unavailable("the site is unavailable; try again shortly")
+        }
+    }
+}
+
+fn prepare_problem(error: PrepareError) -> Problem {
+    match error {
+        PrepareError::ServerFull | PrepareError::LiveFull => {
+            Problem::unavailable(&error.to_string())
+        }
+        PrepareError::InvalidSdp { problem, detail } => {
+            tracing::debug!(?problem, %detail, "WHIP/WHEP offer refused");
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_sdp", problem.message())
+        }
+        PrepareError::Internal(detail) => {
+            tracing::error!(%detail, "peer set-up failed");
+            Problem::unavailable("peer set-up failed")
+        }
+    }
+}
+
+/// Builds the peer's `Rtc` for `offer` off the async threads, at most one per core at
+/// a time (shared with `/ws` signaling).
+pub(crate) async fn build_peer(
+    state: &Arc<AppState>,
+    role: Role,
+    live: LiveId,
+    offer: String,
+) -> Result<(NewPeer, SdpAnswer, usize), PrepareError> {
+    let offered_at = Instant::now();
+    let permit = state
+        .rtc_builds
+        .acquire()
+        .await
+        .map_err(|_| PrepareError::Internal("shutting down".into()))?;
+    let engine = state.engine.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || engine.prepare_peer(role, live, &offer, offered_at))
+            .await;
+    drop(permit);
+    prepared.map_err(|_| PrepareError::Internal("peer set-up task failed".into()))?
+}
+
+/// Adds the peer and its session; the `201 Created` answer.
+fn open_session(
+    state: Arc<AppState>,
+    kind: SessionKind,
+    (new_peer, answer, worker): (NewPeer, SdpAnswer, usize),
+    slot: SocketSlot,
+) -> Result<HttpResponse, Problem> {
+    let (notify, notices) = notice_channel(state.metrics.clone());
+    let peer = new_peer.id;
+    let live = new_peer.live;
+    state
+        .engine
+        .add_peer(new_peer, worker, notify)
+        .map_err(|_| Problem::unavailable("the media worker stopped"))?;
+    let id = SessionId::generate();
+    let etag = format!("\"{}\"", &SessionId::generate().as_str()[..16]);
+    let prefix = match kind {
+        SessionKind::Whip(_) => "/whip",
+        SessionKind::Whep => "/whep",
+    };
+    let location = format!("{prefix}/session/{}", id.as_str());
+    HttpSessions::insert(
+        state,
+        NewSession {
+            id,
+            kind,
+            live,
+            peer,
+            etag: etag.clone(),
+        },
+        notices,
+        slot,
+    );
+    Ok(HttpResponse::Created()
+        .content_type("application/sdp")
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::ETAG, etag))
+        .insert_header(("Accept-Patch", "application/trickle-ice-sdpfrag"))
+        .body(answer.to_sdp_string()))
+}
+
+/// `POST /whip`: publish with a stream key.
+async fn whip_post(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let state = state.into_inner();
+    let slot = admit(&request, &state)?;
+    require_content_type(&request, "application/sdp")?;
+    let key = bearer(&request)
+        .ok_or_else(|| Problem::unauthorized("send the stream key as Authorization: Bearer"))?
+        .to_owned();
+    let offer = read_text(payload, MAX_SDP_BYTES).await?;
+    let authorized = state.app_api.authorize(&key).await.map_err(app_problem)?;
+    // Built before the live starts, so an unusable offer starts nothing; the live id is
+    // filled in once the app has started (or found) the live.
+    let (mut new_peer, answer, worker) = build_peer(&state, Role::Publisher, LiveId(0), offer)
+        .await
+        .map_err(prepare_problem)?;
+    let started = match state
+        .app_api
+        .start(authorized.user_id, authorized.key_generation)
+        .await
+    {
+        Ok(started) => started,
+        Err(error) => {
+            state.engine.discard_prepared(worker);
+            return Err(app_problem(error));
+        }
+    };
+    new_peer.live = started.live_id;
+    let publisher = WhipPublisher {
+        user_id: authorized.user_id,
+        username: authorized.username,
+        key_generation: authorized.key_generation,
+        key: SecretString::from(key),
+    };
+    let user_id = publisher.user_id;
+    tracing::info!(live = %started.live_id, username = %publisher.username, created = started.created, "WHIP publish");
+    let opened = open_session(
+        state.clone(),
+        SessionKind::Whip(publisher),
+        (new_peer, answer, worker),
+        slot,
+    );
+    match opened {
+        Ok(response) => {
+            state
+                .metrics
+                .whip_publishes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(response)
+        }
+        Err(problem) => {
+            if started.created {
+                let _ = state
+                    .app_api
+                    .ended(user_id, started.live_id, WhipEndReason::SetupFailed)
+                    .await;
+            }
+            Err(problem)
+        }
+    }
+}
+
+/// `POST /whep/{username}`: watch that user's current live.
+async fn whep_post(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let state = state.into_inner();
+    let slot = admit(&request, &state)?;
+    require_content_type(&request, "application/sdp")?;
+    let offer = read_text(payload, MAX_SDP_BYTES).await?;
+    let live = state
+        .app_api
+        .current_live(&path)
+        .await
+        .map_err(app_problem)?;
+    let prepared = build_peer(&state, Role::Viewer, live.live_id, offer)
+        .await
+        .map_err(prepare_problem)?;
+    let response = open_session(state.clone(), SessionKind::Whep, prepared, slot)?;
+    state
+        .metrics
+        .whep_plays
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(response)
+}
+
+/// Which endpoint a session request came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Whip,
+    Whep,
+}
+
+/// Finds the session and, for WHIP, checks the request carries its stream key.
+fn session_for(
+    request: &HttpRequest,
+    state: &AppState,
+    raw_id: &str,
+    endpoint: Endpoint,
+) -> Result<SessionId, Problem> {
+    let id = SessionId::parse(raw_id).ok_or_else(Problem::not_found)?;
+    let sessions = state.http_sessions.lock();
+    let entry = sessions.get(&id).ok_or_else(Problem::not_found)?;
+    match (&entry.kind, endpoint) {
+        (SessionKind::Whip(publisher), Endpoint::Whip) => {
+            let presented = bearer(request).unwrap_or("");
+            if !same_key(publisher, presented) {
+                return Err(Problem::unauthorized("this session needs its stream key"));
+            }
+        }
+        (SessionKind::Whep, Endpoint::Whep) => {}
+        _ => return Err(Problem::not_found()),
+    }
+    Ok(id)
+}
+
+async fn whip_patch(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    patch(request, &path, payload, &state, Endpoint::Whip).await
+}
+
+async fn whep_patch(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    patch(request, &path, payload, &state, Endpoint::Whep).await
+}
+
+/// `PATCH`: trickled candidates (`application/trickle-ice-sdpfrag`). ICE restarts are
+/// not supported (422): the client starts a new session instead.
+async fn patch(
+    request: HttpRequest,
+    raw_id: &str,
+    payload: web::Payload,
+    state: &AppState,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, Problem> {
+    let id = session_for(&request, state, raw_id, endpoint)?;
+    require_content_type(&request, "application/trickle-ice-sdpfrag")?;
+    let if_match = request
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .map(str::to_owned);
+    let fragment = read_text(payload, MAX_PATCH_BYTES).await?;
+    if if_match.as_deref() == Some("*") || fragment.contains("a=ice-ufrag:") {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ice_restart_unsupported",
+            "ICE restarts are not supported: DELETE this session and POST a new offer",
+        ));
+    }
+    let candidates: Vec<str0m::Candidate> = fragment
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("a="))
+        .filter(|line| line.starts_with("candidate:"))
+        .filter_map(|line| str0m::Candidate::from_sdp_string(line).ok())
+        .collect();
+    let peer = {
+        let mut sessions = state.http_sessions.lock();
+        let entry = sessions.get_mut(&id).ok_or_else(Problem::not_found)?;
+        if if_match.is_some_and(|tag| tag != entry.etag) {
+            return Err(Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "etag_mismatch",
+                "If-Match does not match this session's ETag",
+            ));
+        }
+        let room = MAX_TRICKLE_CANDIDATES.saturating_sub(entry.candidates);
+        let taken = candidates.len().min(room);
+        entry.candidates += taken;
+        (entry.peer, taken)
+    };
+    for candidate in candidates.into_iter().take(peer.1) {
+        state.engine.remote_candidate(peer.0, candidate);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn whip_delete(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = session_for(&request, &state, &path, Endpoint::Whip)?;
+    state.http_sessions.stop(&id, StopReason::Deleted);
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn whep_delete(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = session_for(&request, &state, &path, Endpoint::Whep)?;
+    state.http_sessions.stop(&id, StopReason::Deleted);
+    Ok(HttpResponse::Ok().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_echoed_only_when_allowed() {
+        let any = vec!["*".to_owned()];
+        let site = vec!["https://site.example".to_owned()];
+        assert_eq!(allowed_origin(None, &any).as_deref(), Some("*"));
+        assert_eq!(
+            allowed_origin(Some("https://site.example/"), &site).as_deref(),
+            Some("https://site.example")
+        );
+        assert_eq!(allowed_origin(Some("https://evil.example"), &site), None);
+        assert_eq!(allowed_origin(None, &site), None);
+    }
+
+    #[test]
+    fn session_ids_are_strict() {
+        let id = SessionId::generate();
+        assert_eq!(SessionId::parse(id.as_str()), Some(id));
+        assert_eq!(SessionId::parse("../etc"), None);
+        assert_eq!(SessionId::parse(&"g".repeat(32)), None);
+    }
+}
