@@ -67,6 +67,9 @@ pub struct Settings {
     /// `MEDIA_INTERNAL_URL`: where the app reaches the media server's internal API
     /// (`/internal/v1/...`), e.g. to end a publish whose stream key was rotated.
     pub media_internal_url: String,
+    /// `WHIP_UNREPORTED_LIVE_SECONDS`: a live published over WHIP that no media server
+    /// has reported for this long is ended (the media server crashed or was replaced).
+    pub whip_unreported_live: Duration,
 }
 
 /// Limits on failed log-ins (see `auth::rate_limit`).
@@ -212,6 +215,12 @@ impl Settings {
                 "expected an http:// or https:// URL".to_owned(),
             ));
         }
+        let whip_unreported_live = match get("WHIP_UNREPORTED_LIVE_SECONDS") {
+            None => Duration::from_secs(30),
+            Some(raw) => {
+                Duration::from_secs(parse_ranged(&raw, "WHIP_UNREPORTED_LIVE_SECONDS", 2, 3600)?)
+            }
+        };
         let media_token_ttl = match get("MEDIA_TOKEN_TTL_SECONDS") {
             None => Duration::from_secs(300),
             Some(raw) => {
@@ -285,6 +294,7 @@ impl Settings {
             log_format,
             stream_key_secret,
             media_internal_url,
+            whip_unreported_live,
         })
     }
 }

@@ -60,7 +60,7 @@ impl AppState {
             chat,
             pool,
             stream_keys: StreamKeySealer::new(&settings.stream_key_secret),
-            whip_lives: Arc::new(WhipLives::default()),
+            whip_lives: Arc::new(WhipLives::new(settings.whip_unreported_live)),
             media_api: MediaApi::new(&settings.media_internal_url),
             login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
             signup_limiter: Arc::new(SignupRateLimiter::new(settings.signup_rate_limit)),

@@ -20,10 +20,7 @@ use crate::db::{self, lives};
 use crate::error::InternalError;
 use crate::state::AppState;
 
-/// A WHIP live nobody reported for this long is ended. The media server reports every
-/// 5 s (`WHIP_SYNC_INTERVAL` there); this is several missed reports.
-pub const UNREPORTED_WHIP_LIVE_ENDS_AFTER: Duration = Duration::from_secs(30);
-/// How often the sweep looks.
+/// Longest pause between two sweeps.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait for one internal API call to the media server.
 const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,19 +30,21 @@ const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct WhipLives {
     /// Lives found at start-up count from here: the media server has had no chance yet.
     started_at: Instant,
+    /// `WHIP_UNREPORTED_LIVE_SECONDS`: the media server reports every 5 s, so the
+    /// default of 30 s is several missed reports.
+    unreported_after: Duration,
     last_reported: Mutex<HashMap<LiveId, Instant>>,
 }
 
-impl Default for WhipLives {
-    fn default() -> Self {
+impl WhipLives {
+    pub fn new(unreported_after: Duration) -> Self {
         WhipLives {
             started_at: Instant::now(),
+            unreported_after,
             last_reported: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl WhipLives {
     pub fn reported(&self, live: LiveId, now: Instant) {
         self.lock().insert(live, now);
     }
@@ -57,7 +56,7 @@ impl WhipLives {
     /// Whether a current WHIP live went unreported for too long.
     fn is_abandoned(&self, live: LiveId, now: Instant) -> bool {
         let last = self.lock().get(&live).copied().unwrap_or(self.started_at);
-        now.duration_since(last) > UNREPORTED_WHIP_LIVE_ENDS_AFTER
+        now.duration_since(last) > self.unreported_after
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LiveId, Instant>> {
@@ -69,7 +68,8 @@ impl WhipLives {
 
 /// Ends WHIP lives the media server stopped reporting. Runs for the app's lifetime.
 pub async fn sweep_abandoned_lives(state: AppState) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let every = SWEEP_INTERVAL.min(state.settings.whip_unreported_live / 3);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

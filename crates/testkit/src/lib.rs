@@ -83,6 +83,7 @@ pub fn start_stack(options: StackOptions) -> RunningStack {
         data.path().join("media"),
         &token_secret,
         &app_public_url,
+        &app_url,
     );
     let media_public_url = options
         .media_public_url
@@ -97,6 +98,7 @@ pub fn start_stack(options: StackOptions) -> RunningStack {
         ("DATABASE_URL".into(), database_path.display().to_string()),
         ("APP_PUBLIC_URL".into(), app_public_url),
         ("MEDIA_PUBLIC_URL".into(), media_public_url),
+        ("MEDIA_INTERNAL_URL".into(), media.url.clone()),
         ("MEDIA_TOKEN_SECRET".into(), token_secret.clone()),
     ];
     env.extend(options.app_env.iter().cloned());
@@ -164,11 +166,14 @@ pub fn start_media_server(options: &StackOptions, token_secret: &str) -> Running
         .app_public_url
         .clone()
         .unwrap_or_else(|| "http://127.0.0.1".into());
+    // No app runs: its internal API is a closed port (WHIP and WHEP answer 503).
+    let no_app = format!("http://127.0.0.1:{}", free_tcp_port());
     let started = start_media(
         options,
         data.path().to_path_buf(),
         token_secret,
         &app_origin,
+        &no_app,
     );
     RunningMedia {
         url: started.url,
@@ -192,6 +197,7 @@ fn start_media(
     dir: PathBuf,
     token_secret: &str,
     app_origin: &str,
+    app_internal_url: &str,
 ) -> StartedMedia {
     std::fs::create_dir_all(&dir).expect("create media data directory");
     let port = free_tcp_port();
@@ -207,6 +213,7 @@ fn start_media(
         ("MEDIA_WORKERS".into(), options.media_workers.to_string()),
         ("MEDIA_TOKEN_SECRET".into(), token_secret.to_owned()),
         ("CORS_ORIGIN".into(), origins.join(",")),
+        ("MEDIA_APP_INTERNAL_URL".into(), app_internal_url.to_owned()),
     ];
     env.extend(options.media_env.iter().cloned());
     let process = ServiceProcess::spawn("privatehub-media", &dir, &env);

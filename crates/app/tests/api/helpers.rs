@@ -43,6 +43,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         ("APP_PUBLIC_URL", ORIGIN.to_owned()),
         ("MEDIA_PUBLIC_URL", MEDIA_URL.to_owned()),
         ("MEDIA_TOKEN_SECRET", secret.clone()),
+        (
+            "STREAM_KEY_SECRET",
+            format!("stream-key-secret-{}", "y".repeat(40)),
+        ),
+        // No media server runs: its internal API is a closed port.
+        ("MEDIA_INTERNAL_URL", "http://127.0.0.1:9".to_owned()),
     ]);
     let mut settings =
         Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings");

@@ -13,4 +13,5 @@ mod sessions;
 mod socket_client;
 mod sockets;
 mod storage_faults;
+mod stream_keys;
 mod tokens;
