@@ -2,7 +2,9 @@
 //
 // States shown in `#live-status[data-state]`:
 // offline (no live now), connecting, live (frames arriving), stalled (the broadcaster's
-// connection dropped or frames stopped), ended (the broadcaster ended the live).
+// connection dropped or frames stopped), novideo (no frames but the broadcaster's sound
+// goes on: an OBS scene without video), paused (the viewer's link is too slow for
+// video), ended (the broadcaster ended the live).
 // The player reconnects by itself with backoff when the media connection or the app
 // socket drops.
 
@@ -15,6 +17,7 @@ const STATE_TEXT = {
   live: 'Live',
   stalled: 'Stalled',
   paused: 'Audio only',
+  novideo: 'Audio only',
   ended: 'Ended',
 };
 const OVERLAY_TEXT = {
@@ -23,6 +26,7 @@ const OVERLAY_TEXT = {
   live: '',
   stalled: 'The stream stalled. Waiting for the broadcaster to come back…',
   paused: 'Your connection is too slow for video right now. Audio goes on, and the picture comes back by itself when the connection recovers.',
+  novideo: 'The broadcaster is sending sound but no picture right now. The picture comes back by itself.',
   ended: 'The live has ended. Thanks for watching!',
 };
 /** How often the stats overlay is refreshed while shown. */
@@ -130,6 +134,8 @@ async function watch() {
     session = new MediaSession({ kind: 'watch', token, url });
     sessionCount += 1;
     player.session = session;
+    player.audioPackets = 0;
+    player.audioRising = false;
     session.addEventListener('track', () => {
       if (video.srcObject !== session.remoteStream) {
         video.srcObject = session.remoteStream;
@@ -140,6 +146,7 @@ async function watch() {
     });
     session.addEventListener('publisher-left', () => {
       log('publisher left');
+      player.audioRising = false;
       player.rewatchedForSimulcast = false;
       setState('stalled');
     });
@@ -268,6 +275,16 @@ statsToggle.addEventListener('click', () => {
 });
 setInterval(() => refreshStatsOverlay().catch(() => {}), STATS_INTERVAL_MS);
 
+/** Keeps `player.audioRising`: audio packets arrived since the last look. */
+function watchAudio() {
+  const session = player.session;
+  sumStats(session?.pc, 'inbound-rtp', 'audio', 'packetsReceived').then((packets) => {
+    if (player.session !== session) return;
+    player.audioRising = packets > (player.audioPackets ?? 0);
+    player.audioPackets = packets;
+  }, () => {});
+}
+
 /** Once a second: decide live/stalled from the decoded frame counter. */
 function monitor() {
   const frames = video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
@@ -277,13 +294,19 @@ function monitor() {
     player.lastFrames = frames;
     player.lastFrameAt = now;
     const current = player.session && video.srcObject === player.session.remoteStream;
-    if (current && ['connecting', 'stalled', 'paused'].includes(player.state) && !player.quality?.paused) {
+    if (current && ['connecting', 'stalled', 'paused', 'novideo'].includes(player.state) && !player.quality?.paused) {
       player.backoff.reset();
       setState('live');
     }
   } else if (player.state === 'live' && now - player.lastFrameAt > STALL_AFTER_MS) {
     setState('stalled');
+  } else if (player.state === 'stalled' && player.audioRising) {
+    // No picture, but the sound goes on: not a stall, and no reason to reconnect.
+    setState('novideo');
+  } else if (player.state === 'novideo' && !player.audioRising) {
+    setState('stalled');
   }
+  watchAudio();
   if (
     player.liveOn &&
     (player.state === 'stalled' || player.state === 'connecting') &&

@@ -3,7 +3,8 @@
 Sends a synthetic video track (moving bar, changing colours, binary frame
 counter) and a 440 Hz sine audio track to a WHIP endpoint. Only loopback is
 used: no STUN/TURN servers, and the only host candidate offered is 127.0.0.1.
-The full offer is POSTed after ICE gathering (no trickle).
+The full offer is POSTed after ICE gathering (no trickle). SIGUSR1 pauses the
+video (audio goes on) and resumes it, as an OBS scene without video would.
 
 stdout: one JSON object per line (events); stderr: diagnostics.
 Exit codes: 0 done, 2 HTTP error, 3 endpoint refused the offer (not 201).
@@ -47,14 +48,24 @@ class PatternTrack(MediaStreamTrack):
     def __init__(self, width, height, fps):
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
+        self.paused = False  # toggled by SIGUSR1: no frames while set
         self.count = 0
         self.start = None
+
+    def toggle(self):
+        self.paused = not self.paused
+        log(f"video {'paused' if self.paused else 'resumed'} (SIGUSR1)")
 
     async def recv(self):
         if self.start is None:
             self.start = time.monotonic()
         else:
             await asyncio.sleep(max(0, self.start + self.count / self.fps - time.monotonic()))
+        if self.paused:
+            while self.paused:
+                await asyncio.sleep(0.05)
+            # The timestamps follow the wall clock across the pause.
+            self.count = int((time.monotonic() - self.start) * self.fps)
         n, w, h = self.count, self.width, self.height
         frame = av.VideoFrame(w, h, "yuv420p")
         bw = max(w // 8, 2)
@@ -128,7 +139,9 @@ async def publish(args, pc, stop):
         else:
             emit(event="connection_state", state=pc.connectionState)
 
-    video = pc.addTransceiver(PatternTrack(args.width, args.height, args.fps), direction="sendonly")
+    track = PatternTrack(args.width, args.height, args.fps)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, track.toggle)
+    video = pc.addTransceiver(track, direction="sendonly")
     mime = {"vp8": "video/VP8", "h264": "video/H264"}[args.codec]
     codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == mime]
     video.setCodecPreferences(codecs)

@@ -14,6 +14,8 @@ mod nginx_flow;
 mod pages;
 mod simulcast;
 mod smoke;
+mod whip;
+mod whip_clients;
 
 use tokio::sync::{Mutex, MutexGuard};
 

@@ -1,0 +1,405 @@
+//! WHIP ingest and WHEP playback with clients we did not write: aiortc and GStreamer's
+//! simple-whip-client publish as OBS would, real Chromium viewers watch on the live
+//! page, and an aiortc WHEP player plays.
+
+use std::time::Duration;
+
+use privatehub_testkit::{RunningStack, StackOptions, start_stack};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Browser, BrowserOptions, ChromeDriver};
+use crate::pages::{self, LIVE_STATUS, PLAYER_FRAMES};
+use crate::whip_clients::ClientProcess;
+
+/// Longest wait for a client to connect or a page to notice a change.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A signed-in HTTP client of the app (cookies kept).
+async fn account(stack: &RunningStack, username: &str) -> reqwest::Client {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{}/api/auth/signup", stack.app_url))
+        .header("Origin", &stack.app_url)
+        .json(&json!({"username": username, "password": pages::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    client
+}
+
+async fn stream_key(stack: &RunningStack, client: &reqwest::Client, rotate: bool) -> String {
+    let request = if rotate {
+        client
+            .post(format!("{}/api/me/stream-key/rotate", stack.app_url))
+            .header("Origin", &stack.app_url)
+    } else {
+        client.get(format!("{}/api/me/stream-key", stack.app_url))
+    };
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["whip_url"], format!("{}/whip", stack.media_url));
+    body["stream_key"].as_str().unwrap().to_owned()
+}
+
+async fn live_usernames(stack: &RunningStack) -> Vec<String> {
+    let lives: Value = reqwest::get(format!("{}/api/lives", stack.app_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    lives
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|live| live["username"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn media_health(stack: &RunningStack) -> Value {
+    reqwest::get(format!("{}/healthz", stack.media_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_state(browser: &Browser, state: &str, timeout: Duration) {
+    browser
+        .wait_js(
+            &format!("player state {state}"),
+            &format!("{LIVE_STATUS} === '{state}'"),
+            timeout,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_refuse_bad_requests_and_leave_nothing_behind() {
+    let stack = start_stack(StackOptions {
+        // The flood below comes "from" one forwarded address; every other request
+        // names its own, so only the flood meets the per-client limits.
+        media_env: vec![("MEDIA_TRUST_PROXY_HEADERS".into(), "true".into())],
+        ..StackOptions::default()
+    });
+    let alice = account(&stack, "alice").await;
+    let key = stream_key(&stack, &alice, false).await;
+    let whip = format!("{}/whip", stack.media_url);
+    let http = reqwest::Client::new();
+    let mut address = 0u8;
+    let mut from = move |request: reqwest::RequestBuilder| {
+        address += 1;
+        request.header("X-Forwarded-For", format!("203.0.113.{address}"))
+    };
+    let sdp = "application/sdp";
+    let error_code = |body: &Value| body["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    let missing = from(http.post(&whip))
+        .header("Content-Type", sdp)
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    let wrong = from(http.post(&whip))
+        .bearer_auth(format!("phk_{}", "1".repeat(64)))
+        .header("Content-Type", sdp)
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let text = from(http.post(&whip))
+        .bearer_auth(&key)
+        .header("Content-Type", "text/plain")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    let garbage = from(http.post(&whip))
+        .bearer_auth(&key)
+        .header("Content-Type", sdp)
+        .body("v=0\r\nnot an offer at all\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    assert_eq!(error_code(&garbage.json().await.unwrap()), "invalid_sdp");
+    let oversized = from(http.post(&whip))
+        .bearer_auth(&key)
+        .header("Content-Type", sdp)
+        .body("a".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+    // Browser-based WHIP clients: the preflight, and CORS headers on answers.
+    let preflight = from(http.request(reqwest::Method::OPTIONS, &whip))
+        .header("Origin", "https://studio.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert_eq!(headers["accept-post"], "application/sdp");
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Authorization")
+    );
+    let get = from(http.get(&whip)).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST, OPTIONS");
+    let session = format!("{whip}/session/{}", "ab".repeat(16));
+    let delete = from(http.delete(&session))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 404);
+    let patch = from(http.patch(&session))
+        .bearer_auth(&key)
+        .header("Content-Type", "application/trickle-ice-sdpfrag")
+        .body("a=end-of-candidates\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 404);
+    // WHEP: only a current live can be watched.
+    for user in ["alice", "nobody"] {
+        let whep = from(http.post(format!("{}/whep/{user}", stack.media_url)))
+            .header("Content-Type", sdp)
+            .body("v=0\r\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(whep.status(), 404, "WHEP of {user}");
+    }
+    // The media server's internal API wants the app's token.
+    let internal = from(http.post(format!("{}/internal/v1/publishers/end", stack.media_url)))
+        .json(&json!({"user_id": 1, "key_generation": 99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(internal.status(), 401);
+
+    // A flood from one address is cut off; another address is not disturbed.
+    let mut limited = 0;
+    for _ in 0..40 {
+        let response = http
+            .post(&whip)
+            .header("X-Forwarded-For", "198.51.100.7")
+            .header("Content-Type", sdp)
+            .body("v=0\r\n")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            limited += 1;
+        }
+    }
+    assert!(
+        limited > 0,
+        "40 POSTs in a burst from one address were all served"
+    );
+    let other = from(http.post(&whip))
+        .header("Content-Type", sdp)
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+
+    // Nothing was started or kept.
+    assert!(live_usernames(&stack).await.is_empty());
+    let health = media_health(&stack).await;
+    assert_eq!(
+        (health["peers"].clone(), health["rooms"].clone()),
+        (json!(0), json!(0))
+    );
+    let metrics = reqwest::get(format!("{}/metrics", stack.media_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("media_whip_publishes_total 0"),
+        "{metrics}"
+    );
+    // The stream key never reached a log.
+    for log in [stack.app.log(), stack.media.log()] {
+        assert!(
+            !log.contains(&key["phk_".len()..]),
+            "a log holds the stream key"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
+    let _guard = crate::exclusive().await;
+    let stack = start_stack(StackOptions {
+        media_env: vec![("MEDIA_WHIP_GRACE_SECONDS".into(), "2".into())],
+        ..StackOptions::default()
+    });
+    let app = stack.app_url.clone();
+    let whip = format!("{}/whip", stack.media_url);
+    let alice = account(&stack, "alice").await;
+    let key = stream_key(&stack, &alice, false).await;
+
+    // OBS's part: publish with the key. The live starts on the site.
+    let mut publisher = ClientProcess::whip_publish(&whip, &key, &[]);
+    let published = publisher.wait_event("published", WAIT).await;
+    assert!(
+        published["location"]
+            .as_str()
+            .unwrap()
+            .contains("/whip/session/")
+    );
+    assert!(published["etag"].is_string());
+    publisher.wait_event("connected", WAIT).await;
+    assert_eq!(live_usernames(&stack).await, ["alice"]);
+
+    // A viewer finds it on the home page and plays it; a WHEP player plays it too.
+    let driver = ChromeDriver::start().await;
+    let bob = Browser::open(&driver, "bob (viewer)", &BrowserOptions::default()).await;
+    pages::watch_from_home(&bob, &app, "alice").await;
+    let mut player = ClientProcess::whep_play(&format!("{}/whep/alice", stack.media_url), 30);
+    player.wait_event("playing", WAIT).await;
+    let frames = player.wait_event("frames", WAIT).await;
+    assert!(
+        frames["video"].as_u64().unwrap() >= 30 && frames["audio"].as_u64().unwrap() > 0,
+        "{frames}"
+    );
+    assert_eq!(
+        (frames["width"].clone(), frames["height"].clone()),
+        (json!(640), json!(360))
+    );
+    player.wait_event("deleted", WAIT).await;
+
+    // No picture for a while, sound going on: the viewer is told so, not left stalled,
+    // and the picture comes back.
+    publisher.signal("USR1");
+    wait_state(&bob, "novideo", WAIT).await;
+    publisher.signal("USR1");
+    wait_state(&bob, "live", WAIT).await;
+    bob.wait_rising("decoded frames after the pause", PLAYER_FRAMES, 10.0, WAIT)
+        .await;
+
+    // Rotating the key ends the publish and the live at once; the old key is refused.
+    let new_key = stream_key(&stack, &alice, true).await;
+    wait_state(&bob, "ended", WAIT).await;
+    assert!(live_usernames(&stack).await.is_empty());
+    let old = ClientProcess::whip_publish(&whip, &key, &[]);
+    assert_eq!(
+        old.exit_code(WAIT).await,
+        Some(3),
+        "the old key was accepted"
+    );
+    drop(publisher);
+
+    // With the new key the live comes back; the open page plays it by itself.
+    let mut publisher = ClientProcess::whip_publish(&whip, &new_key, &[]);
+    publisher.wait_event("connected", WAIT).await;
+    pages::wait_playing(&bob, WAIT).await;
+    // DELETE (OBS's "Stop Streaming") ends it for the viewers.
+    let seen = publisher.stop().await;
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("\"deleted\"") && line.contains("200")),
+        "{seen:?}"
+    );
+    wait_state(&bob, "ended", WAIT).await;
+
+    // A lost connection (no DELETE) ends the live once the grace period is over.
+    let mut publisher = ClientProcess::whip_publish(&whip, &new_key, &[]);
+    publisher.wait_event("connected", WAIT).await;
+    pages::wait_playing(&bob, WAIT).await;
+    publisher.kill().await;
+    wait_state(&bob, "ended", Duration::from_secs(40)).await;
+    assert!(live_usernames(&stack).await.is_empty());
+    let health = media_health(&stack).await;
+    assert_eq!(health["peers"], 0, "a peer was left behind: {health}");
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_over_whip_plays_in_chromium() {
+    let _guard = crate::exclusive().await;
+    let stack = start_stack(StackOptions::default());
+    let whip = format!("{}/whip", stack.media_url);
+    let alice = account(&stack, "alice").await;
+    let key = stream_key(&stack, &alice, false).await;
+    let driver = ChromeDriver::start().await;
+    let bob = Browser::open(&driver, "bob (viewer)", &BrowserOptions::default()).await;
+    // H.264 (constrained baseline, packetization mode 1: what OBS offers) from aiortc's
+    // libx264 encoder.
+    let mut publisher = ClientProcess::whip_publish(&whip, &key, &["--codec", "h264"]);
+    let published = publisher.wait_event("published", WAIT).await;
+    publisher.wait_event("connected", WAIT).await;
+    pages::watch(&bob, &stack.app_url, "alice").await;
+    let codec = bob
+        .js(
+            "return window.privatehubDebug.peerConnection().getStats().then(report => { \
+               const stats = [...report.values()]; \
+               const video = stats.find(s => s.type === 'inbound-rtp' && s.kind === 'video'); \
+               return stats.find(s => s.id === video?.codecId)?.mimeType ?? null; });",
+            vec![],
+        )
+        .await;
+    assert_eq!(codec, json!("video/H264"));
+
+    // Trickle ICE as simple-whip-client sends it (PATCH, If-Match with the ETag).
+    let session = published["location"].as_str().unwrap().to_owned();
+    let etag = published["etag"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let patch = |if_match: &str, key: &str, fragment: &str| {
+        http.patch(&session)
+            .bearer_auth(key)
+            .header("Content-Type", "application/trickle-ice-sdpfrag")
+            .header("If-Match", if_match)
+            .body(fragment.to_owned())
+            .send()
+    };
+    let candidates =
+        "a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    assert_eq!(patch(&etag, &key, candidates).await.unwrap().status(), 204);
+    assert_eq!(
+        patch("\"stale\"", &key, candidates).await.unwrap().status(),
+        412
+    );
+    let restart = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n";
+    assert_eq!(patch("*", &key, restart).await.unwrap().status(), 422);
+    assert_eq!(
+        patch(&etag, "phk_wrong", candidates)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let delete = http.delete(&session).send().await.unwrap();
+    assert_eq!(delete.status(), 401, "DELETE without the stream key");
+    bob.wait_rising("frames still decoded", PLAYER_FRAMES, 10.0, WAIT)
+        .await;
+
+    publisher.stop().await;
+    wait_state(&bob, "ended", WAIT).await;
+    assert!(live_usernames(&stack).await.is_empty());
+    bob.close().await;
+}
