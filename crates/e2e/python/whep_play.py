@@ -88,7 +88,8 @@ async def play(args, pc):
     await pc.setLocalDescription(await pc.createOffer())  # waits for gathering
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.timeout)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.timeout),
+                                     connector=aiohttp.TCPConnector(ssl=not args.insecure)) as http:
         try:
             async with http.post(args.url, data=pc.localDescription.sdp.encode(),
                                  headers={**headers, "Content-Type": "application/sdp"}) as resp:
@@ -132,6 +133,8 @@ async def play(args, pc):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True)
+    p.add_argument("--insecure", action="store_true",
+                   help="accept any TLS certificate (a test's self-signed nginx front)")
     p.add_argument("--token")
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--timeout", type=float, default=20)

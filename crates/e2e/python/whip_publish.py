@@ -151,7 +151,8 @@ async def publish(args, pc, stop):
     headers = {"Content-Type": args.content_type}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                     connector=aiohttp.TCPConnector(ssl=not args.insecure)) as http:
         try:
             async with http.post(args.url, data=pc.localDescription.sdp.encode(), headers=headers) as resp:
                 body = await resp.text(errors="replace")
@@ -188,6 +189,8 @@ async def publish(args, pc, stop):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True)
+    p.add_argument("--insecure", action="store_true",
+                   help="accept any TLS certificate (a test's self-signed nginx front)")
     p.add_argument("--token")
     p.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     p.add_argument("--duration", type=float, help="seconds (default: until SIGTERM/SIGINT)")

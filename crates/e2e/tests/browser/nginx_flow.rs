@@ -9,6 +9,7 @@ use privatehub_testkit::nginx::NginxFront;
 
 use crate::harness::{Browser, BrowserOptions, ChromeDriver, artifact_path, wait_until};
 use crate::pages::{self, LIVE_STATUS};
+use crate::whip_clients::ClientProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_through_nginx_over_https() {
@@ -48,6 +49,62 @@ async fn live_through_nginx_over_https() {
     )
     .await;
     println!("[{:?}] ended through nginx", started.elapsed());
+
+    // OBS's way in, through the shipped site: WHIP with the stream key from the app.
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let login = http
+        .post(format!("{app}/api/auth/login"))
+        .header("Origin", &app)
+        .json(&serde_json::json!({"username": "alice", "password": pages::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let key: serde_json::Value = http
+        .get(format!("{app}/api/me/stream-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let whip_url = key["whip_url"].as_str().unwrap().to_owned();
+    assert_eq!(whip_url, format!("{}/whip", front.media_url));
+    let stream_key = key["stream_key"].as_str().unwrap().to_owned();
+    // The internal APIs are not published.
+    for url in [
+        format!("{app}/internal/v1/whip/authorize"),
+        format!("{}/internal/v1/publishers/end", front.media_url),
+    ] {
+        let response = http
+            .post(&url)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{url}");
+    }
+    let mut publisher = ClientProcess::whip_publish(&whip_url, &stream_key, &["--insecure"]);
+    publisher
+        .wait_event("connected", Duration::from_secs(30))
+        .await;
+    pages::wait_playing(&bob, Duration::from_secs(30)).await;
+    publisher.stop().await;
+    bob.wait_js(
+        "ended after the WHIP publish",
+        &format!("{LIVE_STATUS} === 'ended'"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        !front.access_log().contains(&stream_key["phk_".len()..]),
+        "nginx logged the stream key"
+    );
+    println!("[{:?}] WHIP through nginx", started.elapsed());
     for browser in [alice, bob] {
         browser.close().await;
     }
