@@ -48,6 +48,9 @@ pub enum SdpProblem {
     Refused,
     /// str0m panicked on it.
     Crashed,
+    /// One of its media sections has no codec we take (str0m would silently reject it:
+    /// a publisher's video, say, would never arrive).
+    UnsupportedCodec,
 }
 
 impl SdpProblem {
@@ -59,6 +62,11 @@ impl SdpProblem {
                 "the SDP offer was refused (no supported codec, or an unsupported setup)"
             }
             SdpProblem::Crashed => "the SDP offer could not be handled",
+            SdpProblem::UnsupportedCodec => {
+                "the SDP offer has a media section without a supported codec \
+                 (audio: Opus; video: VP8, or H.264 constrained baseline or baseline \
+                 with packetization-mode=1)"
+            }
         }
     }
 }
@@ -149,6 +157,12 @@ impl RtcTemplate {
                 .sdp_api()
                 .accept_offer(offer)
                 .map_err(|e| OfferError::invalid(SdpProblem::Refused, e))?;
+            if rejected_sections(&answer.to_sdp_string()) > rejected_sections(offer_sdp) {
+                return Err(OfferError::invalid(
+                    SdpProblem::UnsupportedCodec,
+                    "a media section was rejected",
+                ));
+            }
             Ok((rtc, answer, ufrag))
         }));
         result.unwrap_or_else(|_| {
@@ -158,6 +172,13 @@ impl RtcTemplate {
             ))
         })
     }
+}
+
+/// Media sections with port 0 (rejected or disabled).
+fn rejected_sections(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|line| line.starts_with("m=") && line.split(' ').nth(1) == Some("0"))
+        .count()
 }
 
 /// H.264 as every browser decodes it: constrained baseline and baseline profiles with
@@ -227,5 +248,49 @@ mod tests {
         let cut = capped(&long);
         assert_eq!(cut.chars().count(), DETAIL_CHARS + 3);
         assert!(cut.ends_with("..."));
+    }
+
+    fn publisher_offer(profile_level_id: u32) -> String {
+        use str0m::media::{Direction, MediaKind, Pt};
+        let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+        config
+            .codec_config()
+            .add_h264(Pt::new_with_value(96), None, true, profile_level_id);
+        let mut rtc = config.build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[test]
+    fn high_profile_only_offers_are_refused() {
+        let template = RtcTemplate::generate().unwrap();
+        let addr = "127.0.0.1:40000".parse().unwrap();
+        let now = Instant::now();
+        let accepted = template.accept_offer(
+            Role::Publisher,
+            addr,
+            &publisher_offer(0x42e01f),
+            now,
+            false,
+        );
+        let (_, answer, _) = accepted.expect("constrained baseline accepted");
+        assert!(
+            answer.to_sdp_string().contains("H264"),
+            "{}",
+            answer.to_sdp_string()
+        );
+        let high = template.accept_offer(
+            Role::Publisher,
+            addr,
+            &publisher_offer(0x640c1f),
+            now,
+            false,
+        );
+        let Err(OfferError::InvalidSdp { problem, .. }) = high else {
+            panic!("a High-profile-only offer was accepted");
+        };
+        assert_eq!(problem, SdpProblem::UnsupportedCodec);
     }
 }
