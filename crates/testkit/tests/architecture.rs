@@ -135,3 +135,33 @@ fn argon2_runs_only_behind_the_hashing_pool() {
         }
     }
 }
+
+#[test]
+fn the_services_talk_only_through_their_internal_api_clients() {
+    let clients = [
+        ("crates/app/src", "whip.rs"),
+        ("crates/media/src", "whip/app_api.rs"),
+    ];
+    for (dir, client) in clients {
+        let base = root().join(dir);
+        for (path, code) in sources_without_tests(&base) {
+            let name = path
+                .strip_prefix(&base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if code.contains("reqwest::") {
+                assert_eq!(
+                    name, client,
+                    "{dir}/{name} makes HTTP calls outside its internal API client"
+                );
+            }
+        }
+    }
+    // The internal API is published on neither nginx site.
+    let template = std::fs::read_to_string(root().join("nginx/privatehub.conf.template")).unwrap();
+    let refusals = template
+        .matches("location ^~ /internal/ {\n        return 404;")
+        .count();
+    assert_eq!(refusals, 2, "both nginx sites must refuse /internal/");
+}

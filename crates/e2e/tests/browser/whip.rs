@@ -8,7 +8,7 @@ use privatehub_testkit::{RunningStack, StackOptions, start_stack};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Browser, BrowserOptions, ChromeDriver};
+use crate::harness::{Browser, BrowserOptions, ChromeDriver, artifact_path, workspace_root};
 use crate::pages::{self, LIVE_STATUS, PLAYER_FRAMES};
 use crate::whip_clients::ClientProcess;
 
@@ -67,6 +67,15 @@ async fn media_health(stack: &RunningStack) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// The test artifact, and docs/screenshots too with UPDATE_SCREENSHOTS=1.
+fn screenshot_targets(name: &str) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![artifact_path(name)];
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        paths.push(workspace_root().join("docs").join("screenshots").join(name));
+    }
+    paths
 }
 
 async fn wait_state(browser: &Browser, state: &str, timeout: Duration) {
@@ -260,8 +269,46 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
     });
     let app = stack.app_url.clone();
     let whip = format!("{}/whip", stack.media_url);
-    let alice = account(&stack, "alice").await;
-    let key = stream_key(&stack, &alice, false).await;
+    let driver = ChromeDriver::start().await;
+    let options = BrowserOptions::default();
+    let (alice, bob) = tokio::join!(
+        Browser::open(&driver, "alice (creator)", &options),
+        Browser::open(&driver, "bob (viewer)", &options),
+    );
+
+    // The creator's settings page: the WHIP URL shown, the key hidden until revealed.
+    pages::sign_up(&alice, &app, "alice").await;
+    alice.goto(&format!("{app}/settings/stream")).await;
+    let shown = alice
+        .js(
+            "return [document.querySelector('#whip-url').value, \
+                     document.querySelector('#stream-key').type, \
+                     document.querySelector('#stream-key').value];",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!([whip, "password", ""]));
+    alice
+        .screenshot(&screenshot_targets("obs-settings.png"))
+        .await;
+    alice.click("#reveal-key").await;
+    alice
+        .wait_js(
+            "the key revealed",
+            "document.querySelector('#stream-key').type === 'text' && \
+             document.querySelector('#stream-key').value.startsWith('phk_')",
+            WAIT,
+        )
+        .await;
+    let key = alice
+        .js(
+            "return document.querySelector('#stream-key').value;",
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // OBS's part: publish with the key. The live starts on the site.
     let mut publisher = ClientProcess::whip_publish(&whip, &key, &[]);
@@ -277,8 +324,6 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
     assert_eq!(live_usernames(&stack).await, ["alice"]);
 
     // A viewer finds it on the home page and plays it; a WHEP player plays it too.
-    let driver = ChromeDriver::start().await;
-    let bob = Browser::open(&driver, "bob (viewer)", &BrowserOptions::default()).await;
     pages::watch_from_home(&bob, &app, "alice").await;
     let mut player = ClientProcess::whep_play(&format!("{}/whep/alice", stack.media_url), 30);
     player.wait_event("playing", WAIT).await;
@@ -302,8 +347,26 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
     bob.wait_rising("decoded frames after the pause", PLAYER_FRAMES, 10.0, WAIT)
         .await;
 
-    // Rotating the key ends the publish and the live at once; the old key is refused.
-    let new_key = stream_key(&stack, &alice, true).await;
+    // Rotating the key (confirmed on the page) ends the publish and the live at once;
+    // the old key is refused.
+    alice.js("window.confirm = () => true;", vec![]).await;
+    alice.click("#rotate-key").await;
+    alice
+        .wait_js(
+            "a new key on the page",
+            &format!("document.querySelector('#stream-key').value.startsWith('phk_') && document.querySelector('#stream-key').value !== {}", json!(key)),
+            WAIT,
+        )
+        .await;
+    let new_key = alice
+        .js(
+            "return document.querySelector('#stream-key').value;",
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
     wait_state(&bob, "ended", WAIT).await;
     assert!(live_usernames(&stack).await.is_empty());
     let old = ClientProcess::whip_publish(&whip, &key, &[]);
@@ -336,6 +399,7 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
     assert!(live_usernames(&stack).await.is_empty());
     let health = media_health(&stack).await;
     assert_eq!(health["peers"], 0, "a peer was left behind: {health}");
+    alice.close().await;
     bob.close().await;
 }
 
