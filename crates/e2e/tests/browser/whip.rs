@@ -467,3 +467,110 @@ async fn h264_over_whip_plays_in_chromium() {
     assert!(live_usernames(&stack).await.is_empty());
     bob.close().await;
 }
+
+/// A WHIP "studio" page on another site: publishes the fake camera with three simulcast
+/// layers over WHIP, as a browser-based WHIP client would.
+const STUDIO_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>WHIP studio</title>
+<script>
+window.whip = async (url, key) => {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: true, video: { width: 1280, height: 720, frameRate: 30 } });
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' });
+  pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly', sendEncodings: [
+    { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+    { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+    { rid: 'f', maxBitrate: 1500000 } ] });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === 'complete') done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
+    setTimeout(done, 3000);
+  });
+  const response = await fetch(url, { method: 'POST', body: pc.localDescription.sdp,
+    headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + key } });
+  const result = { status: response.status, location: response.headers.get('Location'),
+    etag: response.headers.get('ETag') };
+  if (response.status === 201) {
+    await pc.setRemoteDescription({ type: 'answer', sdp: await response.text() });
+    window.session = new URL(result.location, url).href;
+    window.key = key;
+    window.pc = pc;
+  }
+  return result;
+};
+window.whipStop = async () => (await fetch(window.session, { method: 'DELETE',
+  headers: { Authorization: 'Bearer ' + window.key } })).status;
+</script>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_whip_client_on_another_site_publishes_simulcast() {
+    let _guard = crate::exclusive().await;
+    let stack = start_stack(StackOptions::default());
+    let whip = format!("{}/whip", stack.media_url);
+    let alice = account(&stack, "alice").await;
+    let key = stream_key(&stack, &alice, false).await;
+    // The studio is served from another origin than the app and the media server.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("studio.html"), STUDIO_PAGE).unwrap();
+    let port = privatehub_testkit::free_tcp_port();
+    let _studio_server = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(site.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start python3 -m http.server");
+    let studio_url = format!("http://127.0.0.1:{port}/studio.html");
+    crate::harness::wait_until("the studio page served", WAIT, || async {
+        reqwest::get(&studio_url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+
+    let driver = ChromeDriver::start().await;
+    let options = BrowserOptions::default();
+    let (studio, bob) = tokio::join!(
+        Browser::open(&driver, "alice's WHIP studio", &options),
+        Browser::open(&driver, "bob (viewer)", &options),
+    );
+    studio.goto(&studio_url).await;
+    let result = studio
+        .js(
+            "return window.whip(arguments[0], arguments[1]);",
+            vec![json!(whip), json!(key)],
+        )
+        .await;
+    // CORS lets the page read the status and the headers it needs.
+    assert_eq!(result["status"], 201, "{result}");
+    assert!(
+        result["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("/whip/session/")),
+        "{result}"
+    );
+    assert!(result["etag"].is_string(), "{result}");
+
+    // The viewer gets the layers to choose from, as with the start-live page.
+    pages::watch(&bob, &stack.app_url, "alice").await;
+    bob.wait_js(
+        "three layers offered",
+        "(window.privatehubDebug.quality?.layers?.length ?? 0) >= 3",
+        Duration::from_secs(20),
+    )
+    .await;
+    let status = studio.js("return window.whipStop();", vec![]).await;
+    assert_eq!(status, 200);
+    wait_state(&bob, "ended", WAIT).await;
+    studio.close().await;
+    bob.close().await;
+}

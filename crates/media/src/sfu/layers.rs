@@ -331,7 +331,7 @@ impl LayerSelector {
                 self.unfit_since = None;
                 let up = index + 1;
                 if up < layers.len() && self.may_go_up(now, fits(&layers[up], UP_HEADROOM)) {
-                    self.up_allowed_since = None;
+                    self.went_up();
                     Some(up)
                 } else {
                     Some(index)
@@ -339,7 +339,7 @@ impl LayerSelector {
             }
             (None, true) => {
                 if self.may_go_up(now, fits(&layers[0], UP_HEADROOM)) {
-                    self.up_allowed_since = None;
+                    self.went_up();
                     Some(0)
                 } else {
                     None
@@ -426,6 +426,15 @@ impl LayerSelector {
         }
         // Between probes, desired is held at the estimate, so the next probe raises it.
         estimate
+    }
+
+    /// After an up-switch: the link has more room than the failed probes before said
+    /// (a link that recovered), so a failed probe for the next layer waits the first
+    /// backoff again, not one grown while the link was short (measured: up to 24 s, and a
+    /// viewer needing over 45 s to climb back from a pause).
+    fn went_up(&mut self) {
+        self.up_allowed_since = None;
+        self.probe_backoff = PROBE_BACKOFF;
     }
 
     /// Whether an up-switch allowed by the estimate (`allowed`) has been for long enough.
