@@ -29,6 +29,8 @@ pub use config::{ConfigError, MediaSettings};
 pub use http::{RunningServer, start};
 /// The signaling message parser, for the fuzz entry points (`crates/fuzz-entry`).
 pub use signaling::parse_message;
+/// The WHIP/WHEP trickle fragment parser, for the fuzz entry points.
+pub use whip::trickle_candidates;
 
 use std::sync::Arc;
 

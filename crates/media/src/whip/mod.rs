@@ -592,19 +592,16 @@ async fn patch(
         .map(str::trim)
         .map(str::to_owned);
     let fragment = read_text(payload, MAX_PATCH_BYTES).await?;
-    if if_match.as_deref() == Some("*") || fragment.contains("a=ice-ufrag:") {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ice_restart_unsupported",
-            "ICE restarts are not supported: DELETE this session and POST a new offer",
-        ));
-    }
-    let candidates: Vec<str0m::Candidate> = fragment
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("a="))
-        .filter(|line| line.starts_with("candidate:"))
-        .filter_map(|line| str0m::Candidate::from_sdp_string(line).ok())
-        .collect();
+    let candidates = match trickle_candidates(&fragment) {
+        Some(candidates) if if_match.as_deref() != Some("*") => candidates,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ice_restart_unsupported",
+                "ICE restarts are not supported: DELETE this session and POST a new offer",
+            ));
+        }
+    };
     let peer = {
         let mut sessions = state.http_sessions.lock();
         let entry = sessions.get_mut(&id).ok_or_else(Problem::not_found)?;
@@ -624,6 +621,24 @@ async fn patch(
         state.engine.remote_candidate(peer.0, candidate);
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The remote candidates of a trickle-ICE SDP fragment (RFC 8840), or `None` when it
+/// asks for an ICE restart (new ICE credentials). Lines that are not parseable
+/// candidates (`a=end-of-candidates`, `a=mid:`, mDNS names...) are skipped. Public for
+/// the fuzz entry points.
+pub fn trickle_candidates(fragment: &str) -> Option<Vec<str0m::Candidate>> {
+    if fragment.contains("a=ice-ufrag:") || fragment.contains("a=ice-pwd:") {
+        return None;
+    }
+    Some(
+        fragment
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("a="))
+            .filter(|line| line.starts_with("candidate:"))
+            .filter_map(|line| str0m::Candidate::from_sdp_string(line).ok())
+            .collect(),
+    )
 }
 
 async fn whip_delete(
@@ -661,6 +676,19 @@ mod tests {
         );
         assert_eq!(allowed_origin(Some("https://evil.example"), &site), None);
         assert_eq!(allowed_origin(None, &site), None);
+    }
+
+    #[test]
+    fn trickle_fragments_give_candidates_or_ask_for_a_restart() {
+        let fragment = "a=ice-options:trickle\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n\
+                        a=candidate:1 1 UDP 2130706431 127.0.0.1 50000 typ host\r\n\
+                        a=candidate:2 1 UDP 2130706431 abc.local 50001 typ host\r\n\
+                        a=end-of-candidates\r\n";
+        let candidates = trickle_candidates(fragment).unwrap();
+        assert_eq!(candidates.len(), 1, "{candidates:?}");
+        assert_eq!(candidates[0].addr().port(), 50000);
+        assert!(trickle_candidates("a=ice-ufrag:x\r\na=ice-pwd:y\r\n").is_none());
+        assert_eq!(trickle_candidates("").unwrap().len(), 0);
     }
 
     #[test]
