@@ -45,9 +45,12 @@ class PatternTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width, height, fps):
+    def __init__(self, width, height, fps, paint_clock=False):
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
+        # The top strip's 32 cells carry the wall clock (ms, mod 2^32) instead of the
+        # frame counter, for a viewer to measure glass-to-glass delay from its pixels.
+        self.paint_clock = paint_clock
         self.paused = False  # toggled by SIGUSR1: no frames while set
         self.count = 0
         self.start = None
@@ -71,8 +74,9 @@ class PatternTrack(MediaStreamTrack):
         bw = max(w // 8, 2)
         x = (n * 7) % (w - bw)
         bar = b"\x20" * x + b"\xeb" * bw + b"\x20" * (w - x - bw)
-        cell = w // 16
-        bits = b"".join((b"\xeb" if (n >> b) & 1 else b"\x50") * cell for b in range(16))
+        cells, value = (32, int(time.time() * 1000) & 0xFFFFFFFF) if self.paint_clock else (16, n)
+        cell = w // cells
+        bits = b"".join((b"\xeb" if (value >> b) & 1 else b"\x50") * cell for b in range(cells))
         bits = bits.ljust(w, b"\x50")
         top = max(h // 8, 1)
         fill(frame.planes[0], [bits] * top + [bar] * (h - top))
@@ -139,7 +143,7 @@ async def publish(args, pc, stop):
         else:
             emit(event="connection_state", state=pc.connectionState)
 
-    track = PatternTrack(args.width, args.height, args.fps)
+    track = PatternTrack(args.width, args.height, args.fps, args.paint_clock)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, track.toggle)
     video = pc.addTransceiver(track, direction="sendonly")
     mime = {"vp8": "video/VP8", "h264": "video/H264"}[args.codec]
@@ -199,6 +203,8 @@ def main():
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--fps", type=float, default=30)
+    p.add_argument("--paint-clock", action="store_true",
+                   help="paint the wall clock (ms) into the top strip, for delay measurements")
     sys.exit(asyncio.run(run(p.parse_args())))
 
 

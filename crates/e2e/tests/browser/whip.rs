@@ -574,3 +574,78 @@ async fn a_browser_whip_client_on_another_site_publishes_simulcast() {
     studio.close().await;
     bob.close().await;
 }
+
+/// Reads the wall clock the publisher painted into each presented frame (32 cells of
+/// the top strip, `--paint-clock`) and returns `now - painted` in ms for `count` frames.
+const READ_PAINTED_CLOCK: &str = r#"
+const [count] = arguments;
+const video = document.querySelector('#player');
+const canvas = document.createElement('canvas');
+const context = canvas.getContext('2d', { willReadFrequently: true });
+return new Promise((done) => {
+  const delays = [];
+  const onFrame = (now) => {
+    const width = video.videoWidth, height = video.videoHeight;
+    canvas.width = width; canvas.height = height;
+    context.drawImage(video, 0, 0, width, height);
+    const row = context.getImageData(0, Math.floor(height / 16), width, 1).data;
+    const cell = Math.floor(width / 32);
+    let painted = 0;
+    for (let bit = 0; bit < 32; bit++) {
+      const i = (bit * cell + Math.floor(cell / 2)) * 4;
+      const luma = 0.299 * row[i] + 0.587 * row[i + 1] + 0.114 * row[i + 2];
+      if (luma > 128) painted += 2 ** bit;
+    }
+    const shown = Math.floor(performance.timeOrigin + now) % 2 ** 32;
+    delays.push((shown - painted + 2 ** 32) % 2 ** 32);
+    if (delays.length < count) video.requestVideoFrameCallback(onFrame);
+    else done(delays);
+  };
+  video.requestVideoFrameCallback(onFrame);
+});
+"#;
+
+/// Glass-to-glass delay of a WHIP publish as a viewer sees it: aiortc paints the wall
+/// clock into its frames, Chromium reads it back from the pixels it presents. A
+/// measurement, not a check: run it on an idle machine with release binaries,
+/// `cargo test --release -p privatehub-e2e --test browser -- --ignored --nocapture whip_glass`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand on an idle machine (docs/benchmarks.md)"]
+async fn whip_glass_to_glass_delay() {
+    let _guard = crate::exclusive().await;
+    let stack = start_stack(StackOptions::default());
+    let alice = account(&stack, "alice").await;
+    let key = stream_key(&stack, &alice, false).await;
+    let whip = format!("{}/whip", stack.media_url);
+    let mut publisher = ClientProcess::whip_publish(&whip, &key, &["--paint-clock"]);
+    publisher.wait_event("connected", WAIT).await;
+    let driver = ChromeDriver::start().await;
+    let bob = Browser::open(&driver, "bob (viewer)", &BrowserOptions::default()).await;
+    pages::watch(&bob, &stack.app_url, "alice").await;
+    // Settle, then 10 s of frames.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delays = bob.js(READ_PAINTED_CLOCK, vec![json!(300)]).await;
+    let mut delays: Vec<f64> = delays
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        // A misread cell gives a wild value: keep plausible ones, and say how many.
+        .collect();
+    let all = delays.len();
+    delays.retain(|d| *d < 10_000.0);
+    delays.sort_by(f64::total_cmp);
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "WHIP glass-to-glass (aiortc 640x360 VP8 -> SFU -> Chromium): {} frames read ({} misread), \
+         median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        delays.len(),
+        all - delays.len(),
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    );
+    assert!(delays.len() > all / 2, "most frames must be readable");
+    publisher.stop().await;
+    bob.close().await;
+}
