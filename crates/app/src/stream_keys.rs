@@ -65,6 +65,13 @@ pub fn lookup_hash(presented: &str) -> String {
     hex(&Blake2s256::digest(presented.as_bytes()))
 }
 
+/// What the database stores of a key: its lookup hash and the sealed key.
+#[derive(Debug, Clone)]
+pub struct SealedKey {
+    pub key_hash: String,
+    pub key_sealed: String,
+}
+
 /// A sealed key could not be opened: `STREAM_KEY_SECRET` changed, or the row was altered.
 #[derive(Debug, thiserror::Error)]
 #[error("the stored stream key cannot be opened (was STREAM_KEY_SECRET changed?)")]
@@ -109,6 +116,16 @@ impl StreamKeySealer {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         hex(&out)
+    }
+
+    /// A fresh key for `user`, and what to store of it.
+    pub fn generate(&self, user: UserId) -> (StreamKey, SealedKey) {
+        let key = StreamKey::generate();
+        let sealed = SealedKey {
+            key_hash: key.lookup_hash(),
+            key_sealed: self.seal(user, &key),
+        };
+        (key, sealed)
     }
 
     pub fn open(&self, user: UserId, sealed_hex: &str) -> Result<StreamKey, UnsealError> {

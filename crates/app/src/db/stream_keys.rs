@@ -6,6 +6,7 @@ use diesel::sqlite::SqliteConnection;
 use super::schema::{stream_keys, users};
 use super::users::UserId;
 use crate::domain::Username;
+use crate::stream_keys::SealedKey;
 
 /// A stored key: its lookup hash, the sealed key, and how often it was rotated.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -15,6 +16,27 @@ pub struct StoredStreamKey {
     pub key_hash: String,
     pub key_sealed: String,
     pub generation: i64,
+}
+
+/// A `stream_keys` row to write.
+#[derive(Insertable)]
+#[diesel(table_name = stream_keys)]
+struct NewRow<'a> {
+    user_id: i64,
+    key_hash: &'a str,
+    key_sealed: &'a str,
+    generation: i64,
+    created_at: i64,
+}
+
+fn row(user: UserId, key: &SealedKey, generation: i64, now: i64) -> NewRow<'_> {
+    NewRow {
+        user_id: user.0,
+        key_hash: &key.key_hash,
+        key_sealed: &key.key_sealed,
+        generation,
+        created_at: now,
+    }
 }
 
 pub fn find_by_user(
@@ -47,18 +69,11 @@ pub fn find_by_hash(
 pub fn insert_if_missing(
     connection: &mut SqliteConnection,
     user: UserId,
-    key_hash: &str,
-    key_sealed: &str,
+    key: &SealedKey,
     now: i64,
 ) -> QueryResult<StoredStreamKey> {
     diesel::insert_or_ignore_into(stream_keys::table)
-        .values((
-            stream_keys::user_id.eq(user.0),
-            stream_keys::key_hash.eq(key_hash),
-            stream_keys::key_sealed.eq(key_sealed),
-            stream_keys::generation.eq(1),
-            stream_keys::created_at.eq(now),
-        ))
+        .values(row(user, key, 1, now))
         .execute(connection)?;
     find_by_user(connection, user)?.ok_or(diesel::result::Error::NotFound)
 }
@@ -67,20 +82,13 @@ pub fn insert_if_missing(
 pub fn rotate(
     connection: &mut SqliteConnection,
     user: UserId,
-    key_hash: &str,
-    key_sealed: &str,
+    key: &SealedKey,
     now: i64,
 ) -> QueryResult<StoredStreamKey> {
     connection.immediate_transaction(|connection| {
         let generation = find_by_user(connection, user)?.map_or(1, |old| old.generation + 1);
         diesel::replace_into(stream_keys::table)
-            .values((
-                stream_keys::user_id.eq(user.0),
-                stream_keys::key_hash.eq(key_hash),
-                stream_keys::key_sealed.eq(key_sealed),
-                stream_keys::generation.eq(generation),
-                stream_keys::created_at.eq(now),
-            ))
+            .values(row(user, key, generation, now))
             .execute(connection)?;
         find_by_user(connection, user)?.ok_or(diesel::result::Error::NotFound)
     })

@@ -30,15 +30,13 @@ pub async fn show(
     CurrentUser(user): CurrentUser,
 ) -> Result<HttpResponse, InternalError> {
     let user_id = user.id;
-    let fresh = StreamKey::generate();
-    let fresh_hash = fresh.lookup_hash();
-    let fresh_sealed = state.stream_keys.seal(user_id, &fresh);
+    let (_, fresh) = state.stream_keys.generate(user_id);
     let now = db::now_unix();
     let stored = db::run(&state.pool, move |connection| {
         if let Some(stored) = stream_keys::find_by_user(connection, user_id)? {
             return Ok(stored);
         }
-        stream_keys::insert_if_missing(connection, user_id, &fresh_hash, &fresh_sealed, now)
+        stream_keys::insert_if_missing(connection, user_id, &fresh, now)
             .map_err(InternalError::from)
     })
     .await?;
@@ -56,12 +54,10 @@ pub async fn rotate(
     CurrentUser(user): CurrentUser,
 ) -> Result<HttpResponse, InternalError> {
     let user_id = user.id;
-    let key = StreamKey::generate();
-    let hash = key.lookup_hash();
-    let sealed = state.stream_keys.seal(user_id, &key);
+    let (key, sealed) = state.stream_keys.generate(user_id);
     let now = db::now_unix();
     let stored = db::run(&state.pool, move |connection| {
-        stream_keys::rotate(connection, user_id, &hash, &sealed, now).map_err(InternalError::from)
+        stream_keys::rotate(connection, user_id, &sealed, now).map_err(InternalError::from)
     })
     .await?;
     tracing::info!(username = %user.username, generation = stored.generation, "stream key rotated");

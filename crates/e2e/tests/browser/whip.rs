@@ -108,46 +108,38 @@ async fn whip_and_whep_refuse_bad_requests_and_leave_nothing_behind() {
     let sdp = "application/sdp";
     let error_code = |body: &Value| body["error"]["code"].as_str().unwrap_or("").to_owned();
 
-    let missing = from(http.post(&whip))
-        .header("Content-Type", sdp)
-        .body("v=0\r\n")
-        .send()
-        .await
-        .unwrap();
+    // A POST to /whip with an optional key, a content type and a body.
+    let mut post = |key: Option<&str>, content_type: &str, body: String| {
+        let mut request = from(http.post(&whip))
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    let offer = || "v=0\r\n".to_owned();
+    let missing = post(None, sdp, offer()).await.unwrap();
     assert_eq!(missing.status(), 401);
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
-    let wrong = from(http.post(&whip))
-        .bearer_auth(format!("phk_{}", "1".repeat(64)))
-        .header("Content-Type", sdp)
-        .body("v=0\r\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    let text = from(http.post(&whip))
-        .bearer_auth(&key)
-        .header("Content-Type", "text/plain")
-        .body("v=0\r\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(text.status(), 415);
-    let garbage = from(http.post(&whip))
-        .bearer_auth(&key)
-        .header("Content-Type", sdp)
-        .body("v=0\r\nnot an offer at all\r\n")
-        .send()
+    let unknown = format!("phk_{}", "1".repeat(64));
+    assert_eq!(
+        post(Some(&unknown), sdp, offer()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        post(Some(&key), "text/plain", offer())
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
+    let garbage = post(Some(&key), sdp, "v=0\r\nnot an offer at all\r\n".into())
         .await
         .unwrap();
     assert_eq!(garbage.status(), 400);
     assert_eq!(error_code(&garbage.json().await.unwrap()), "invalid_sdp");
-    let oversized = from(http.post(&whip))
-        .bearer_auth(&key)
-        .header("Content-Type", sdp)
-        .body("a".repeat(100 * 1024))
-        .send()
-        .await
-        .unwrap();
+    let oversized = post(Some(&key), sdp, "a".repeat(100 * 1024)).await.unwrap();
     assert_eq!(oversized.status(), 413);
     // Browser-based WHIP clients: the preflight, and CORS headers on answers.
     let preflight = from(http.request(reqwest::Method::OPTIONS, &whip))

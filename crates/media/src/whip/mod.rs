@@ -13,19 +13,17 @@
 //! `docs/protocol.md`, "WHIP and WHEP".
 
 pub mod app_api;
+mod edge;
 mod report;
 pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt;
 use privatehub_protocol::LiveId;
 use privatehub_protocol::internal_api::WhipEndReason;
 use secrecy::SecretString;
@@ -34,6 +32,10 @@ use str0m::change::SdpAnswer;
 pub use report::{end_publishes, report_whip_sessions};
 
 use self::app_api::AppApiError;
+use self::edge::{
+    Problem, admit, bearer, cors, endpoint_method_not_allowed, preflight, read_text,
+    require_content_type, session_method_not_allowed,
+};
 use self::sessions::{
     HttpSessions, NewSession, SessionId, SessionKind, StopReason, WhipPublisher, same_key,
 };
@@ -48,16 +50,13 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 const MAX_PATCH_BYTES: usize = 16 * 1024;
 /// Remote candidates taken per session; later ones are ignored.
 const MAX_TRICKLE_CANDIDATES: usize = 32;
-/// Suggested wait before retrying a refused or failed request.
-const RETRY_AFTER_SECONDS: &str = "5";
-/// Headers a browser client must be able to read.
-const EXPOSED_HEADERS: &str = "Location, ETag, Link, Accept-Patch, Retry-After";
 
 /// Registers `/whip...` and `/whep...`.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
             web::scope("/whip")
+                .app_data(web::Data::new(Endpoint::Whip))
                 .wrap(from_fn(cors))
                 .service(
                     web::resource("")
@@ -65,24 +64,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .route(web::method(Method::OPTIONS).to(preflight))
                         .default_service(web::to(endpoint_method_not_allowed)),
                 )
-                .service(
-                    web::resource("/session/{id}")
-                        .route(web::patch().to(whip_patch))
-                        .route(web::delete().to(whip_delete))
-                        .route(web::method(Method::OPTIONS).to(preflight))
-                        .default_service(web::to(session_method_not_allowed)),
-                ),
+                .service(session_resource()),
         )
         .service(
             web::scope("/whep")
+                .app_data(web::Data::new(Endpoint::Whep))
                 .wrap(from_fn(cors))
-                .service(
-                    web::resource("/session/{id}")
-                        .route(web::patch().to(whep_patch))
-                        .route(web::delete().to(whep_delete))
-                        .route(web::method(Method::OPTIONS).to(preflight))
-                        .default_service(web::to(session_method_not_allowed)),
-                )
+                .service(session_resource())
                 .service(
                     web::resource("/{username}")
                         .route(web::post().to(whep_post))
@@ -92,254 +80,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
         );
 }
 
-/// An error answer: status, a stable code, a message for humans.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Problem {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Problem {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn unauthorized(message: &str) -> Self {
-        Problem::new(StatusCode::UNAUTHORIZED, "invalid_stream_key", message)
-    }
-
-    fn not_found() -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not_found", "no such session")
-    }
-
-    fn unavailable(message: &str) -> Self {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.code)
-    }
-}
-
-impl actix_web::ResponseError for Problem {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS));
-            }
-            _ => {}
-        }
-        response.json(serde_json::json!({
-            "error": {"code": self.code, "message": self.message}
-        }))
-    }
-}
-
-/// The allowed origin to echo for this request, `*`, or `None` (not allowed).
-fn allowed_origin(request_origin: Option<&str>, allowed: &[String]) -> Option<String> {
-    if allowed.iter().any(|o| o == "*") {
-        return Some("*".to_owned());
-    }
-    let origin = request_origin?.trim_end_matches('/');
-    allowed
-        .iter()
-        .any(|o| o.eq_ignore_ascii_case(origin))
-        .then(|| origin.to_owned())
-}
-
-/// Middleware: refuses requests from origins not allowed, and adds the CORS headers to
-/// every answer (errors included, so a browser client can read the status).
-async fn cors(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
-        return next.call(request).await.map(|r| r.map_into_boxed_body());
-    };
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let allowed = allowed_origin(origin.as_deref(), &state.settings.whip_whep_origins);
-    if origin.is_some() && allowed.is_none() {
-        let problem = Problem::new(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
-        return Ok(request
-            .into_response(actix_web::ResponseError::error_response(&problem))
-            .map_into_boxed_body());
-    }
-    let mut response = next.call(request).await?.map_into_boxed_body();
-    if let Some(allowed) = allowed
-        && let Ok(value) = HeaderValue::from_str(&allowed)
-    {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED_HEADERS),
-        );
-        if allowed != "*" {
-            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-    Ok(response)
-}
-
-/// `OPTIONS`: the CORS preflight and WHIP's discovery request.
-async fn preflight(request: HttpRequest) -> HttpResponse {
-    let session = request.match_info().get("id").is_some();
-    let methods = if session {
-        "PATCH, DELETE, OPTIONS"
-    } else {
-        "POST, OPTIONS"
-    };
-    let mut response = HttpResponse::NoContent();
-    response
-        .insert_header((header::ALLOW, methods))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods))
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            "Authorization, Content-Type, If-Match",
-        ))
-        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
-    if session {
-        response.insert_header(("Accept-Patch", "application/trickle-ice-sdpfrag"));
-    } else {
-        response.insert_header(("Accept-Post", "application/sdp"));
-    }
-    response.finish()
-}
-
-async fn endpoint_method_not_allowed() -> HttpResponse {
-    method_not_allowed(
-        "POST, OPTIONS",
-        "this is a WHIP/WHEP endpoint: POST an SDP offer (paste the URL into OBS or a WHEP player)",
-    )
-}
-
-async fn session_method_not_allowed() -> HttpResponse {
-    method_not_allowed(
-        "PATCH, DELETE, OPTIONS",
-        "a session accepts PATCH and DELETE",
-    )
-}
-
-fn method_not_allowed(allow: &'static str, message: &str) -> HttpResponse {
-    let problem = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        message,
-    );
-    let mut response = actix_web::ResponseError::error_response(&problem);
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// Counts the request against the client's limits (the same as `/ws` sockets); the
-/// slot is held for the session's lifetime.
-fn admit(request: &HttpRequest, state: &AppState) -> Result<SocketSlot, Problem> {
-    let client = crate::limits::client_ip(
-        request.peer_addr(),
-        request
-            .headers()
-            .get(header::X_FORWARDED_FOR)
-            .and_then(|h| h.to_str().ok()),
-        state.settings.trust_proxy_headers,
-    );
-    state
-        .socket_limiter
-        .try_open(client, Instant::now())
-        .map_err(|refused| {
-            state
-                .metrics
-                .whip_whep_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                refused.message(),
-            )
-        })
-}
-
-fn require_content_type(request: &HttpRequest, expected: &str) -> Result<(), Problem> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("the body must be {expected}"),
-        ))
-    }
-}
-
-/// The bearer token of the request, if it has one.
-fn bearer(request: &HttpRequest) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 256)
-        .then_some(token)
-}
-
-/// Reads a text body of at most `limit` bytes.
-async fn read_text(mut payload: web::Payload, limit: usize) -> Result<String, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the body could not be read",
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    String::from_utf8(body.to_vec()).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_sdp",
-            "the body is not UTF-8 text",
-        )
-    })
+/// `/session/{id}` of either scope: the scope's [`Endpoint`] tells them apart.
+fn session_resource() -> actix_web::Resource {
+    web::resource("/session/{id}")
+        .route(web::patch().to(patch))
+        .route(web::delete().to(delete))
+        .route(web::method(Method::OPTIONS).to(preflight))
+        .default_service(web::to(session_method_not_allowed))
 }
 
 fn app_problem(error: AppApiError) -> Problem {
@@ -526,8 +273,8 @@ async fn whep_post(
     Ok(response)
 }
 
-/// Which endpoint a session request came through.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Which endpoint a session request came through (each scope's app data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Whip,
     Whep,
@@ -556,34 +303,16 @@ fn session_for(
     Ok(id)
 }
 
-async fn whip_patch(
-    request: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    patch(request, &path, payload, &state, Endpoint::Whip).await
-}
-
-async fn whep_patch(
-    request: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    patch(request, &path, payload, &state, Endpoint::Whep).await
-}
-
 /// `PATCH`: trickled candidates (`application/trickle-ice-sdpfrag`). ICE restarts are
 /// not supported (422): the client starts a new session instead.
 async fn patch(
     request: HttpRequest,
-    raw_id: &str,
+    path: web::Path<String>,
     payload: web::Payload,
-    state: &AppState,
-    endpoint: Endpoint,
+    state: web::Data<AppState>,
+    endpoint: web::Data<Endpoint>,
 ) -> Result<HttpResponse, Problem> {
-    let id = session_for(&request, state, raw_id, endpoint)?;
+    let id = session_for(&request, &state, &path, **endpoint)?;
     require_content_type(&request, "application/trickle-ice-sdpfrag")?;
     let if_match = request
         .headers()
@@ -641,22 +370,14 @@ pub fn trickle_candidates(fragment: &str) -> Option<Vec<str0m::Candidate>> {
     )
 }
 
-async fn whip_delete(
+/// `DELETE`: the session ends (a WHIP live ends with it).
+async fn delete(
     request: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    endpoint: web::Data<Endpoint>,
 ) -> Result<HttpResponse, Problem> {
-    let id = session_for(&request, &state, &path, Endpoint::Whip)?;
-    state.http_sessions.stop(&id, StopReason::Deleted);
-    Ok(HttpResponse::Ok().finish())
-}
-
-async fn whep_delete(
-    request: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let id = session_for(&request, &state, &path, Endpoint::Whep)?;
+    let id = session_for(&request, &state, &path, **endpoint)?;
     state.http_sessions.stop(&id, StopReason::Deleted);
     Ok(HttpResponse::Ok().finish())
 }
@@ -664,19 +385,6 @@ async fn whep_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origins_are_echoed_only_when_allowed() {
-        let any = vec!["*".to_owned()];
-        let site = vec!["https://site.example".to_owned()];
-        assert_eq!(allowed_origin(None, &any).as_deref(), Some("*"));
-        assert_eq!(
-            allowed_origin(Some("https://site.example/"), &site).as_deref(),
-            Some("https://site.example")
-        );
-        assert_eq!(allowed_origin(Some("https://evil.example"), &site), None);
-        assert_eq!(allowed_origin(None, &site), None);
-    }
 
     #[test]
     fn trickle_fragments_give_candidates_or_ask_for_a_restart() {
