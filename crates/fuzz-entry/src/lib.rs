@@ -170,6 +170,26 @@ fn decode_binding_success(message: &[u8]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// Target 8: the body of a WHIP/WHEP trickle `PATCH` (`application/trickle-ice-sdpfrag`)
+/// through the same parser the media server uses; every candidate it takes prints back
+/// as a candidate line that parses again.
+pub fn trickle_fragment(data: &[u8]) {
+    if data.len() > 16 * 1024 {
+        return;
+    }
+    let Some(candidates) = privatehub_media::trickle_candidates(&text(data)) else {
+        return;
+    };
+    for candidate in candidates {
+        let line = candidate.to_sdp_string();
+        let line = line.strip_prefix("a=").unwrap_or(&line);
+        assert!(
+            str0m::Candidate::from_sdp_string(line).is_ok(),
+            "a candidate taken from a fragment does not parse back: {line}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,25 +210,5 @@ mod tests {
             );
             assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
         }
-    }
-}
-
-/// Target 8: the body of a WHIP/WHEP trickle `PATCH` (`application/trickle-ice-sdpfrag`)
-/// through the same parser the media server uses; every candidate it takes prints back
-/// as a candidate line that parses again.
-pub fn trickle_fragment(data: &[u8]) {
-    if data.len() > 16 * 1024 {
-        return;
-    }
-    let Some(candidates) = privatehub_media::trickle_candidates(&text(data)) else {
-        return;
-    };
-    for candidate in candidates {
-        let line = candidate.to_sdp_string();
-        let line = line.strip_prefix("a=").unwrap_or(&line);
-        assert!(
-            str0m::Candidate::from_sdp_string(line).is_ok(),
-            "a candidate taken from a fragment does not parse back: {line}"
-        );
     }
 }
