@@ -61,6 +61,9 @@ pub struct MediaSettings {
     pub rtc_max_port: u16,
     /// The address browsers send media to (`MEDIA_ANNOUNCED_IP`).
     pub announced_ip: IpAddr,
+    /// When `MEDIA_ANNOUNCED_IP` is a host name: the name and every address it resolved
+    /// to (the start-up warnings say when there are several).
+    pub announced_host: Option<(String, Vec<IpAddr>)>,
     /// The address the UDP sockets bind (`MEDIA_RTC_BIND_IP`).
     pub rtc_bind_ip: IpAddr,
     /// Allowed `Origin` values for `/ws` (`CORS_ORIGIN`).
@@ -128,6 +131,7 @@ impl MediaSettings {
             rtc_min_port,
             rtc_max_port: rtc_min_port + workers as u16 - 1,
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced_host: None,
             rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             cors_origins: vec!["http://localhost:3000".into()],
             allow_missing_origin: true,
@@ -206,10 +210,11 @@ impl MediaSettings {
                 ),
             ));
         }
-        let announced_ip = match get(&["MEDIA_ANNOUNCED_IP", "MEDIASOUP_ANNOUNCED_IP"]) {
-            Some((var, value)) => resolve_host(var, &value)?,
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
+        let (announced_ip, announced_host) =
+            match get(&["MEDIA_ANNOUNCED_IP", "MEDIASOUP_ANNOUNCED_IP"]) {
+                Some((var, value)) => resolve_host(var, &value)?,
+                None => (IpAddr::V4(Ipv4Addr::LOCALHOST), None),
+            };
         if announced_ip.is_unspecified() || announced_ip.is_multicast() {
             return Err(invalid(
                 "MEDIA_ANNOUNCED_IP",
@@ -346,6 +351,7 @@ impl MediaSettings {
             rtc_min_port,
             rtc_max_port,
             announced_ip,
+            announced_host,
             rtc_bind_ip,
             cors_origins,
             allow_missing_origin,
@@ -405,21 +411,28 @@ fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> 
 }
 
 /// An IP literal, or a host name resolved once (IPv4 preferred).
-fn resolve_host(variable: &'static str, value: &str) -> Result<IpAddr, ConfigError> {
+/// An IP as given, or a host name resolved once (IPv4 preferred) with all its addresses.
+#[allow(clippy::type_complexity)]
+fn resolve_host(
+    variable: &'static str,
+    value: &str,
+) -> Result<(IpAddr, Option<(String, Vec<IpAddr>)>), ConfigError> {
     if let Ok(ip) = value.parse() {
-        return Ok(ip);
+        return Ok((ip, None));
     }
-    let addrs: Vec<IpAddr> = (value, 0)
+    let mut addrs: Vec<IpAddr> = (value, 0)
         .to_socket_addrs()
         .map_err(|e| invalid(variable, value, &format!("cannot resolve host name: {e}")))?
         .map(|a| a.ip())
         .collect();
-    addrs
+    addrs.dedup();
+    let chosen = addrs
         .iter()
         .find(|ip| ip.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| invalid(variable, value, "host name has no address"))
+        .ok_or_else(|| invalid(variable, value, "host name has no address"))?;
+    Ok((chosen, Some((value.to_owned(), addrs))))
 }
 
 #[cfg(test)]

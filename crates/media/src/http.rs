@@ -193,6 +193,9 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         settings.announced_ip,
         ports,
     );
+    for warning in crate::announce::announced_address_warnings(&settings) {
+        tracing::warn!("{warning}");
+    }
     Ok(RunningServer {
         http_addr,
         rtc_ports: ports,

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+mod announce;
 pub mod config;
 mod engine;
 mod http;
