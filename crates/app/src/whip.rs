@@ -135,11 +135,12 @@ impl MediaApi {
         secret: &[u8],
         request: &EndPublishesRequest,
     ) -> Result<usize, MediaApiError> {
-        let token = issue_internal_token(InternalCaller::App, secret)
+        let path = "/internal/v1/publishers/end";
+        let token = issue_internal_token(InternalCaller::App, secret, path)
             .map_err(|error| MediaApiError(error.to_string()))?;
         let response = self
             .client
-            .post(format!("{}/internal/v1/publishers/end", self.base_url))
+            .post(format!("{}{path}", self.base_url))
             .bearer_auth(token)
             .json(request)
             .send()

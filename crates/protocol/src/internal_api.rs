@@ -4,7 +4,8 @@
 //! the services already share (`MEDIA_TOKEN_SECRET`), audience [`INTERNAL_AUDIENCE`]:
 //! a media token cannot be replayed here, nor an internal token as a media token. The
 //! token names its caller, so the app's endpoints accept only the media server and the
-//! other way round. Described with examples in `docs/protocol.md` ("Internal API").
+//! other way round, and the request path it was made for, so one seen in transit cannot
+//! be replayed against another endpoint. Described with examples in `docs/protocol.md` ("Internal API").
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,8 @@ struct InternalClaims {
     aud: String,
     iat: u64,
     exp: u64,
+    /// The request path the token was made for (`/internal/v1/...`).
+    path: String,
 }
 
 fn now_unix() -> u64 {
@@ -43,10 +46,11 @@ fn now_unix() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-/// A fresh token for one request from `caller`.
+/// A fresh token for one request from `caller` to `path`.
 pub fn issue_internal_token(
     caller: InternalCaller,
     secret: &[u8],
+    path: &str,
 ) -> Result<String, MediaTokenError> {
     if secret.is_empty() {
         return Err(MediaTokenError::EmptySecret);
@@ -57,6 +61,7 @@ pub fn issue_internal_token(
         aud: INTERNAL_AUDIENCE.to_owned(),
         iat: now,
         exp: now + INTERNAL_TOKEN_SECONDS,
+        path: path.to_owned(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -66,12 +71,13 @@ pub fn issue_internal_token(
     .map_err(|error| MediaTokenError::Malformed(error.to_string()))
 }
 
-/// Checks an internal token from `expected` (signature, audience, issuer, expiry, and a
-/// lifetime no longer than an internal token's).
+/// Checks an internal token from `expected` for a request to `path` (signature,
+/// audience, issuer, path, expiry, and a lifetime no longer than an internal token's).
 pub fn verify_internal_token(
     token: &str,
     secret: &[u8],
     expected: InternalCaller,
+    path: &str,
 ) -> Result<(), MediaTokenError> {
     if secret.is_empty() {
         return Err(MediaTokenError::EmptySecret);
@@ -94,6 +100,11 @@ pub fn verify_internal_token(
     if claims.iss != expected {
         return Err(MediaTokenError::Malformed(
             "token from the wrong service".into(),
+        ));
+    }
+    if claims.path != path {
+        return Err(MediaTokenError::Malformed(
+            "token made for another request".into(),
         ));
     }
     if claims.exp.saturating_sub(claims.iat) > INTERNAL_TOKEN_SECONDS + LEEWAY_SECONDS
@@ -228,14 +239,25 @@ mod tests {
 
     #[test]
     fn tokens_name_their_caller() {
-        let token = issue_internal_token(InternalCaller::Media, b"secret").unwrap();
+        let path = "/internal/v1/whip/sync";
+        let token = issue_internal_token(InternalCaller::Media, b"secret", path).unwrap();
         assert_eq!(
-            verify_internal_token(&token, b"secret", InternalCaller::Media),
+            verify_internal_token(&token, b"secret", InternalCaller::Media, path),
             Ok(())
         );
-        assert!(verify_internal_token(&token, b"secret", InternalCaller::App).is_err());
+        assert!(verify_internal_token(&token, b"secret", InternalCaller::App, path).is_err());
+        assert!(
+            verify_internal_token(
+                &token,
+                b"secret",
+                InternalCaller::Media,
+                "/internal/v1/whip/start"
+            )
+            .is_err(),
+            "a token replayed against another endpoint"
+        );
         assert_eq!(
-            verify_internal_token(&token, b"other", InternalCaller::Media),
+            verify_internal_token(&token, b"other", InternalCaller::Media, path),
             Err(MediaTokenError::BadSignature)
         );
     }
@@ -251,8 +273,8 @@ mod tests {
             60,
         );
         let media = crate::issue_media_token(&claims, b"secret").unwrap();
-        assert!(verify_internal_token(&media, b"secret", InternalCaller::App).is_err());
-        let internal = issue_internal_token(InternalCaller::App, b"secret").unwrap();
+        assert!(verify_internal_token(&media, b"secret", InternalCaller::App, "/").is_err());
+        let internal = issue_internal_token(InternalCaller::App, b"secret", "/").unwrap();
         assert!(crate::verify_media_token(&internal, b"secret").is_err());
     }
 }

@@ -19,9 +19,10 @@ pub struct Live {
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub peak_viewers: u32,
+    pub source: LiveSource,
 }
 
-type LiveRow = (i64, i64, String, String, i64, Option<i64>, i32);
+type LiveRow = (i64, i64, String, String, i64, Option<i64>, i32, String);
 
 const LIVE_COLUMNS: (
     lives::id,
@@ -31,6 +32,7 @@ const LIVE_COLUMNS: (
     lives::started_at,
     lives::ended_at,
     lives::peak_viewers,
+    lives::source,
 ) = (
     lives::id,
     lives::user_id,
@@ -39,9 +41,10 @@ const LIVE_COLUMNS: (
     lives::started_at,
     lives::ended_at,
     lives::peak_viewers,
+    lives::source,
 );
 
-fn to_live((id, user_id, username, title, started_at, ended_at, peak): LiveRow) -> Live {
+fn to_live((id, user_id, username, title, started_at, ended_at, peak, source): LiveRow) -> Live {
     Live {
         id: LiveId(id),
         user_id: UserId(user_id),
@@ -50,6 +53,11 @@ fn to_live((id, user_id, username, title, started_at, ended_at, peak): LiveRow) 
         started_at,
         ended_at,
         peak_viewers: u32::try_from(peak).unwrap_or(0),
+        source: if source == LiveSource::Whip.as_str() {
+            LiveSource::Whip
+        } else {
+            LiveSource::Browser
+        },
     }
 }
 
@@ -158,6 +166,18 @@ pub fn end_current(
         live.peak_viewers = peak;
         Ok(Some(live))
     })
+}
+
+/// Records who publishes the live now.
+pub fn set_source(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    source: LiveSource,
+) -> QueryResult<()> {
+    diesel::update(lives::table.filter(lives::id.eq(live.0)))
+        .set(lives::source.eq(source.as_str()))
+        .execute(connection)
+        .map(drop)
 }
 
 /// Current lives published by a WHIP client.

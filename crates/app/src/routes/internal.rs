@@ -87,6 +87,7 @@ impl FromRequest for FromMediaServer {
                 token.trim(),
                 state.settings.media_token_secret_bytes(),
                 InternalCaller::Media,
+                request.path(),
             )
             .ok()
         })();
@@ -115,10 +116,14 @@ pub async fn whip_authorize(
     };
     // The hash found the row; the key itself is what must match, in constant time.
     let user = UserId(stored.user_id);
-    let key = state
-        .stream_keys
-        .open(user, &stored.key_sealed)
-        .map_err(|error| InternalError(error.to_string()))?;
+    let key = match state.stream_keys.open(user, &stored.key_sealed) {
+        Ok(key) => key,
+        Err(error) => {
+            // The client can do nothing but get a new key: say so, as for any bad key.
+            tracing::error!(%error, user_id = user.0, "a stored stream key cannot be opened; the user must rotate it");
+            return Err(InternalApiError::InvalidStreamKey);
+        }
+    };
     if !key.matches(&presented) {
         return Err(InternalApiError::InvalidStreamKey);
     }

@@ -191,6 +191,16 @@ pub async fn token(
     let live = current_live_of(&state, &path).await?;
     let (subject, role) = match &viewer {
         Some(viewer) if viewer.id == live.user_id => {
+            // The browser publishes (again, e.g. after a network drop): the live is its,
+            // so the sweep of WHIP lives no media server reports leaves it alone.
+            if live.source == LiveSource::Whip {
+                let id = live.id;
+                db::run(&state.pool, move |connection| {
+                    lives::set_source(connection, id, LiveSource::Browser)
+                        .map_err(InternalError::from)
+                })
+                .await?;
+            }
             (viewer.username.to_string(), MediaRole::Publish)
         }
         Some(viewer) => (viewer.username.to_string(), MediaRole::Watch),

@@ -34,7 +34,7 @@ async fn internal(
     path: &str,
     body: Value,
 ) -> reqwest::Response {
-    let token = issue_internal_token(caller, app.secret.as_bytes()).unwrap();
+    let token = issue_internal_token(caller, app.secret.as_bytes(), path).unwrap();
     client()
         .post(app.url(path))
         .bearer_auth(token)
@@ -170,8 +170,12 @@ async fn internal_api_needs_a_token_from_the_media_server() {
     // A token the app signs for itself, or a media token, is not the media server's.
     let own = internal(&app, InternalCaller::App, path, json!({"stream_key": key})).await;
     assert_error(own, 401, "unauthenticated").await;
-    let other_secret =
-        issue_internal_token(InternalCaller::Media, b"another-secret-entirely-0123456789").unwrap();
+    let other_secret = issue_internal_token(
+        InternalCaller::Media,
+        b"another-secret-entirely-0123456789",
+        path,
+    )
+    .unwrap();
     let forged = client()
         .post(app.url(path))
         .bearer_auth(other_secret)
@@ -236,24 +240,30 @@ async fn whip_start_and_end_drive_the_live_seen_on_the_site() {
         (json!(false), json!(live_id))
     );
     // WHEP finds it by username.
-    let token = issue_internal_token(InternalCaller::Media, app.secret.as_bytes()).unwrap();
-    let current: Value = client()
-        .get(app.url("/internal/v1/lives/alice"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lookup = |name: &str| {
+        let path = format!("/internal/v1/lives/{name}");
+        let token =
+            issue_internal_token(InternalCaller::Media, app.secret.as_bytes(), &path).unwrap();
+        client().get(app.url(&path)).bearer_auth(token).send()
+    };
+    let current: Value = lookup("alice").await.unwrap().json().await.unwrap();
     assert_eq!(current["live_id"], live_id);
-    let nobody = client()
-        .get(app.url("/internal/v1/lives/nobody"))
-        .bearer_auth(&token)
+    let nobody = lookup("nobody").await.unwrap();
+    assert_eq!(nobody.status(), 404);
+    // A token made for one endpoint is refused by another.
+    let sync_token = issue_internal_token(
+        InternalCaller::Media,
+        app.secret.as_bytes(),
+        "/internal/v1/whip/sync",
+    )
+    .unwrap();
+    let replayed = client()
+        .get(app.url("/internal/v1/lives/alice"))
+        .bearer_auth(sync_token)
         .send()
         .await
         .unwrap();
-    assert_eq!(nobody.status(), 404);
+    assert_error(replayed, 401, "unauthenticated").await;
     // A report naming an old key generation is told to stop; a current one is not.
     let sync = |generation: i64| json!({"sessions": [{"user_id": user_id, "live_id": live_id, "key_generation": generation}]});
     let kept: Value = internal(

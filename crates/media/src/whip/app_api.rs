@@ -52,10 +52,11 @@ impl AppApi {
         }
     }
 
-    fn token(&self) -> Result<String, AppApiError> {
+    fn token(&self, path: &str) -> Result<String, AppApiError> {
         issue_internal_token(
             InternalCaller::Media,
             self.secret.expose_secret().as_bytes(),
+            path,
         )
         .map_err(|error| AppApiError::Unavailable(error.to_string()))
     }
@@ -63,9 +64,10 @@ impl AppApi {
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
+        path: &str,
     ) -> Result<T, AppApiError> {
         let response = request
-            .bearer_auth(self.token()?)
+            .bearer_auth(self.token(path)?)
             .send()
             .await
             // Without the URL: it can hold a username, and is in the logs already.
@@ -75,7 +77,20 @@ impl AppApi {
                 .json()
                 .await
                 .map_err(|error| AppApiError::Unavailable(error.without_url().to_string())),
-            401 | 403 => Err(AppApiError::Refused),
+            401 | 403 => {
+                // Our own token refused (secrets differ, clocks apart) is not the
+                // client's fault: it must not read as a bad stream key.
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if body["error"]["code"] == "unauthenticated" {
+                    tracing::error!(
+                        "the app refused the media server's internal token: MEDIA_TOKEN_SECRET \
+                         differs between the services, or their clocks are more than 5 s apart"
+                    );
+                    Err(AppApiError::Unavailable("internal token refused".into()))
+                } else {
+                    Err(AppApiError::Refused)
+                }
+            }
             404 => Err(AppApiError::NotFound),
             status => Err(AppApiError::Unavailable(format!("status {status}"))),
         }
@@ -86,11 +101,12 @@ impl AppApi {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, AppApiError> {
+        let path = format!("/internal/v1/{path}");
         let request = self
             .client
-            .post(format!("{}/internal/v1/{path}", self.base_url))
+            .post(format!("{}{path}", self.base_url))
             .json(body);
-        self.call(request).await
+        self.call(request, &path).await
     }
 
     pub async fn authorize(&self, stream_key: &str) -> Result<WhipAuthorized, AppApiError> {
@@ -145,9 +161,8 @@ impl AppApi {
         {
             return Err(AppApiError::NotFound);
         }
-        let request = self
-            .client
-            .get(format!("{}/internal/v1/lives/{username}", self.base_url));
-        self.call(request).await
+        let path = format!("/internal/v1/lives/{username}");
+        let request = self.client.get(format!("{}{path}", self.base_url));
+        self.call(request, &path).await
     }
 }

@@ -59,7 +59,7 @@ pub async fn end_publishes(
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     let secret = state.settings.token_secret.expose_secret().as_bytes();
-    if verify_internal_token(token.trim(), secret, InternalCaller::App).is_err() {
+    if verify_internal_token(token.trim(), secret, InternalCaller::App, request.path()).is_err() {
         return HttpResponse::Unauthorized().json(serde_json::json!({
             "error": {"code": "unauthenticated", "message": "missing or invalid internal token"}
         }));
