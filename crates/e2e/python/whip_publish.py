@@ -180,6 +180,10 @@ async def publish(args, pc, stop):
         if args.no_delete:
             os._exit(0)  # vanish like a crashed encoder: no DELETE, no DTLS close
         if location:
+            # As OBS's "Stop Streaming": close the connection (DTLS close_notify), then
+            # DELETE the session.
+            pc.remove_all_listeners("connectionstatechange")
+            await pc.close()
             headers.pop("Content-Type")
             try:
                 async with http.delete(location, headers=headers) as resp:

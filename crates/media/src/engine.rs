@@ -39,6 +39,7 @@ pub const NOTICE_QUEUE: usize = 32;
 pub struct NoticeSender {
     messages: Sender<MediaServerMessage>,
     close: Arc<Notify>,
+    removed: Arc<Mutex<Option<RemoveReason>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -46,21 +47,36 @@ pub struct NoticeSender {
 pub struct SessionNotices {
     pub messages: Receiver<MediaServerMessage>,
     pub close: Arc<Notify>,
+    removed: Arc<Mutex<Option<RemoveReason>>>,
+}
+
+impl SessionNotices {
+    /// Why the engine dropped the session's peer, once it has (WHIP tells a client that
+    /// closed its connection from one that was lost).
+    pub fn removed_because(&self) -> Option<RemoveReason> {
+        *self
+            .removed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A new session's notice queue.
 pub fn notice_channel(metrics: Arc<Metrics>) -> (NoticeSender, SessionNotices) {
     let (messages, receiver) = channel(NOTICE_QUEUE);
     let close = Arc::new(Notify::new());
+    let removed = Arc::new(Mutex::new(None));
     (
         NoticeSender {
             messages,
             close: close.clone(),
+            removed: removed.clone(),
             metrics,
         },
         SessionNotices {
             messages: receiver,
             close,
+            removed,
         },
     )
 }
@@ -77,6 +93,15 @@ impl NoticeSender {
     /// Tells the session to close its socket (after sending what is queued).
     pub fn close(&self) {
         self.close.notify_one();
+    }
+
+    /// Like [`NoticeSender::close`], saying why the peer was dropped.
+    fn close_because(&self, reason: RemoveReason) {
+        *self
+            .removed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+        self.close();
     }
 }
 
@@ -519,7 +544,7 @@ impl Engine {
         self.workers[entry.worker].peers.fetch_sub(1, Relaxed);
         self.metrics.peers.fetch_sub(1, Relaxed);
         if reason != RemoveReason::Left {
-            entry.notify.close();
+            entry.notify.close_because(reason);
         }
         let live = entry.live;
         let Registry { lives, peers } = registry;

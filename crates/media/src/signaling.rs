@@ -195,6 +195,7 @@ impl Signaling {
         let SessionNotices {
             messages: mut notices,
             close: close_signal,
+            ..
         } = notices;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -492,8 +492,11 @@ window.whip = async (url, key) => {
   }
   return result;
 };
-window.whipStop = async () => (await fetch(window.session, { method: 'DELETE',
-  headers: { Authorization: 'Bearer ' + window.key } })).status;
+window.whipStop = async () => {
+  window.pc.close();  // as OBS's "Stop Streaming": the connection first, then DELETE
+  return (await fetch(window.session, { method: 'DELETE',
+    headers: { Authorization: 'Bearer ' + window.key } })).status;
+};
 </script>"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,23 +146,27 @@ impl HttpSessions {
         true
     }
 
+    /// Stops every session matching `filter`; returns how many.
+    pub fn stop_where(&self, reason: StopReason, filter: impl Fn(&SessionEntry) -> bool) -> usize {
+        let sessions = self.lock();
+        let mut stopped = 0;
+        for entry in sessions.values().filter(|entry| filter(entry)) {
+            signal_stop(entry, reason);
+            stopped += 1;
+        }
+        stopped
+    }
+
     /// Stops every WHIP session matching `filter`; returns how many.
     pub fn stop_whip_where(
         &self,
         reason: StopReason,
         filter: impl Fn(&WhipPublisher, LiveId) -> bool,
     ) -> usize {
-        let sessions = self.lock();
-        let mut stopped = 0;
-        for entry in sessions.values() {
-            if let SessionKind::Whip(publisher) = &entry.kind
-                && filter(publisher, entry.live)
-            {
-                signal_stop(entry, reason);
-                stopped += 1;
-            }
-        }
-        stopped
+        self.stop_where(reason, |entry| match &entry.kind {
+            SessionKind::Whip(publisher) => filter(publisher, entry.live),
+            SessionKind::Whep => false,
+        })
     }
 
     /// Every WHIP publish held now (publishing, or within its grace period).
@@ -207,49 +211,42 @@ enum Outcome {
     Stopped(StopReason),
     Replaced,
     Restarting,
-    Lost,
+    /// The engine dropped the peer (`None`: no reason was given).
+    Lost(Option<RemoveReason>),
+    /// WHEP: the live's publisher left and none came back within the grace period.
+    LiveGone,
 }
 
+fn stop_reason_of(stop_reason: &Mutex<Option<StopReason>>) -> StopReason {
+    stop_reason
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or(StopReason::Deleted)
+}
+
+/// Follows the peer's notices until its end, then decides what that end means.
 async fn follow_session(
     state: Arc<AppState>,
     id: SessionId,
     kind: SessionKind,
     live: LiveId,
-    notices: SessionNotices,
+    mut notices: SessionNotices,
     (stop, stop_reason): (Arc<Notify>, Arc<Mutex<Option<StopReason>>>),
     slot: SocketSlot,
 ) {
-    let SessionNotices {
-        messages: mut notices,
-        close,
-    } = notices;
-    let mut restarting = false;
-    let outcome = loop {
-        tokio::select! {
-            biased;
-            () = stop.notified() => {
-                let reason = stop_reason
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .unwrap_or(StopReason::Deleted);
-                break Outcome::Stopped(reason);
-            }
-            message = notices.recv() => match message {
-                Some(MediaServerMessage::Replaced { .. }) => break Outcome::Replaced,
-                Some(MediaServerMessage::ServerRestarting { .. }) => restarting = true,
-                Some(_) => {}
-                None => break if restarting { Outcome::Restarting } else { Outcome::Lost },
-            },
-            () = close.notified() => break if restarting { Outcome::Restarting } else { Outcome::Lost },
-        }
-    };
+    let grace = state.settings.whip_grace;
+    let outcome = watch_peer(&mut notices, &stop, &stop_reason, grace).await;
     let peer = state.http_sessions.lock().get(&id).map(|entry| entry.peer);
-    if let (Outcome::Stopped(reason), Some(peer)) = (outcome, peer) {
-        let remove = match reason {
-            StopReason::Deleted => RemoveReason::Left,
-            StopReason::Revoked => RemoveReason::Revoked,
-        };
-        state.engine.remove_peer(peer, remove);
+    if let Some(peer) = peer {
+        match outcome {
+            Outcome::Stopped(StopReason::Revoked) | Outcome::LiveGone => {
+                state.engine.remove_peer(peer, RemoveReason::Revoked);
+            }
+            Outcome::Stopped(StopReason::Deleted) => {
+                state.engine.remove_peer(peer, RemoveReason::Left);
+            }
+            _ => {}
+        }
     }
     let SessionKind::Whip(publisher) = kind else {
         state.http_sessions.lock().remove(&id);
@@ -257,23 +254,19 @@ async fn follow_session(
         return;
     };
     let reason = match outcome {
-        Outcome::Stopped(StopReason::Deleted) => Some(WhipEndReason::Deleted),
         Outcome::Stopped(StopReason::Revoked) => Some(WhipEndReason::Revoked),
-        Outcome::Replaced | Outcome::Restarting => None,
-        Outcome::Lost => {
-            // Still reported to the app meanwhile, so its sweep leaves the live alone.
-            tracing::info!(live = %live, username = %publisher.username, grace = ?state.settings.whip_grace, "WHIP publisher lost; waiting for it to come back");
-            let stopped = tokio::select! {
-                () = tokio::time::sleep(state.settings.whip_grace) => false,
-                () = stop.notified() => true,
-            };
-            if !stopped && state.engine.has_publisher(live) {
-                None
-            } else if stopped {
-                Some(WhipEndReason::Deleted)
-            } else {
-                Some(WhipEndReason::ConnectionLost)
-            }
+        Outcome::Replaced | Outcome::Restarting | Outcome::LiveGone => None,
+        // A DELETE while connected: OBS sends one before it reconnects (and its "Stop
+        // Streaming" closes the connection first), so it gets the grace period too.
+        Outcome::Stopped(StopReason::Deleted) => {
+            wait_out_grace(&state, live, &publisher, grace, &stop, &stop_reason, false).await
+        }
+        // The client closed its connection: a DELETE now means the end.
+        Outcome::Lost(Some(RemoveReason::DtlsClosed)) => {
+            wait_out_grace(&state, live, &publisher, grace, &stop, &stop_reason, true).await
+        }
+        Outcome::Lost(_) => {
+            wait_out_grace(&state, live, &publisher, grace, &stop, &stop_reason, false).await
         }
     };
     state.http_sessions.lock().remove(&id);
@@ -282,11 +275,18 @@ async fn follow_session(
         tracing::debug!(live = %live, ?outcome, "WHIP session over; the live goes on");
         return;
     };
-    // A publisher that took over meanwhile keeps the live.
-    if reason == WhipEndReason::ConnectionLost && state.engine.has_publisher(live) {
+    // A publisher that took over meanwhile (any way in) keeps the live.
+    if reason != WhipEndReason::Revoked && live_is_published(&state, live, &id) {
+        tracing::debug!(live = %live, "WHIP session over; another publisher holds the live");
         return;
     }
     tracing::info!(live = %live, username = %publisher.username, ?reason, "WHIP publish ended; ending the live");
+    // Its WHEP players go too (browser viewers are told by the app).
+    state
+        .http_sessions
+        .stop_where(StopReason::Revoked, |entry| {
+            matches!(entry.kind, SessionKind::Whep) && entry.live == live
+        });
     for attempt in 1..=ENDED_ATTEMPTS {
         match state.app_api.ended(publisher.user_id, live, reason).await {
             Ok(()) => return,
@@ -295,5 +295,90 @@ async fn follow_session(
                 tokio::time::sleep(std::time::Duration::from_secs(2 * u64::from(attempt))).await;
             }
         }
+    }
+}
+
+/// Whether the live has a publisher other than session `except`: in the engine, or a
+/// WHIP session of it still within its own grace period.
+fn live_is_published(state: &AppState, live: LiveId, except: &SessionId) -> bool {
+    state.engine.has_publisher(live)
+        || state.http_sessions.lock().iter().any(|(id, entry)| {
+            id != except && entry.live == live && matches!(entry.kind, SessionKind::Whip(_))
+        })
+}
+
+/// The notices of the session's peer until it ends one way or another.
+async fn watch_peer(
+    notices: &mut SessionNotices,
+    stop: &Notify,
+    stop_reason: &Mutex<Option<StopReason>>,
+    grace: std::time::Duration,
+) -> Outcome {
+    let mut restarting = false;
+    // WHEP: the engine keeps viewers of a live whose publisher left; a player must not
+    // hold its peer on a live that ended, so it goes once no publisher came back.
+    let mut publisher_gone_at: Option<tokio::time::Instant> = None;
+    loop {
+        let gone = publisher_gone_at;
+        tokio::select! {
+            biased;
+            () = stop.notified() => return Outcome::Stopped(stop_reason_of(stop_reason)),
+            () = async {
+                match gone {
+                    Some(at) => tokio::time::sleep_until(at + grace).await,
+                    None => std::future::pending().await,
+                }
+            } => return Outcome::LiveGone,
+            message = notices.messages.recv() => match message {
+                Some(MediaServerMessage::Replaced { .. }) => return Outcome::Replaced,
+                Some(MediaServerMessage::ServerRestarting { .. }) => restarting = true,
+                Some(MediaServerMessage::PublisherLeft { .. }) => {
+                    publisher_gone_at.get_or_insert_with(tokio::time::Instant::now);
+                }
+                Some(MediaServerMessage::PublisherJoined { .. }) => publisher_gone_at = None,
+                Some(_) => {}
+                None => break,
+            },
+            () = notices.close.notified() => break,
+        }
+    }
+    if restarting {
+        Outcome::Restarting
+    } else {
+        Outcome::Lost(notices.removed_because())
+    }
+}
+
+/// Waits up to the grace period for the live to be published again. `None`: it was
+/// (or the session was replaced meanwhile); else why the live should end. A `DELETE`
+/// meanwhile ends it at once only when `delete_ends` (the client had closed its
+/// connection); a revocation always does.
+async fn wait_out_grace(
+    state: &AppState,
+    live: LiveId,
+    publisher: &WhipPublisher,
+    grace: std::time::Duration,
+    stop: &Notify,
+    stop_reason: &Mutex<Option<StopReason>>,
+    delete_ends: bool,
+) -> Option<WhipEndReason> {
+    // Still reported to the app meanwhile, so its sweep leaves the live alone.
+    tracing::info!(live = %live, username = %publisher.username, ?grace, "WHIP publisher gone; waiting for it to come back");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            () = stop.notified() => match stop_reason_of(stop_reason) {
+                StopReason::Revoked => return Some(WhipEndReason::Revoked),
+                StopReason::Deleted if delete_ends => return Some(WhipEndReason::Deleted),
+                // OBS's DELETE before its reconnect: keep waiting for the reconnect.
+                StopReason::Deleted => {}
+            },
+        }
+    }
+    if state.engine.has_publisher(live) {
+        None
+    } else {
+        Some(WhipEndReason::ConnectionLost)
     }
 }
