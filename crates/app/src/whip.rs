@@ -16,12 +16,26 @@ use privatehub_protocol::internal_api::{
     EndPublishesRequest, EndPublishesResponse, InternalCaller, issue_internal_token,
 };
 
+use crate::db::users::UserId;
 use crate::db::{self, lives};
 use crate::error::InternalError;
 use crate::state::AppState;
 
 /// Longest pause between two sweeps.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long WHIP stays refused after the owner ended a WHIP live on the site, or after
+/// a live the browser took over ended: OBS reconnects by itself when the server closes
+/// its connection, and would otherwise start a new live within seconds.
+pub const WHIP_HOLD_AFTER_END: Duration = Duration::from_secs(60);
+
+/// Why `whip/start` refuses a user for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The browser took this live over: refused while it is current.
+    WhileCurrent(LiveId),
+    /// Refused until then.
+    Until(Instant),
+}
 /// Longest wait for one internal API call to the media server.
 const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -34,6 +48,8 @@ pub struct WhipLives {
     /// default of 30 s is several missed reports.
     unreported_after: Duration,
     last_reported: Mutex<HashMap<LiveId, Instant>>,
+    /// Users whose WHIP publishes are refused for now, by user id.
+    holds: Mutex<HashMap<i64, Hold>>,
 }
 
 impl WhipLives {
@@ -42,7 +58,47 @@ impl WhipLives {
             started_at: Instant::now(),
             unreported_after,
             last_reported: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn holds(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Hold>> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The browser took `live` over from WHIP: WHIP is refused while it is current.
+    pub fn hold_while_current(&self, user: UserId, live: LiveId) {
+        self.holds().insert(user.0, Hold::WhileCurrent(live));
+    }
+
+    /// The owner ended a WHIP live on the site: WHIP is refused for a while.
+    pub fn hold_after_end(&self, user: UserId, now: Instant) {
+        self.holds()
+            .insert(user.0, Hold::Until(now + WHIP_HOLD_AFTER_END));
+    }
+
+    /// `live` ended: a hold while it was current becomes a hold for a while.
+    pub fn live_ended(&self, user: UserId, live: LiveId, now: Instant) {
+        let mut holds = self.holds();
+        if holds.get(&user.0) == Some(&Hold::WhileCurrent(live)) {
+            holds.insert(user.0, Hold::Until(now + WHIP_HOLD_AFTER_END));
+        }
+    }
+
+    /// Whether `whip/start` must refuse the user now (`current`: their current live).
+    pub fn is_held(&self, user: UserId, current: Option<LiveId>, now: Instant) -> bool {
+        let mut holds = self.holds();
+        let held = match holds.get(&user.0) {
+            None => false,
+            Some(Hold::WhileCurrent(live)) => current == Some(*live),
+            Some(Hold::Until(until)) => now < *until,
+        };
+        if !held {
+            holds.remove(&user.0);
+        }
+        held
     }
 
     pub fn reported(&self, live: LiveId, now: Instant) {

@@ -30,6 +30,10 @@ pub enum InternalApiError {
     Unauthenticated,
     #[error("invalid stream key")]
     InvalidStreamKey,
+    #[error(
+        "the live was taken over in the browser or just ended on the site: stop streaming in OBS, or wait a minute"
+    )]
+    TakenOver,
     #[error(transparent)]
     Live(#[from] LiveError),
     #[error(transparent)]
@@ -42,6 +46,7 @@ impl ResponseError for InternalApiError {
             InternalApiError::Unauthenticated | InternalApiError::InvalidStreamKey => {
                 StatusCode::UNAUTHORIZED
             }
+            InternalApiError::TakenOver => StatusCode::CONFLICT,
             InternalApiError::Live(inner) => inner.status_code(),
             InternalApiError::Internal(inner) => inner.status_code(),
         }
@@ -54,6 +59,9 @@ impl ResponseError for InternalApiError {
             }
             InternalApiError::InvalidStreamKey => {
                 json_error(self.status_code(), "invalid_stream_key", &self.to_string())
+            }
+            InternalApiError::TakenOver => {
+                json_error(self.status_code(), "live_taken_over", &self.to_string())
             }
             InternalApiError::Live(inner) => inner.error_response(),
             InternalApiError::Internal(inner) => inner.error_response(),
@@ -143,14 +151,18 @@ pub async fn whip_start(
 ) -> Result<HttpResponse, InternalApiError> {
     let request = body.into_inner();
     let user = UserId(request.user_id);
-    let (stored, last_title) = db::run(&state.pool, move |connection| {
+    let (stored, last_title, current) = db::run(&state.pool, move |connection| {
         let stored = stream_keys::find_by_user(connection, user)?;
         let title = lives::last_title(connection, user)?;
-        Ok::<_, InternalError>((stored, title))
+        let current = lives::find_current_by_user(connection, user)?.map(|live| live.id);
+        Ok::<_, InternalError>((stored, title, current))
     })
     .await?;
     if stored.is_none_or(|stored| stored.generation != request.key_generation) {
         return Err(InternalApiError::InvalidStreamKey);
+    }
+    if state.whip_lives.is_held(user, current, Instant::now()) {
+        return Err(InternalApiError::TakenOver);
     }
     let username = user_name(&state, user).await?;
     let title = last_title

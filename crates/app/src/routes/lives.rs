@@ -105,6 +105,9 @@ pub(crate) async fn begin_live(
             .map_err(InternalError::from)
     })
     .await?;
+    if !created && live.source == LiveSource::Whip && source == LiveSource::Browser {
+        state.whip_lives.hold_while_current(user_id, live.id);
+    }
     if created {
         tracing::info!(username = %live.username, live_id = %live.id, ?source, "live started");
         state.chat.live_started(
@@ -127,6 +130,12 @@ pub async fn stop(
     let live = finish_live(&state, user.id, None)
         .await?
         .ok_or(LiveError::AlreadyStopped)?;
+    if live.source == LiveSource::Whip {
+        // OBS, cut off by the end, would reconnect and start a new live at once.
+        state
+            .whip_lives
+            .hold_after_end(user.id, std::time::Instant::now());
+    }
     Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
 }
 
@@ -152,6 +161,9 @@ pub(crate) async fn finish_live(
     })
     .await?;
     if let Some(live) = &ended {
+        state
+            .whip_lives
+            .live_ended(user_id, live.id, std::time::Instant::now());
         state.viewers.finish(live.id);
         state.chat.live_ended(live.username.clone(), live.id);
         tracing::info!(username = %live.username, live_id = %live.id, "live ended");
@@ -194,6 +206,7 @@ pub async fn token(
             // The browser publishes (again, e.g. after a network drop): the live is its,
             // so the sweep of WHIP lives no media server reports leaves it alone.
             if live.source == LiveSource::Whip {
+                state.whip_lives.hold_while_current(live.user_id, live.id);
                 let id = live.id;
                 db::run(&state.pool, move |connection| {
                     lives::set_source(connection, id, LiveSource::Browser)

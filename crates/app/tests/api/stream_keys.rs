@@ -364,3 +364,67 @@ async fn a_whip_live_no_media_server_reports_is_ended() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn obs_cannot_take_back_a_live_the_browser_took_over_or_the_owner_ended() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let key = stream_key(&app, &alice).await["stream_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authorized: Value = authorize(&app, &key).await.json().await.unwrap();
+    let start = json!({"user_id": authorized["user_id"], "key_generation": 1});
+    let whip_start = || {
+        internal(
+            &app,
+            InternalCaller::Media,
+            "/internal/v1/whip/start",
+            start.clone(),
+        )
+    };
+    assert_eq!(whip_start().await.status(), 200);
+    // Alice goes live from the start-live page while OBS streams: the browser takes over,
+    // and OBS reconnecting (as it does when its connection is closed) is refused.
+    app.start_live(&alice, "").await;
+    assert_error(whip_start().await, 409, "live_taken_over").await;
+    // Still refused for a while after that live ends (OBS would start a new one).
+    assert_eq!(
+        app.post(&alice, "/api/lives/stop", &json!({}))
+            .await
+            .status(),
+        200
+    );
+    assert_error(whip_start().await, 409, "live_taken_over").await;
+
+    // Bob ends his OBS live on the site: OBS reconnecting does not start another.
+    let bob = app.user("bob").await;
+    let key = stream_key(&app, &bob).await["stream_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authorized: Value = authorize(&app, &key).await.json().await.unwrap();
+    let start = json!({"user_id": authorized["user_id"], "key_generation": 1});
+    let started = internal(
+        &app,
+        InternalCaller::Media,
+        "/internal/v1/whip/start",
+        start.clone(),
+    )
+    .await;
+    assert_eq!(started.status(), 200);
+    assert_eq!(
+        app.post(&bob, "/api/lives/stop", &json!({})).await.status(),
+        200
+    );
+    let again = internal(
+        &app,
+        InternalCaller::Media,
+        "/internal/v1/whip/start",
+        start,
+    )
+    .await;
+    assert_error(again, 409, "live_taken_over").await;
+    let listed: Value = app.get(&client(), "/api/lives").await.json().await.unwrap();
+    assert_eq!(listed, json!([]));
+}

@@ -26,6 +26,9 @@ pub enum AppApiError {
     /// The app answered 404 (no such user, or not live).
     #[error("not found")]
     NotFound,
+    /// The app answered 409: the live was taken over in the browser or just ended there.
+    #[error("taken over")]
+    TakenOver,
     /// The app could not be reached, timed out, or failed (5xx, unexpected body).
     #[error("the app is unavailable: {0}")]
     Unavailable(String),
@@ -92,6 +95,7 @@ impl AppApi {
                 }
             }
             404 => Err(AppApiError::NotFound),
+            409 => Err(AppApiError::TakenOver),
             status => Err(AppApiError::Unavailable(format!("status {status}"))),
         }
     }

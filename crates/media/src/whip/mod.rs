@@ -95,6 +95,12 @@ fn app_problem(error: AppApiError) -> Problem {
         AppApiError::NotFound => {
             Problem::new(StatusCode::NOT_FOUND, "not_live", "this user is not live")
         }
+        AppApiError::TakenOver => Problem::new(
+            StatusCode::CONFLICT,
+            "live_taken_over",
+            "the live was taken over in the browser or just ended on the site: stop streaming \
+             here, or wait a minute",
+        ),
         AppApiError::Unavailable(detail) => {
             tracing::warn!(%detail, "the app's internal API is unavailable");
             Problem::unavailable("the site is unavailable; try again shortly")
