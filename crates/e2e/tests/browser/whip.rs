@@ -256,7 +256,7 @@ async fn whip_and_whep_refuse_bad_requests_and_leave_nothing_behind() {
 async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
     let _guard = crate::exclusive().await;
     let stack = start_stack(StackOptions {
-        media_env: vec![("MEDIA_WHIP_GRACE_SECONDS".into(), "2".into())],
+        media_env: vec![("MEDIA_WHIP_GRACE_SECONDS".into(), "6".into())],
         ..StackOptions::default()
     });
     let app = stack.app_url.clone();
@@ -329,6 +329,47 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
         (json!(640), json!(360))
     );
     player.wait_event("deleted", WAIT).await;
+
+    // OBS reconnecting after its connection failed: it sends DELETE while connected, then
+    // a new POST. The same live goes on; the viewer never sees it end.
+    let lives_before: Value = reqwest::get(format!("{app}/api/lives"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delete = reqwest::Client::new()
+        .delete(published["location"].as_str().unwrap())
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    publisher.kill().await;
+    let mut publisher = ClientProcess::whip_publish(&whip, &key, &[]);
+    publisher.wait_event("connected", WAIT).await;
+    pages::wait_playing(&bob, WAIT).await;
+    let lives_after: Value = reqwest::get(format!("{app}/api/lives"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        lives_after[0]["id"], lives_before[0]["id"],
+        "the reconnect started another live"
+    );
+    let history = bob
+        .js("return window.privatehubDebug.history;", vec![])
+        .await;
+    assert!(
+        !history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|state| state == "ended"),
+        "{history}"
+    );
 
     // No picture for a while, sound going on: the viewer is told so, not left stalled,
     // and the picture comes back.
