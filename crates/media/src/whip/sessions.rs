@@ -22,6 +22,10 @@ use crate::engine::SessionNotices;
 use crate::limits::SocketSlot;
 use crate::sfu::{PeerId, RemoveReason};
 
+/// How long a DELETE waits for the DTLS close its client sent just before it (UDP and
+/// TCP race; OBS's "Stop Streaming" closes, then deletes).
+const DTLS_CLOSE_RACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Attempts at telling the app a WHIP live ended (its report loop is the backstop).
 const ENDED_ATTEMPTS: u32 = 3;
 
@@ -235,7 +239,17 @@ async fn follow_session(
     slot: SocketSlot,
 ) {
     let grace = state.settings.whip_grace;
-    let outcome = watch_peer(&mut notices, &stop, &stop_reason, grace).await;
+    let mut outcome = watch_peer(&mut notices, &stop, &stop_reason, grace).await;
+    if outcome == Outcome::Stopped(StopReason::Deleted)
+        && closed_within(&mut notices, DTLS_CLOSE_RACE).await
+    {
+        // "Stop Streaming": the client's DTLS close was still on its way when its DELETE
+        // arrived. Read as closed first, so the live ends at once.
+        outcome = Outcome::Lost(notices.removed_because());
+        if outcome == Outcome::Lost(Some(RemoveReason::DtlsClosed)) {
+            signal_stop_again(&stop, &stop_reason);
+        }
+    }
     let peer = state.http_sessions.lock().get(&id).map(|entry| entry.peer);
     if let Some(peer) = peer {
         match outcome {
@@ -296,6 +310,28 @@ async fn follow_session(
             }
         }
     }
+}
+
+/// Whether the engine drops the session's peer within `limit` (notices drained meanwhile).
+async fn closed_within(notices: &mut SessionNotices, limit: std::time::Duration) -> bool {
+    let closed = async {
+        loop {
+            tokio::select! {
+                message = notices.messages.recv() => if message.is_none() { return },
+                () = notices.close.notified() => return,
+            }
+        }
+    };
+    tokio::time::timeout(limit, closed).await.is_ok()
+}
+
+/// Re-arms the stop signal (the DELETE that was consumed) for the grace wait to see.
+fn signal_stop_again(stop: &Notify, stop_reason: &Mutex<Option<StopReason>>) {
+    stop_reason
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert(StopReason::Deleted);
+    stop.notify_one();
 }
 
 /// Whether the live has a publisher other than session `except`: in the engine, or a
