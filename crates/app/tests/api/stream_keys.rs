@@ -54,6 +54,17 @@ async fn authorize(app: &TestApp, key: &str) -> reqwest::Response {
     .await
 }
 
+/// The body of `whip/start` for `user`'s first key, as the media server sends it after
+/// `whip/authorize`.
+async fn whip_start_body(app: &TestApp, user: &reqwest::Client) -> Value {
+    let key = stream_key(app, user).await["stream_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authorized: Value = authorize(app, &key).await.json().await.unwrap();
+    json!({"user_id": authorized["user_id"], "key_generation": 1})
+}
+
 #[derive(QueryableByName)]
 struct SealedRow {
     #[diesel(sql_type = Text)]
@@ -328,12 +339,7 @@ async fn a_whip_live_no_media_server_reports_is_ended() {
     })
     .await;
     let alice = app.user("alice").await;
-    let key = stream_key(&app, &alice).await["stream_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let authorized: Value = authorize(&app, &key).await.json().await.unwrap();
-    let start = json!({"user_id": authorized["user_id"], "key_generation": 1});
+    let start = whip_start_body(&app, &alice).await;
     let started = internal(
         &app,
         InternalCaller::Media,
@@ -369,12 +375,7 @@ async fn a_whip_live_no_media_server_reports_is_ended() {
 async fn obs_cannot_take_back_a_live_the_browser_took_over_or_the_owner_ended() {
     let app = spawn_app().await;
     let alice = app.user("alice").await;
-    let key = stream_key(&app, &alice).await["stream_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let authorized: Value = authorize(&app, &key).await.json().await.unwrap();
-    let start = json!({"user_id": authorized["user_id"], "key_generation": 1});
+    let start = whip_start_body(&app, &alice).await;
     let whip_start = || {
         internal(
             &app,
@@ -399,12 +400,7 @@ async fn obs_cannot_take_back_a_live_the_browser_took_over_or_the_owner_ended() 
 
     // Bob ends his OBS live on the site: OBS reconnecting does not start another.
     let bob = app.user("bob").await;
-    let key = stream_key(&app, &bob).await["stream_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let authorized: Value = authorize(&app, &key).await.json().await.unwrap();
-    let start = json!({"user_id": authorized["user_id"], "key_generation": 1});
+    let start = whip_start_body(&app, &bob).await;
     let started = internal(
         &app,
         InternalCaller::Media,

@@ -69,6 +69,18 @@ async fn media_health(stack: &RunningStack) -> Value {
         .unwrap()
 }
 
+/// The stream key the settings page shows.
+async fn shown_key(page: &Browser) -> String {
+    page.js(
+        "return document.querySelector('#stream-key').value;",
+        vec![],
+    )
+    .await
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
 /// The test artifact, and docs/screenshots too with UPDATE_SCREENSHOTS=1.
 fn screenshot_targets(name: &str) -> Vec<std::path::PathBuf> {
     let mut paths = vec![artifact_path(name)];
@@ -292,15 +304,7 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
             WAIT,
         )
         .await;
-    let key = alice
-        .js(
-            "return document.querySelector('#stream-key').value;",
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = shown_key(&alice).await;
 
     // OBS's part: publish with the key. The live starts on the site.
     let mut publisher = ClientProcess::whip_publish(&whip, &key, &[]);
@@ -391,15 +395,7 @@ async fn aiortc_publishes_over_whip_to_chromium_and_whep_viewers() {
             WAIT,
         )
         .await;
-    let new_key = alice
-        .js(
-            "return document.querySelector('#stream-key').value;",
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_key = shown_key(&alice).await;
     wait_state(&bob, "ended", WAIT).await;
     assert!(live_usernames(&stack).await.is_empty());
     let old = ClientProcess::whip_publish(&whip, &key, &[]);
