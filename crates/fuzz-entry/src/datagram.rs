@@ -6,6 +6,9 @@
 //! prepared peer (a str0m client's offer accepted by the real `RtcTemplate`, the client's
 //! first ICE checks delivered so the peer is known by address), and records can come from
 //! that peer's address, which hands their bytes to the peer's `Rtc` (DTLS, SRTP, STUN).
+//! Flags bit 1: the core is worker 0 of two sharing one UDP port (ICE checks for the
+//! other worker's ufrags are passed on). Bit 2: records arrive as ICE-TCP frames
+//! instead. Bit 3: records arrive as datagrams worker 1 passed on.
 //! Record: selector byte (low 2 bits: 0 IPv4 / 1 IPv6 address from the input, 2 the
 //! peer's address, 3 a fixed address; high 6 bits: milliseconds to advance first), a
 //! 16-bit length, that many bytes.
@@ -15,13 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use privatehub_media::metrics::Metrics;
-use privatehub_media::sfu::{Command, CoreConfig, CoreOutput, NewPeer, PeerId, Role, WorkerCore};
+use privatehub_media::sfu::{
+    Command, CoreConfig, CoreOutput, NewPeer, PeerId, Role, WorkerCore, WorkerMessage,
+};
 use privatehub_protocol::LiveId;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Output, Rtc};
 
 use crate::bytes::Bytes;
-use crate::{server_addr, template};
+use crate::{local_candidates, server_addr, template};
 
 /// Datagrams per input: enough for a short exchange, bounded work per input.
 const MAX_RECORDS: usize = 24;
@@ -34,11 +39,12 @@ pub fn rtc_datagram(data: &[u8]) {
     let mut input = Bytes::new(data);
     let flags = input.u8();
     let mut now = Instant::now();
-    let mut core = WorkerCore::new(
-        server_addr(),
-        CoreConfig::default(),
-        Arc::new(Metrics::default()),
-    );
+    let config = CoreConfig {
+        shared_udp_port: flags & 2 == 2,
+        tcp_addr: Some(server_addr()),
+        ..CoreConfig::default()
+    };
+    let mut core = WorkerCore::new(server_addr(), config, Arc::new(Metrics::default()));
     let client_addr: SocketAddr = CLIENT_ADDR.parse().unwrap_or_else(|_| unreachable!());
     let fixed_addr: SocketAddr = FIXED_ADDR.parse().unwrap_or_else(|_| unreachable!());
     let _client = if flags & 1 == 1 {
@@ -65,12 +71,24 @@ pub fn rtc_datagram(data: &[u8]) {
         now += Duration::from_millis(u64::from(selector >> 2) * 16);
         let len = usize::from(input.u16()).min(MAX_DATAGRAM);
         let datagram = input.take(len);
-        core.handle_datagram(now, source, datagram);
+        match flags & 12 {
+            0 => core.handle_datagram(now, source, datagram),
+            4 => core.handle_tcp_frame(now, source, datagram),
+            _ => core.handle_worker_message(
+                now,
+                WorkerMessage::PassedDatagram {
+                    source,
+                    contents: datagram.to_vec(),
+                    via: 1,
+                },
+            ),
+        }
         if core.next_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now);
         }
         drain(&mut core);
     }
+    core.handle_tcp_closed(client_addr);
     core.handle_command(now, Command::Shutdown);
     drain(&mut core);
 }
@@ -99,7 +117,7 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
     let (rtc, answer, local_ufrag) = template()
         .accept_offer(
             privatehub_media::sfu::Role::Viewer,
-            server_addr(),
+            local_candidates(),
             &offer.to_sdp_string(),
             now,
             false,
@@ -118,6 +136,7 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
             offered_at: now,
             estimating: false,
             simulcast: false,
+            relay_addrs: Vec::new(),
         })),
     );
     // A few rounds of client → core → client: ICE checks, answers, the DTLS start.

@@ -79,6 +79,15 @@ fn server_addr() -> SocketAddr {
     SERVER_ADDR.parse().unwrap_or_else(|_| unreachable!())
 }
 
+/// Worker 0's candidates: UDP and ICE-TCP on the server address.
+fn local_candidates() -> privatehub_media::sfu::LocalCandidates {
+    privatehub_media::sfu::LocalCandidates {
+        worker: 0,
+        udp: server_addr(),
+        tcp: Some(server_addr()),
+    }
+}
+
 /// The shared `Rtc` template (certificate generation is expensive: once per process).
 fn template() -> &'static RtcTemplate {
     static TEMPLATE: OnceLock<RtcTemplate> = OnceLock::new();
@@ -100,7 +109,7 @@ pub fn sdp_offer(data: &[u8]) {
     let offer = text(data);
     if let Ok((_rtc, answer, ufrag)) = template().accept_offer(
         privatehub_media::sfu::Role::Viewer,
-        server_addr(),
+        local_candidates(),
         &offer,
         Instant::now(),
         // Both viewer set-ups: with and without the bandwidth estimator.
@@ -203,7 +212,7 @@ mod tests {
             let sdp = std::fs::read_to_string(path).unwrap();
             let accepted = template().accept_offer(
                 privatehub_media::sfu::Role::Viewer,
-                server_addr(),
+                local_candidates(),
                 &sdp,
                 Instant::now(),
                 true,

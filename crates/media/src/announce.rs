@@ -1,9 +1,29 @@
 //! Start-up checks of the announced address: the one setting that, wrong, makes video
 //! never start for viewers elsewhere while everything looks fine on the server.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::config::MediaSettings;
+
+/// The candidates every answer carries, as the start-up log states them: what the
+/// firewall must let in.
+pub fn what_is_announced(ip: IpAddr, udp_ports: &[u16], tcp: Option<SocketAddr>) -> String {
+    let udp = match udp_ports {
+        [port] => format!("UDP {}", SocketAddr::new(ip, *port)),
+        ports => format!(
+            "UDP {ip} ports {}",
+            ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    match tcp {
+        Some(tcp) => format!("browsers must reach {udp}, or TCP {tcp} (ICE-TCP)"),
+        None => format!("browsers must reach {udp} (ICE-TCP off)"),
+    }
+}
 
 /// Warnings about `MEDIA_ANNOUNCED_IP` that the other settings show to be likely wrong.
 pub fn announced_address_warnings(settings: &MediaSettings) -> Vec<String> {
@@ -86,6 +106,19 @@ mod tests {
         settings.announced_ip = announced.parse().unwrap();
         settings.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
         settings
+    }
+
+    #[test]
+    fn the_log_line_names_every_port_to_open() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            what_is_announced(ip, &[40000], Some("203.0.113.7:40000".parse().unwrap())),
+            "browsers must reach UDP 203.0.113.7:40000, or TCP 203.0.113.7:40000 (ICE-TCP)"
+        );
+        assert_eq!(
+            what_is_announced(ip, &[40000, 40001], None),
+            "browsers must reach UDP 203.0.113.7 ports 40000, 40001 (ICE-TCP off)"
+        );
     }
 
     #[test]

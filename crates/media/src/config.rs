@@ -8,6 +8,9 @@ use std::path::Path;
 use privatehub_protocol::media_token::media_token_secret_problem;
 use secrecy::SecretString;
 
+mod ports;
+pub use ports::{DEFAULT_RTC_PORT, RtcUdpPorts};
+
 /// Where the shared token secret is read from when `MEDIA_TOKEN_SECRET` is unset. The app
 /// creates this file in development so both services share one secret.
 pub const DEV_SECRET_FILE: &str = "data/media-token-secret";
@@ -55,10 +58,12 @@ pub struct MediaSettings {
     pub http_port: u16,
     /// Number of media worker threads (`MEDIA_WORKERS`).
     pub workers: usize,
-    /// First UDP port; worker k binds `rtc_min_port + k` (`MEDIA_RTC_MIN_PORT`).
-    pub rtc_min_port: u16,
-    /// Last UDP port that may be used (`MEDIA_RTC_MAX_PORT`).
-    pub rtc_max_port: u16,
+    /// The workers' UDP ports: one shared port (`MEDIA_RTC_PORT`) or one per worker
+    /// (`MEDIA_RTC_MIN_PORT`/`MEDIA_RTC_MAX_PORT`).
+    pub rtc_udp: RtcUdpPorts,
+    /// The ICE-TCP listener's port (`MEDIA_RTC_TCP_PORT`); `None` when off. In tests 0
+    /// picks a free port.
+    pub rtc_tcp_port: Option<u16>,
     /// The address browsers send media to (`MEDIA_ANNOUNCED_IP`).
     pub announced_ip: IpAddr,
     /// When `MEDIA_ANNOUNCED_IP` is a host name: the name and every address it resolved
@@ -122,14 +127,18 @@ pub enum ViewerEstimation {
 }
 
 impl MediaSettings {
-    /// Defaults for tests: loopback everywhere, the given secret and UDP range.
+    /// Defaults for tests: loopback everywhere, the given secret, one UDP port per
+    /// worker from `rtc_min_port`, no ICE-TCP.
     pub fn for_tests(secret: &str, rtc_min_port: u16, workers: usize) -> Self {
         MediaSettings {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_port: 0,
             workers,
-            rtc_min_port,
-            rtc_max_port: rtc_min_port + workers as u16 - 1,
+            rtc_udp: RtcUdpPorts::PerWorker {
+                min: rtc_min_port,
+                max: rtc_min_port + workers as u16 - 1,
+            },
+            rtc_tcp_port: None,
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_host: None,
             rtc_bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -185,31 +194,7 @@ impl MediaSettings {
                 "must be between 1 and 64",
             ));
         }
-        let rtc_min_port = parse_num(
-            get(&["MEDIA_RTC_MIN_PORT", "MEDIASOUP_RTC_MIN_PORT"]),
-            40000u16,
-        )?;
-        let rtc_max_port = parse_num(
-            get(&["MEDIA_RTC_MAX_PORT", "MEDIASOUP_RTC_MAX_PORT"]),
-            49999u16,
-        )?;
-        if rtc_min_port == 0 || rtc_max_port < rtc_min_port {
-            return Err(invalid(
-                "MEDIA_RTC_MAX_PORT",
-                rtc_max_port,
-                "must be at least MEDIA_RTC_MIN_PORT (and the minimum must not be 0)",
-            ));
-        }
-        let span = usize::from(rtc_max_port - rtc_min_port) + 1;
-        if span < workers {
-            return Err(invalid(
-                "MEDIA_WORKERS",
-                workers,
-                &format!(
-                    "needs one UDP port per worker but the range {rtc_min_port}-{rtc_max_port} has {span}"
-                ),
-            ));
-        }
+        let (rtc_udp, rtc_tcp_port) = ports::parse_rtc_ports(get, workers)?;
         let (announced_ip, announced_host) =
             match get(&["MEDIA_ANNOUNCED_IP", "MEDIASOUP_ANNOUNCED_IP"]) {
                 Some((var, value)) => resolve_host(var, &value)?,
@@ -348,8 +333,8 @@ impl MediaSettings {
             bind,
             http_port,
             workers,
-            rtc_min_port,
-            rtc_max_port,
+            rtc_udp,
+            rtc_tcp_port,
             announced_ip,
             announced_host,
             rtc_bind_ip,
@@ -368,11 +353,9 @@ impl MediaSettings {
         })
     }
 
-    /// The UDP ports the workers use, in worker order.
+    /// The distinct UDP ports the workers bind (one in shared mode).
     pub fn rtc_ports(&self) -> Vec<u16> {
-        (0..self.workers)
-            .map(|k| self.rtc_min_port + k as u16)
-            .collect()
+        self.rtc_udp.distinct_ports(self.workers)
     }
 }
 
@@ -459,8 +442,14 @@ mod tests {
             ("MEDIA_WORKERS", "2"),
         ])
         .unwrap();
-        assert_eq!(s.rtc_min_port, 41000);
-        assert_eq!(s.rtc_max_port, 49999);
+        assert_eq!(
+            s.rtc_udp,
+            RtcUdpPorts::PerWorker {
+                min: 41000,
+                max: 49999
+            }
+        );
+        assert_eq!(s.rtc_tcp_port, Some(41000));
         assert_eq!(s.http_port, 5050);
         assert_eq!(s.announced_ip.to_string(), "10.0.0.5");
         assert_eq!(s.rtc_bind_ip.to_string(), "0.0.0.0");
@@ -518,6 +507,43 @@ mod tests {
         assert!(e.to_string().contains("MEDIA_TOKEN_SECRET_FILE"), "{e}");
         assert!(!e.to_string().contains("abc123"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_shared_port_unless_a_range_is_set() {
+        let s = parse(&[("MEDIA_TOKEN_SECRET", SECRET), ("MEDIA_WORKERS", "3")]).unwrap();
+        assert_eq!(s.rtc_udp, RtcUdpPorts::Shared(DEFAULT_RTC_PORT));
+        assert_eq!(s.rtc_ports(), vec![DEFAULT_RTC_PORT]);
+        assert_eq!(s.rtc_udp.worker_port(2), DEFAULT_RTC_PORT);
+        assert_eq!(s.rtc_tcp_port, Some(DEFAULT_RTC_PORT));
+        let s = parse(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("MEDIA_RTC_PORT", "3478"),
+            ("MEDIA_RTC_TCP_PORT", "off"),
+        ])
+        .unwrap();
+        assert_eq!(s.rtc_udp, RtcUdpPorts::Shared(3478));
+        assert_eq!(s.rtc_tcp_port, None);
+        // An install configured before 0.6 names the range: it keeps range mode.
+        let s = parse(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("MEDIA_RTC_MIN_PORT", "40000"),
+            ("MEDIA_RTC_MAX_PORT", "49999"),
+            ("MEDIA_RTC_TCP_PORT", "443"),
+            ("MEDIA_WORKERS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.rtc_ports(), vec![40000, 40001]);
+        assert_eq!(s.rtc_tcp_port, Some(443));
+        let e = parse(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("MEDIA_RTC_PORT", "40000"),
+            ("MEDIA_RTC_MIN_PORT", "40000"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("MEDIA_RTC_PORT"), "{e}");
+        let e = parse(&[("MEDIA_TOKEN_SECRET", SECRET), ("MEDIA_RTC_TCP_PORT", "0")]).unwrap_err();
+        assert!(e.to_string().contains("MEDIA_RTC_TCP_PORT"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! state changes, never on the packet path.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,8 +23,8 @@ use crate::metrics::Metrics;
 use crate::sfu::QualityReport;
 use crate::sfu::layers::{LayerChoice, LayerKey, VideoTarget};
 use crate::sfu::{
-    Command, CoreConfig, CoreOutput, NewPeer, OfferError, PeerId, RemoveReason, Role, RtcTemplate,
-    SdpProblem,
+    Command, CoreConfig, CoreOutput, LocalCandidates, NewPeer, OfferError, PeerId, RemoveReason,
+    Role, RtcTemplate, SdpProblem,
 };
 
 /// Capacity of a session's notice queue. Notices are rare (a few per publisher change),
@@ -125,17 +124,18 @@ pub enum PrepareError {
 /// One media worker as seen from signaling.
 pub struct WorkerHandle {
     pub commands: UnboundedSender<Command>,
-    pub rtc_addr: SocketAddr,
+    /// Where this worker's peers reach it (its ufrags name it too).
+    pub candidates: LocalCandidates,
     pub peers: AtomicUsize,
     /// A command could not be delivered: the worker's thread is gone (logged once).
     stopped: AtomicBool,
 }
 
 impl WorkerHandle {
-    pub fn new(commands: UnboundedSender<Command>, rtc_addr: SocketAddr) -> Self {
+    pub fn new(commands: UnboundedSender<Command>, candidates: LocalCandidates) -> Self {
         WorkerHandle {
             commands,
-            rtc_addr,
+            candidates,
             peers: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
         }
@@ -291,10 +291,10 @@ impl Engine {
             .least_loaded_worker()
             .ok_or_else(|| PrepareError::Internal("no media worker is running".into()))?;
         self.workers[worker].peers.fetch_add(1, Relaxed);
-        let rtc_addr = self.workers[worker].rtc_addr;
+        let candidates = self.workers[worker].candidates;
         let (rtc, answer, local_ufrag) = self
             .template
-            .accept_offer(role, rtc_addr, offer_sdp, offered_at, estimating)
+            .accept_offer(role, candidates, offer_sdp, offered_at, estimating)
             .map_err(|e| {
                 self.workers[worker].peers.fetch_sub(1, Relaxed);
                 match e {
@@ -319,6 +319,7 @@ impl Engine {
             offered_at,
             estimating,
             simulcast: role == Role::Publisher && offer_sends_simulcast(offer_sdp),
+            relay_addrs: crate::sfu::relay_candidate_addresses(offer_sdp),
         };
         Ok((new_peer, answer, worker))
     }
@@ -611,6 +612,9 @@ pub fn core_config(settings: &MediaSettings) -> CoreConfig {
         keyframe_interval: Duration::from_millis(settings.keyframe_interval_ms),
         stall_after: crate::sfu::STALL_AFTER,
         shed_after: Duration::from_millis(settings.shed_after_ms),
+        worker_index: 0,
+        shared_udp_port: settings.rtc_udp.is_shared(),
+        tcp_addr: None,
     }
 }
 
@@ -631,8 +635,15 @@ mod tests {
         let mut receivers = Vec::new();
         for k in 0..workers {
             let (tx, rx) = unbounded_channel();
-            let addr = SocketAddr::from(([127, 0, 0, 1], 40000 + k as u16));
-            handles.push(WorkerHandle::new(tx, addr));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 40000 + k as u16));
+            handles.push(WorkerHandle::new(
+                tx,
+                LocalCandidates {
+                    worker: k,
+                    udp: addr,
+                    tcp: None,
+                },
+            ));
             receivers.push(Some(rx));
         }
         let metrics = Arc::new(Metrics::default());

@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::config::MediaSettings;
 use crate::engine::{Engine, WorkerHandle, core_config};
 use crate::metrics::Metrics;
+use crate::sfu::{CoreConfig, LocalCandidates};
 use crate::worker::{self, WORKER_CHANNEL_CAPACITY, WorkerParts};
 
 /// How long the kernel keeps a connection whose data the client does not take (no ACK,
@@ -26,8 +27,11 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RunningServer {
     /// Where `/ws`, `/healthz` and `/metrics` listen.
     pub http_addr: SocketAddr,
-    /// The workers' UDP ports, in worker order.
+    /// The distinct UDP ports the workers bound, in worker order (one when shared).
     pub rtc_ports: Vec<u16>,
+    /// The ICE-TCP listener's port, when it runs.
+    pub rtc_tcp_port: Option<u16>,
+    tcp_task: Option<tokio::task::JoinHandle<()>>,
     server: actix_web::dev::ServerHandle,
     engine: Arc<Engine>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -60,6 +64,9 @@ impl RunningServer {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.engine.shutdown();
+        if let Some(task) = &self.tcp_task {
+            task.abort();
+        }
         self.server.stop(true).await;
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || {
@@ -84,7 +91,25 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         anyhow::bail!("MEDIA_TOKEN_SECRET: {problem}");
     }
     let metrics = Arc::new(Metrics::default());
-    let ports = settings.rtc_ports();
+    let shared_port = settings.rtc_udp.is_shared();
+    // The TCP listener first: its port (0 in tests picks one) is in every peer's answer.
+    let tcp_listener = match settings.rtc_tcp_port {
+        Some(port) => {
+            let bind = SocketAddr::new(settings.rtc_bind_ip, port);
+            let listener = crate::tcp::bind_listener(bind).with_context(|| {
+                format!("cannot listen on TCP {bind} (MEDIA_RTC_TCP_PORT/MEDIA_RTC_BIND_IP)")
+            })?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let tcp_announced = match &tcp_listener {
+        Some(listener) => Some(SocketAddr::new(
+            settings.announced_ip,
+            listener.local_addr()?.port(),
+        )),
+        None => None,
+    };
     let mut handles = Vec::new();
     let mut parts = Vec::new();
     let mut inbound_senders = Vec::new();
@@ -94,37 +119,77 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         inbound_senders.push(tx);
         inbound_receivers.push(rx);
     }
-    for (index, (port, inbound)) in ports.iter().zip(inbound_receivers).enumerate() {
-        let bind = SocketAddr::new(settings.rtc_bind_ip, *port);
-        let socket = worker::bind_socket(bind).with_context(|| {
-            format!("cannot bind UDP {bind} (MEDIA_RTC_MIN_PORT/MEDIA_RTC_BIND_IP)")
+    let mut tcp_senders = Vec::new();
+    let mut ports = Vec::new();
+    for (index, inbound) in inbound_receivers.into_iter().enumerate() {
+        // A shared port of 0 (tests): the first worker's free port is everyone's.
+        let port = match (shared_port, ports.first()) {
+            (true, Some(&first)) => first,
+            _ => settings.rtc_udp.worker_port(index),
+        };
+        let bind = SocketAddr::new(settings.rtc_bind_ip, port);
+        let socket = worker::bind_socket(bind, shared_port).with_context(|| {
+            format!(
+                "cannot bind UDP {bind} (MEDIA_RTC_PORT or MEDIA_RTC_MIN_PORT, MEDIA_RTC_BIND_IP)"
+            )
         })?;
-        let announced = SocketAddr::new(settings.announced_ip, *port);
+        let port = socket.local_addr()?.port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+        let announced = SocketAddr::new(settings.announced_ip, port);
         let (commands_tx, commands_rx) = unbounded_channel();
-        handles.push(WorkerHandle::new(commands_tx, announced));
-        let others = inbound_senders
+        let candidates = LocalCandidates {
+            worker: index,
+            udp: announced,
+            tcp: tcp_announced,
+        };
+        handles.push(WorkerHandle::new(commands_tx, candidates));
+        let workers = inbound_senders
             .iter()
             .enumerate()
-            .filter(|(k, _)| *k != index)
-            .map(|(_, tx)| tx.clone())
+            .map(|(k, tx)| (k != index).then(|| tx.clone()))
             .collect();
+        let (tcp_tx, tcp_rx) = channel(crate::tcp::TCP_EVENTS_CAPACITY);
+        tcp_senders.push(tcp_tx);
         parts.push(WorkerParts {
             index,
             socket,
             announced,
-            core_config: core_config(&settings),
+            core_config: CoreConfig {
+                worker_index: index,
+                tcp_addr: tcp_announced,
+                ..core_config(&settings)
+            },
             commands: commands_rx,
             inbound,
-            others,
+            workers,
+            tcp_events: tcp_rx,
         });
     }
     drop(inbound_senders);
     let engine = Arc::new(Engine::new(&settings, metrics.clone(), handles)?);
+    let tcp_task = tcp_listener.map(|listener| {
+        tokio::spawn(crate::tcp::serve(
+            listener,
+            Arc::new(crate::tcp::TcpShared {
+                workers: tcp_senders,
+                metrics: metrics.clone(),
+                limiter: crate::limits::SocketLimiter::new(
+                    settings.max_sockets_per_ip,
+                    settings.new_sockets_per_ip_per_sec,
+                ),
+                max_connections: settings.max_peers,
+            }),
+        ))
+    });
     let mut workers = Vec::new();
     for part in parts {
         workers.push(worker::spawn(part, engine.clone()).context("cannot spawn media worker")?);
     }
     let state = web::Data::new(AppState {
+        rtc_ports: ports.clone(),
+        rtc_tcp_port: tcp_announced.map(|a| a.port()),
         settings: settings.clone(),
         engine: engine.clone(),
         metrics,
@@ -185,13 +250,14 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         announced_ip = %settings.announced_ip,
         rtc_bind_ip = %settings.rtc_bind_ip,
         rtc_ports = ?ports,
+        rtc_port_mode = settings.rtc_udp.mode_name(),
+        rtc_tcp = ?tcp_announced,
         workers = settings.workers,
         max_sockets_per_ip = settings.max_sockets_per_ip,
         new_sockets_per_ip_per_sec = settings.new_sockets_per_ip_per_sec,
         trust_proxy_headers = settings.trust_proxy_headers,
-        "media server started: browsers must reach UDP {}:{:?}",
-        settings.announced_ip,
-        ports,
+        "media server started: {}",
+        crate::announce::what_is_announced(settings.announced_ip, &ports, tcp_announced),
     );
     for warning in crate::announce::announced_address_warnings(&settings) {
         tracing::warn!("{warning}");
@@ -199,6 +265,8 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         http_addr,
         rtc_ports: ports,
+        rtc_tcp_port: tcp_announced.map(|a| a.port()),
+        tcp_task,
         server: handle,
         engine,
         workers,
@@ -223,7 +291,9 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "announced_ip": state.settings.announced_ip.to_string(),
-        "rtc_ports": state.settings.rtc_ports(),
+        "rtc_ports": state.rtc_ports,
+        "rtc_port_mode": state.settings.rtc_udp.mode_name(),
+        "rtc_tcp_port": state.rtc_tcp_port,
         "workers": state.settings.workers,
         "rooms": rooms,
         "peers": peers,

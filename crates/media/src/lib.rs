@@ -3,8 +3,10 @@
 //! Code map:
 //! - [`config`]: typed settings from the environment.
 //! - [`sfu`]: the sans-IO core of one worker (peers, rooms, forwarding, keyframe policy).
-//! - `worker`: one thread per UDP port driving a [`sfu::WorkerCore`].
+//! - `worker`: one thread per worker, owning its UDP socket (its own port, or the
+//!   shared port with `SO_REUSEPORT`) and driving a [`sfu::WorkerCore`].
 //! - `udp_batch`: the worker's batched UDP sends (`sendmmsg`).
+//! - `tcp`: the ICE-TCP listener (RFC 4571 framing), feeding frames to the workers.
 //! - `engine`: the registry of lives and the handle signaling uses to add/remove peers.
 //! - `signaling`: the `/ws` session.
 //! - `whip`: WHIP ingest and WHEP playback over HTTP, and the internal API with the app.
@@ -22,6 +24,7 @@ mod limits;
 pub mod metrics;
 pub mod sfu;
 mod signaling;
+mod tcp;
 mod udp_batch;
 mod whip;
 mod worker;
@@ -47,4 +50,7 @@ pub(crate) struct AppState {
     pub http_sessions: whip::sessions::HttpSessions,
     /// The app's internal API.
     pub app_api: whip::app_api::AppApi,
+    /// The UDP ports bound (one when shared) and the ICE-TCP port, for `/healthz`.
+    pub rtc_ports: Vec<u16>,
+    pub rtc_tcp_port: Option<u16>,
 }

@@ -50,6 +50,9 @@ pub enum ClientAddress {
     UnforwardedPeer(IpAddr),
     /// The right-most `X-Forwarded-For` entry (proxy headers trusted).
     Forwarded(IpAddr),
+    /// A client connected straight to a media port (ICE-TCP), never through a proxy:
+    /// limited even on loopback.
+    Direct(IpAddr),
 }
 
 impl ClientAddress {
@@ -57,7 +60,8 @@ impl ClientAddress {
         match self {
             ClientAddress::Peer(ip)
             | ClientAddress::UnforwardedPeer(ip)
-            | ClientAddress::Forwarded(ip) => ip,
+            | ClientAddress::Forwarded(ip)
+            | ClientAddress::Direct(ip) => ip,
         }
     }
 

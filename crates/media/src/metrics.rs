@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+mod transport;
+pub use transport::{ConnectedOver, IceFailure, TcpRefusal, TransportMetrics};
+
 /// Upper bounds (seconds) of the peer set-up time histogram buckets.
 const SETUP_BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
 /// Upper bounds (seconds) of the forwarding delay histogram buckets.
@@ -115,6 +118,8 @@ pub struct Metrics {
     estimate_buckets: [AtomicU64; ESTIMATE_BUCKETS.len()],
     estimate_count: AtomicU64,
     estimate_sum_bits: AtomicU64,
+    /// Connections by transport, ICE failures, the ICE-TCP listener.
+    pub transport: TransportMetrics,
 }
 
 impl Metrics {
@@ -336,6 +341,7 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
+        self.transport.render(&mut out);
         if let Some(rss) = resident_memory_bytes() {
             let name = "process_resident_memory_bytes";
             let _ = writeln!(

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, error::TrySendError
 use crate::engine::Engine;
 use crate::metrics::ForwardDelayTally;
 use crate::sfu::{Command, CoreConfig, CoreOutput, WorkerCore, WorkerMessage};
+use crate::tcp::{TcpEvent, TcpWriters};
 use crate::udp_batch::{BatchSender, Outgoing};
 
 /// Capacity of each worker's inbound channel from other workers. At 30 fps video plus
@@ -39,16 +40,29 @@ pub struct WorkerParts {
     pub core_config: CoreConfig,
     pub commands: UnboundedReceiver<Command>,
     pub inbound: Receiver<WorkerMessage>,
-    /// Inbound senders of the *other* workers.
-    pub others: Vec<Sender<WorkerMessage>>,
+    /// Inbound senders of the workers by index, `None` at this worker's own.
+    pub workers: Vec<Option<Sender<WorkerMessage>>>,
+    /// Frames of the ICE-TCP connections whose peers are on this worker.
+    pub tcp_events: Receiver<TcpEvent>,
 }
 
-/// Binds a worker's UDP socket with large buffers, non-blocking.
-pub fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// Binds a worker's UDP socket with large buffers, non-blocking; with `shared_port`,
+/// `SO_REUSEPORT` lets every worker bind the same port.
+pub fn bind_socket(addr: SocketAddr, shared_port: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    #[cfg(unix)]
+    if shared_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    if shared_port {
+        return Err(std::io::Error::other(
+            "one shared UDP port needs SO_REUSEPORT (Linux); set MEDIA_RTC_MIN_PORT/MAX_PORT",
+        ));
+    }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -84,7 +98,8 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
         core_config,
         mut commands,
         mut inbound,
-        others,
+        workers,
+        mut tcp_events,
     } = parts;
     let socket = match UdpSocket::from_std(socket) {
         Ok(socket) => socket,
@@ -97,15 +112,17 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
     let mut core = WorkerCore::new(announced, core_config, metrics.clone());
     let mut output = OutputSink {
         socket: &socket,
-        others: &others,
+        workers: &workers,
         engine: &engine,
         sender: BatchSender::default(),
         delays: ForwardDelayTally::default(),
+        tcp: TcpWriters::default(),
     };
     let mut buf = vec![0u8; 2048];
     let mut shutting_down = false;
     // With one worker nobody else holds a sender and the channel is closed at once.
-    let mut inbound_open = !others.is_empty();
+    let mut inbound_open = workers.iter().any(Option::is_some);
+    let mut tcp_open = true;
     // Set while reads are paused after a failing batch; `failing` logs that once.
     let mut reads_paused_until: Option<Instant> = None;
     let mut failing = false;
@@ -151,6 +168,19 @@ async fn run(parts: WorkerParts, engine: Arc<Engine>) {
             message = inbound.recv(), if inbound_open => match message {
                 Some(message) => core.handle_worker_message(Instant::now(), message),
                 None => inbound_open = false,
+            },
+            event = tcp_events.recv(), if tcp_open => match event {
+                Some(TcpEvent::Opened { source, writer }) => output.tcp.opened(source, writer),
+                Some(TcpEvent::Frame { source, contents }) => {
+                    metrics.packets_in.fetch_add(1, Relaxed);
+                    metrics.bytes_in.fetch_add(contents.len() as u64, Relaxed);
+                    core.handle_tcp_frame(Instant::now(), source, &contents);
+                }
+                Some(TcpEvent::Closed { source }) => {
+                    output.tcp.closed(source);
+                    core.handle_tcp_closed(source);
+                }
+                None => tcp_open = false,
             },
         }
         output.flush(&mut core).await;
@@ -220,10 +250,11 @@ async fn receive_batch(
 /// messages to the other workers, reports to the engine.
 struct OutputSink<'a> {
     socket: &'a UdpSocket,
-    others: &'a [Sender<WorkerMessage>],
+    workers: &'a [Option<Sender<WorkerMessage>>],
     engine: &'a Engine,
     sender: BatchSender,
     delays: ForwardDelayTally,
+    tcp: TcpWriters,
 }
 
 impl OutputSink<'_> {
@@ -248,15 +279,26 @@ impl OutputSink<'_> {
                         contents,
                         media_received_at,
                     }),
+                    CoreOutput::TransmitTcp {
+                        destination,
+                        contents,
+                    } => {
+                        let length = contents.len() as u64;
+                        if self.tcp.send(destination, contents) {
+                            packets += 1;
+                            bytes += length;
+                        } else {
+                            metrics.transport.tcp_frames_dropped.fetch_add(1, Relaxed);
+                        }
+                    }
                     CoreOutput::ToOtherWorkers(message) => {
-                        for other in self.others {
-                            match other.try_send(message.clone()) {
-                                Ok(()) => {}
-                                Err(TrySendError::Full(_)) => {
-                                    metrics.channel_drops.fetch_add(1, Relaxed);
-                                }
-                                Err(TrySendError::Closed(_)) => {}
-                            }
+                        for other in self.workers.iter().flatten() {
+                            send_to_worker(other, message.clone(), metrics);
+                        }
+                    }
+                    CoreOutput::ToWorker { worker, message } => {
+                        if let Some(Some(other)) = self.workers.get(worker) {
+                            send_to_worker(other, message, metrics);
                         }
                     }
                     other => self.engine.on_core_output(&other),
@@ -286,6 +328,22 @@ impl OutputSink<'_> {
         if errors > 0 {
             metrics.udp_send_errors.fetch_add(errors, Relaxed);
         }
+    }
+}
+
+/// Hands a message to another worker without waiting (dropped, and counted, when its
+/// channel is full: a worker never blocks on another).
+fn send_to_worker(
+    worker: &Sender<WorkerMessage>,
+    message: WorkerMessage,
+    metrics: &crate::metrics::Metrics,
+) {
+    match worker.try_send(message) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            metrics.channel_drops.fetch_add(1, Relaxed);
+        }
+        Err(TrySendError::Closed(_)) => {}
     }
 }
 
@@ -324,10 +382,11 @@ mod tests {
                 .unwrap();
             let mut output = OutputSink {
                 socket: &socket,
-                others: &[],
+                workers: &[],
                 engine: &engine,
                 sender: BatchSender::default(),
                 delays: ForwardDelayTally::default(),
+                tcp: TcpWriters::default(),
             };
             let batch = receive_batch(&socket, &mut buf, &mut core, &mut output).await;
             if batch.errors == 0 {

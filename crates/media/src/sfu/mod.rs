@@ -10,11 +10,13 @@
 //! channel; time is always the `now` argument. That is what makes it testable with
 //! virtual time (see `tests.rs`).
 
+pub mod demux;
 mod forward;
 pub mod keyframe;
 pub mod layers;
 mod offer;
 mod peer;
+mod receive;
 mod rewrite;
 mod simulcast;
 pub mod stun;
@@ -29,13 +31,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
-use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Input, Rtc, RtcError};
 
 pub use forward::Packet;
 use forward::Room;
 use layers::{LayerChoice, LayerKey};
-pub use offer::{OfferError, RtcTemplate, SdpProblem};
+pub use offer::{LocalCandidates, OfferError, RtcTemplate, SdpProblem};
 use peer::{Peer, PeerFault};
 pub use simulcast::QualityReport;
 
@@ -49,6 +50,14 @@ impl std::fmt::Display for PeerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "peer-{}", self.0)
     }
+}
+
+/// How a peer's packets travel between it and the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    /// ICE-TCP: RFC 4571 frames on a connection to the TCP listener.
+    Tcp,
 }
 
 /// What a peer does in its live.
@@ -101,6 +110,23 @@ pub struct NewPeer {
     pub estimating: bool,
     /// Publisher: its offer sends simulcast layers.
     pub simulcast: bool,
+    /// Addresses of relay candidates in the offer (see [`relay_candidate_addresses`]).
+    pub relay_addrs: Vec<SocketAddr>,
+}
+
+/// Most relay candidate addresses remembered per peer.
+pub const MAX_RELAY_ADDRS: usize = 8;
+
+/// The addresses of the `typ relay` candidates in an SDP (bounded), so media arriving
+/// from one is counted as relayed.
+pub fn relay_candidate_addresses(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|line| line.trim().strip_prefix("a="))
+        .filter_map(|line| Candidate::from_sdp_string(line).ok())
+        .filter(|c| c.kind() == str0m::CandidateKind::Relayed)
+        .map(|c| c.addr())
+        .take(MAX_RELAY_ADDRS)
+        .collect()
 }
 
 /// Commands from the signaling side to a worker (unbounded; their rate is limited by the
@@ -130,6 +156,16 @@ pub enum WorkerMessage {
     Packet(Arc<Packet>),
     /// Viewers on another worker want a keyframe of this live's `layer`.
     KeyframeWanted { live: LiveId, layer: LayerKey },
+    /// Shared UDP port: a datagram worker `via` received for one of our peers.
+    PassedDatagram {
+        source: SocketAddr,
+        contents: Vec<u8>,
+        via: usize,
+    },
+    /// Shared UDP port: `owner` verified a check from `source`; pass it all it sends.
+    RouteConfirmed { source: SocketAddr, owner: usize },
+    /// Shared UDP port: `owner`'s peer at `source` is gone.
+    RouteReleased { source: SocketAddr, owner: usize },
 }
 
 /// What the core asks its driver to do.
@@ -143,8 +179,18 @@ pub enum CoreOutput {
         /// driver observes the forwarding delay once the send returns).
         media_received_at: Option<Instant>,
     },
+    /// Send a frame on the ICE-TCP connection from `destination`.
+    TransmitTcp {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
     /// Deliver to every other worker.
     ToOtherWorkers(WorkerMessage),
+    /// Deliver to one other worker.
+    ToWorker {
+        worker: usize,
+        message: WorkerMessage,
+    },
     /// ICE and DTLS are up for this peer.
     Connected {
         peer: PeerId,
@@ -210,6 +256,12 @@ pub struct CoreConfig {
     pub stall_after: Duration,
     /// Media older than this when it would be forwarded is dropped instead (overload).
     pub shed_after: Duration,
+    /// This worker's index; it starts the ufrag of every peer placed here.
+    pub worker_index: usize,
+    /// All workers share one UDP port, so datagrams may arrive at the wrong worker.
+    pub shared_udp_port: bool,
+    /// The announced address of the ICE-TCP listener, when it runs.
+    pub tcp_addr: Option<SocketAddr>,
 }
 
 /// Default of [`CoreConfig::stall_after`]: a little more than str0m's 1.5 s pause
@@ -231,6 +283,9 @@ impl Default for CoreConfig {
             keyframe_interval: keyframe::UPSTREAM_INTERVAL,
             stall_after: STALL_AFTER,
             shed_after: SHED_AFTER,
+            worker_index: 0,
+            shared_udp_port: false,
+            tcp_addr: None,
         }
     }
 }
@@ -245,6 +300,10 @@ pub struct WorkerCore {
     peers: HashMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
     by_ufrag: HashMap<String, PeerId>,
+    /// ICE-TCP connections' remote addresses.
+    by_tcp_addr: HashMap<SocketAddr, PeerId>,
+    /// Shared UDP port: sources whose peers live on other workers.
+    foreign_routes: demux::ForeignRoutes,
     deadlines: BTreeSet<(Instant, PeerId)>,
     rooms: HashMap<LiveId, Room>,
     stun_limiter: stun::StunRateLimiter,
@@ -265,6 +324,8 @@ impl WorkerCore {
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
+            by_tcp_addr: HashMap::new(),
+            foreign_routes: demux::ForeignRoutes::default(),
             deadlines: BTreeSet::new(),
             rooms: HashMap::new(),
             stun_limiter: stun::StunRateLimiter::default(),
@@ -319,6 +380,12 @@ impl WorkerCore {
                 self.actions.push_back(Action::Remove(peer, reason))
             }
             Command::RemoteCandidate { peer, candidate } => {
+                if candidate.kind() == str0m::CandidateKind::Relayed
+                    && let Some(p) = self.peers.get_mut(&peer)
+                    && p.relay_addrs.len() < MAX_RELAY_ADDRS
+                {
+                    p.relay_addrs.push(candidate.addr());
+                }
                 self.with_rtc(now, peer, |rtc| {
                     rtc.add_remote_candidate(candidate);
                     Ok(())
@@ -353,45 +420,18 @@ impl WorkerCore {
                     self.actions.push_back(Action::WantKeyframe(live, layer));
                 }
             }
+            WorkerMessage::PassedDatagram {
+                source,
+                contents,
+                via,
+            } => return self.handle_passed_datagram(now, source, &contents, via),
+            WorkerMessage::RouteConfirmed { source, owner } => {
+                self.foreign_routes.confirm(now, source, owner)
+            }
+            WorkerMessage::RouteReleased { source, owner } => {
+                self.foreign_routes.release(source, owner)
+            }
         }
-        self.run_actions(now);
-    }
-
-    /// A datagram that arrived on this worker's socket from `source`.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
-        let peer_id = match self.by_addr.get(&source) {
-            Some(id) => *id,
-            None => match stun::classify(buf) {
-                stun::StunKind::PlainBinding => {
-                    if self.stun_limiter.allow(source.ip(), now) {
-                        self.metrics.stun_bindings_answered.fetch_add(1, Relaxed);
-                        self.out.push_back(CoreOutput::Transmit {
-                            destination: source,
-                            contents: stun::binding_success(buf, source),
-                            media_received_at: None,
-                        });
-                    } else {
-                        self.metrics
-                            .stun_bindings_rate_limited
-                            .fetch_add(1, Relaxed);
-                    }
-                    return;
-                }
-                stun::StunKind::NotStun => return,
-                stun::StunKind::Ice => {
-                    let Some(id) = self.peer_for_ice_check(source, buf) else {
-                        return;
-                    };
-                    id
-                }
-            },
-        };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
-            return;
-        };
-        self.with_rtc(now, peer_id, |rtc| {
-            rtc.handle_input(Input::Receive(now, receive))
-        });
         self.run_actions(now);
     }
 
@@ -449,6 +489,7 @@ impl WorkerCore {
                 peer.deadline = None;
                 if !peer.connected && now >= peer.connect_deadline {
                     self.metrics.connect_timeouts.fetch_add(1, Relaxed);
+                    self.metrics.transport.ice_failed(peer.connect_failure());
                     self.actions
                         .push_back(Action::Remove(id, RemoveReason::ConnectTimeout));
                     continue;
@@ -473,26 +514,6 @@ impl WorkerCore {
                 }
             }
         }
-    }
-
-    /// Finds the peer a STUN check with USERNAME `ours:theirs` is for, and remembers the
-    /// source address only once str0m confirms the message integrity.
-    fn peer_for_ice_check(&mut self, source: SocketAddr, buf: &[u8]) -> Option<PeerId> {
-        let message = str0m::ice::StunMessage::parse(buf).ok()?;
-        let (ours, _theirs) = message.split_username()?;
-        let id = *self.by_ufrag.get(ours)?;
-        let receive = Receive::new(Protocol::Udp, source, self.local_addr, buf).ok()?;
-        let peer = self.peers.get_mut(&id)?;
-        let input = Input::Receive(peer.last_now, receive);
-        let accepted = catch_unwind(AssertUnwindSafe(|| peer.rtc.accepts(&input))).unwrap_or(false);
-        if !accepted {
-            return None;
-        }
-        if peer.addrs.len() < 8 {
-            peer.addrs.push(source);
-            self.by_addr.insert(source, id);
-        }
-        Some(id)
     }
 
     fn add_peer(&mut self, now: Instant, new_peer: NewPeer) {
@@ -821,9 +842,22 @@ impl WorkerCore {
             return;
         };
         self.metrics.move_viewer_rank(peer.metric_rank, None);
-        for addr in &peer.addrs {
-            if self.by_addr.get(addr) == Some(&id) {
-                self.by_addr.remove(addr);
+        for address in &peer.addrs {
+            let table = match address.transport {
+                Transport::Udp => &mut self.by_addr,
+                Transport::Tcp => &mut self.by_tcp_addr,
+            };
+            if table.get(&address.source) == Some(&id) {
+                table.remove(&address.source);
+            }
+            if let Some(via) = address.via {
+                self.out.push_back(CoreOutput::ToWorker {
+                    worker: via,
+                    message: WorkerMessage::RouteReleased {
+                        source: address.source,
+                        owner: self.config.worker_index,
+                    },
+                });
             }
         }
         self.by_ufrag.remove(&peer.local_ufrag);

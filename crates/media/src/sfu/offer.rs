@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::net::TcpType;
 use str0m::rtp::{Extension, ExtensionMap};
-use str0m::{Candidate, IceCreds, Rtc};
+use str0m::{Candidate, Rtc};
 
 use super::Role;
 
@@ -99,6 +100,15 @@ fn capped(text: &str) -> String {
     }
 }
 
+/// Where a worker's peers reach it: the announced addresses of its UDP port and of the
+/// ICE-TCP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalCandidates {
+    pub worker: usize,
+    pub udp: SocketAddr,
+    pub tcp: Option<SocketAddr>,
+}
+
 impl RtcTemplate {
     /// A template with a freshly generated certificate.
     pub fn generate() -> Result<Self, OfferError> {
@@ -110,9 +120,10 @@ impl RtcTemplate {
         Ok(RtcTemplate { cert, provider })
     }
 
-    /// ICE-lite `Rtc` restricted to Opus, VP8 and H.264, with a host candidate on
-    /// `rtc_addr` (the announced address of the worker's port), that has accepted
-    /// `offer_sdp`. Returns the `Rtc`, the answer and our ICE ufrag.
+    /// ICE-lite `Rtc` restricted to Opus, VP8 and H.264, with the worker's host
+    /// candidates (UDP, and passive TCP when the listener runs), that has accepted
+    /// `offer_sdp`. Returns the `Rtc`, the answer and our ICE ufrag (which names the
+    /// worker, see `demux`).
     ///
     /// A viewer's `Rtc` negotiates transport-wide congestion control only when it is
     /// `estimating` (its simulcast layer follows its bandwidth): a browser sends TWCC
@@ -121,14 +132,14 @@ impl RtcTemplate {
     pub fn accept_offer(
         &self,
         role: Role,
-        rtc_addr: SocketAddr,
+        local: LocalCandidates,
         offer_sdp: &str,
         now: Instant,
         estimating: bool,
     ) -> Result<(Rtc, SdpAnswer, String), OfferError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
             .map_err(|e| OfferError::invalid(SdpProblem::Unparseable, e))?;
-        let creds = IceCreds::new();
+        let creds = super::demux::ice_credentials(local.worker);
         let ufrag = creds.ufrag.clone();
         let mut config = Rtc::builder()
             .set_ice_lite(true)
@@ -150,9 +161,18 @@ impl RtcTemplate {
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut rtc = config.build(now);
-            let candidate = Candidate::host(rtc_addr, "udp")
-                .map_err(|e| OfferError::Internal(format!("host candidate {rtc_addr}: {e}")))?;
+            let candidate = Candidate::host(local.udp, "udp")
+                .map_err(|e| OfferError::Internal(format!("host candidate {}: {e}", local.udp)))?;
             rtc.add_local_candidate(candidate);
+            if let Some(tcp) = local.tcp {
+                let candidate = Candidate::builder()
+                    .tcp()
+                    .host(tcp)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| OfferError::Internal(format!("TCP candidate {tcp}: {e}")))?;
+                rtc.add_local_candidate(candidate);
+            }
             let answer = rtc
                 .sdp_api()
                 .accept_offer(offer)
@@ -227,7 +247,11 @@ mod tests {
     #[test]
     fn garbage_offers_get_a_fixed_message_and_a_capped_detail() {
         let template = RtcTemplate::generate().unwrap();
-        let addr = "127.0.0.1:40000".parse().unwrap();
+        let addr = LocalCandidates {
+            worker: 0,
+            udp: "127.0.0.1:40000".parse().unwrap(),
+            tcp: None,
+        };
         let garbage = format!("v=0\r\nthis is not sdp {}\r\n", "x".repeat(5000));
         let Err(error) = template.accept_offer(Role::Viewer, addr, &garbage, Instant::now(), false)
         else {
@@ -266,7 +290,11 @@ mod tests {
     #[test]
     fn high_profile_only_offers_are_refused() {
         let template = RtcTemplate::generate().unwrap();
-        let addr = "127.0.0.1:40000".parse().unwrap();
+        let addr = LocalCandidates {
+            worker: 0,
+            udp: "127.0.0.1:40000".parse().unwrap(),
+            tcp: None,
+        };
         let now = Instant::now();
         let accepted = template.accept_offer(
             Role::Publisher,

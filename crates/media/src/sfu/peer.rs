@@ -16,12 +16,40 @@ use str0m::{Event, IceConnectionState, Output, Rtc, RtcError};
 use super::forward::LatenessTracker;
 use super::layers::{LayerKey, LayerSelector, MAX_LAYERS, VideoTarget, vp8_keyframe_dimensions};
 use super::rewrite::TrackRewriter;
-use super::{Action, CoreOutput, NewPeer, Packet, PeerId, RemoveReason, Role, WorkerMessage};
-use crate::metrics::Metrics;
+use super::{
+    Action, CoreOutput, NewPeer, Packet, PeerId, RemoveReason, Role, Transport, WorkerMessage,
+};
+use crate::metrics::{ConnectedOver, IceFailure, Metrics};
 
 /// Why driving a peer failed.
 pub(super) enum PeerFault {
     Rtc(RtcError),
+}
+
+/// A source address str0m confirmed for a peer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerAddress {
+    pub transport: Transport,
+    pub source: SocketAddr,
+    /// Shared UDP port: the worker whose socket receives this source's datagrams, when
+    /// not this one (it holds a route to release).
+    pub via: Option<usize>,
+}
+
+/// A datagram str0m wants sent, for the driver: UDP from the worker's socket, or a frame
+/// on an ICE-TCP connection.
+fn transmit_output(transmit: str0m::net::Transmit) -> CoreOutput {
+    match transmit.proto {
+        str0m::net::Protocol::Udp => CoreOutput::Transmit {
+            destination: transmit.destination,
+            contents: transmit.contents.into(),
+            media_received_at: None,
+        },
+        _ => CoreOutput::TransmitTcp {
+            destination: transmit.destination,
+            contents: transmit.contents.into(),
+        },
+    }
 }
 
 pub(super) struct Peer {
@@ -32,7 +60,10 @@ pub(super) struct Peer {
     pub rtc: Rtc,
     pub local_ufrag: String,
     /// Source addresses confirmed by str0m for this peer (bounded).
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<PeerAddress>,
+    /// Addresses of the client's relay (TURN) candidates, from its offer and trickle
+    /// (bounded): media from one of them went through a TURN server.
+    pub relay_addrs: Vec<SocketAddr>,
     pub offered_at: Instant,
     pub connect_deadline: Instant,
     pub connected: bool,
@@ -90,6 +121,7 @@ impl Peer {
             rtc: new_peer.rtc,
             local_ufrag: new_peer.local_ufrag,
             addrs: Vec::new(),
+            relay_addrs: new_peer.relay_addrs,
             offered_at: new_peer.offered_at,
             connect_deadline,
             connected: false,
@@ -132,11 +164,7 @@ impl Peer {
                     self.rtc_timeout = self.rtc.is_alive().then_some(at);
                     return Ok(());
                 }
-                Output::Transmit(transmit) => out.push_back(CoreOutput::Transmit {
-                    destination: transmit.destination,
-                    contents: transmit.contents.into(),
-                    media_received_at: None,
-                }),
+                Output::Transmit(transmit) => out.push_back(transmit_output(transmit)),
                 Output::Event(event) => self.on_event(now, event, out, actions, metrics),
             }
         }
@@ -146,14 +174,29 @@ impl Peer {
     pub fn drain_transmits(&mut self, _now: Instant, out: &mut VecDeque<CoreOutput>) {
         for _ in 0..64 {
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(transmit)) => out.push_back(CoreOutput::Transmit {
-                    destination: transmit.destination,
-                    contents: transmit.contents.into(),
-                    media_received_at: None,
-                }),
+                Ok(Output::Transmit(transmit)) => out.push_back(transmit_output(transmit)),
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => return,
             }
+        }
+    }
+
+    /// The transport of the address the peer's latest confirmed check came from (with
+    /// ICE-lite the client nominates, and the nominated check is among the last).
+    fn connected_over(&self) -> ConnectedOver {
+        match self.addrs.last() {
+            Some(address) if address.transport == Transport::Tcp => ConnectedOver::Tcp,
+            Some(address) if self.relay_addrs.contains(&address.source) => ConnectedOver::Relay,
+            _ => ConnectedOver::Udp,
+        }
+    }
+
+    /// Why a peer that never connected did not.
+    pub fn connect_failure(&self) -> IceFailure {
+        if self.addrs.is_empty() {
+            IceFailure::NoCheckArrived
+        } else {
+            IceFailure::DtlsIncomplete
         }
     }
 
@@ -170,6 +213,7 @@ impl Peer {
                 self.connected = true;
                 let setup = now.saturating_duration_since(self.offered_at);
                 metrics.observe_setup(setup);
+                metrics.transport.connected(self.connected_over());
                 out.push_back(CoreOutput::Connected {
                     peer: self.id,
                     live: self.live,
@@ -193,6 +237,9 @@ impl Peer {
                 self.set_stalled(true, out);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if self.connected {
+                    metrics.transport.ice_failed(IceFailure::ConsentLost);
+                }
                 actions.push_back(Action::Remove(self.id, RemoveReason::IceDisconnected));
             }
             Event::Closed => actions.push_back(Action::Remove(self.id, RemoveReason::DtlsClosed)),

@@ -258,7 +258,11 @@ impl Harness {
                 } else {
                     Role::Viewer
                 },
-                self.server_addr,
+                LocalCandidates {
+                    worker: 0,
+                    udp: self.server_addr,
+                    tcp: None,
+                },
                 &offer.to_sdp_string(),
                 self.now,
                 estimating,
@@ -286,6 +290,7 @@ impl Harness {
                 offered_at: self.now,
                 estimating,
                 simulcast: !rids.is_empty(),
+                relay_addrs: Vec::new(),
             })),
         );
         self.clients.push(Client {
@@ -492,7 +497,10 @@ impl Harness {
                     CoreOutput::ViewerQuality { peer, report } => {
                         self.qualities.push((peer, report))
                     }
-                    CoreOutput::Connected { .. } | CoreOutput::ToOtherWorkers(_) => {}
+                    CoreOutput::Connected { .. }
+                    | CoreOutput::ToOtherWorkers(_)
+                    | CoreOutput::ToWorker { .. }
+                    | CoreOutput::TransmitTcp { .. } => {}
                 }
             }
             if to_server.is_empty() && delivered == 0 {

@@ -40,7 +40,7 @@ async fn expect_error(ws: &mut Ws, code: MediaErrorCode, close: bool) -> String 
 }
 
 fn offer() -> SessionDescription {
-    make_offer(BotRole::Viewer).2
+    make_offer(BotRole::Viewer, crate::bot::BotTransport::Udp).2
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

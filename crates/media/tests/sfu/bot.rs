@@ -1,6 +1,6 @@
 //! str0m client bots (full ICE, controlling) over real loopback UDP.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,9 +10,11 @@ use privatehub_protocol::{MediaClientMessage, MediaServerMessage, SdpKind, Sessi
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::net::Receive;
+use str0m::{Event, Input, Output, Rtc};
 
+use crate::bot_socket::BotSocket;
+pub use crate::bot_socket::BotTransport;
 use crate::helpers::Ws;
 
 /// Size of a publisher bot's delta frames (keyframes are 2.4x); the load test raises it.
@@ -66,18 +68,18 @@ fn client_rtc() -> Rtc {
 /// Builds an offer with one audio and one video m-line.
 pub fn make_offer(
     role: BotRole,
+    transport: BotTransport,
 ) -> (
     Rtc,
-    UdpSocket,
+    BotSocket,
     SessionDescription,
     SdpPendingOffer,
     Mid,
     Mid,
 ) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap();
+    let socket = BotSocket::open(transport);
     let mut rtc = client_rtc();
-    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    rtc.add_local_candidate(socket.candidate());
     let dir = match role {
         BotRole::Publisher { .. } => Direction::SendOnly,
         BotRole::Viewer => Direction::RecvOnly,
@@ -100,9 +102,19 @@ impl Bot {
     }
 
     /// Like [`Bot::start`] on an already connected signaling socket.
-    pub async fn start_on(mut ws: Ws, token: &str, role: BotRole) -> Bot {
+    pub async fn start_on(ws: Ws, token: &str, role: BotRole) -> Bot {
+        Self::start_over(ws, token, role, BotTransport::Udp).await
+    }
+
+    /// Like [`Bot::start_on`], with media over `transport`.
+    pub async fn start_over(
+        mut ws: Ws,
+        token: &str,
+        role: BotRole,
+        transport: BotTransport,
+    ) -> Bot {
         let (rtc, socket, offer, pending, audio, video) =
-            crate::alloc::as_client(|| make_offer(role));
+            crate::alloc::as_client(|| make_offer(role, transport));
         let message = match role {
             BotRole::Publisher { .. } => MediaClientMessage::Publish {
                 token: token.into(),
@@ -133,7 +145,7 @@ impl Bot {
     fn with_answer(
         ws: Ws,
         mut rtc: Rtc,
-        socket: UdpSocket,
+        socket: BotSocket,
         pending: SdpPendingOffer,
         answer: SessionDescription,
         role: BotRole,
@@ -235,7 +247,7 @@ fn vp8_frame(keyframe: bool, tag: u8, size: usize) -> Vec<u8> {
 #[allow(clippy::too_many_arguments)]
 fn run(
     mut rtc: Rtc,
-    socket: UdpSocket,
+    mut socket: BotSocket,
     role: BotRole,
     audio: Mid,
     video: Mid,
@@ -244,7 +256,7 @@ fn run(
     close_dtls: Arc<AtomicBool>,
     pause: Arc<AtomicBool>,
 ) {
-    let local = socket.local_addr().unwrap();
+    let local = socket.local_addr();
     let mut buf = vec![0u8; 2000];
     let start = Instant::now();
     let mut next_video = start;
@@ -263,7 +275,7 @@ fn run(
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
                     stats.lock().unwrap().server_addr = Some(t.destination);
-                    let _ = socket.send_to(&t.contents, t.destination);
+                    socket.send(&t.contents, t.destination);
                 }
                 Ok(Output::Event(event)) => {
                     let mut s = stats.lock().unwrap();
@@ -363,13 +375,12 @@ fn run(
         let wait = wake
             .saturating_duration_since(now)
             .clamp(Duration::from_millis(1), Duration::from_millis(20));
-        socket.set_read_timeout(Some(wait)).unwrap();
-        let input_result = match socket.recv_from(&mut buf) {
-            Ok((n, source)) => match Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+        let input_result = match socket.recv(&mut buf, wait) {
+            Some((protocol, source, n)) => match Receive::new(protocol, source, local, &buf[..n]) {
                 Ok(receive) => rtc.handle_input(Input::Receive(Instant::now(), receive)),
                 Err(_) => Ok(()),
             },
-            Err(_) => rtc.handle_input(Input::Timeout(Instant::now())),
+            None => rtc.handle_input(Input::Timeout(Instant::now())),
         };
         if let Err(e) = input_result {
             stats.lock().unwrap().error = Some(e.to_string());

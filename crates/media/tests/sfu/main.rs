@@ -4,6 +4,7 @@
 mod alloc;
 mod bad_input;
 mod bot;
+mod bot_socket;
 mod helpers;
 mod limits;
 mod load;
@@ -11,3 +12,4 @@ mod media_flow;
 mod memory;
 mod slow_reader;
 mod stun;
+mod transports;

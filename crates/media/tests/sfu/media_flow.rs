@@ -187,7 +187,8 @@ async fn disconnects_are_detected() {
     wait_for_empty(&server, Duration::from_secs(5)).await;
 
     // A watcher that gets an answer but never does ICE is dropped after the timeout.
-    let (_rtc, _socket, offer, _pending, _, _) = crate::bot::make_offer(BotRole::Viewer);
+    let (_rtc, _socket, offer, _pending, _, _) =
+        crate::bot::make_offer(BotRole::Viewer, crate::bot::BotTransport::Udp);
     let mut ws = crate::helpers::Ws::connect(http, None).await;
     ws.send(&privatehub_protocol::MediaClientMessage::Watch {
         token: token(12, MediaRole::Watch),

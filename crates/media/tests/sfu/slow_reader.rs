@@ -75,7 +75,7 @@ async fn open_sockets(http: SocketAddr) -> f64 {
 /// An offer without candidates: the peer then waits in ICE checking until the connect
 /// timeout instead of being dropped by ICE, so only the socket's close removes it.
 fn offer_without_candidates() -> SessionDescription {
-    let mut offer = make_offer(BotRole::Viewer).2;
+    let mut offer = make_offer(BotRole::Viewer, crate::bot::BotTransport::Udp).2;
     offer.sdp = offer
         .sdp
         .split("\r\n")
