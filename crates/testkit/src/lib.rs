@@ -59,7 +59,7 @@ pub struct RunningStack {
     pub media_url: String,
     pub app_port: u16,
     pub media_port: u16,
-    /// First and last UDP port of the media server's RTC range.
+    /// The media server's UDP port, as (first, last): one port shared by every worker.
     pub rtc_ports: (u16, u16),
     /// The shared `MEDIA_TOKEN_SECRET`.
     pub token_secret: String,
@@ -201,15 +201,17 @@ fn start_media(
 ) -> StartedMedia {
     std::fs::create_dir_all(&dir).expect("create media data directory");
     let port = free_tcp_port();
-    let rtc_ports = free_udp_port_range(options.media_workers.max(1));
+    // The default layout of an install: one UDP port for every worker, and ICE-TCP.
+    let rtc_port = free_udp_port_range(1).0;
+    let rtc_ports = (rtc_port, rtc_port);
     let mut origins = vec![app_origin.trim_end_matches('/').to_owned()];
     origins.extend(options.extra_cors_origins.iter().cloned());
     let mut env: Vec<(String, String)> = vec![
         ("MEDIA_BIND".into(), "127.0.0.1".into()),
         ("MEDIA_SERVER_PORT".into(), port.to_string()),
         ("MEDIA_ANNOUNCED_IP".into(), "127.0.0.1".into()),
-        ("MEDIA_RTC_MIN_PORT".into(), rtc_ports.0.to_string()),
-        ("MEDIA_RTC_MAX_PORT".into(), rtc_ports.1.to_string()),
+        ("MEDIA_RTC_PORT".into(), rtc_port.to_string()),
+        ("MEDIA_RTC_TCP_PORT".into(), free_tcp_port().to_string()),
         ("MEDIA_WORKERS".into(), options.media_workers.to_string()),
         ("MEDIA_TOKEN_SECRET".into(), token_secret.to_owned()),
         ("CORS_ORIGIN".into(), origins.join(",")),

@@ -56,7 +56,8 @@ fn example_env_files_start_the_services() {
     for required in [
         "MEDIA_ANNOUNCED_IP",
         "CORS_ORIGIN",
-        "MEDIA_RTC_MIN_PORT",
+        "MEDIA_RTC_PORT",
+        "MEDIA_RTC_TCP_PORT",
         "MEDIA_TOKEN_SECRET",
     ] {
         assert!(
@@ -83,7 +84,7 @@ fn example_env_files_start_the_services() {
         ),
     );
     let media_port = free_tcp_port();
-    let (first, last) = free_udp_port_range(4);
+    let (rtc_port, _) = free_udp_port_range(1);
     let media = ServiceProcess::spawn(
         "privatehub-media",
         dir.path(),
@@ -94,8 +95,8 @@ fn example_env_files_start_the_services() {
                 ("MEDIA_TOKEN_SECRET", secret.clone()),
                 ("MEDIA_ANNOUNCED_IP", "127.0.0.1".into()),
                 ("MEDIA_RTC_BIND_IP", "127.0.0.1".into()),
-                ("MEDIA_RTC_MIN_PORT", first.to_string()),
-                ("MEDIA_RTC_MAX_PORT", last.to_string()),
+                ("MEDIA_RTC_PORT", rtc_port.to_string()),
+                ("MEDIA_RTC_TCP_PORT", free_tcp_port().to_string()),
             ],
         ),
     );
