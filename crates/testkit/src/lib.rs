@@ -201,7 +201,7 @@ fn start_media(
 ) -> StartedMedia {
     std::fs::create_dir_all(&dir).expect("create media data directory");
     let port = free_tcp_port();
-    // The default layout of an install: one UDP port for every worker, and ICE-TCP.
+    // The default layout of an install: one UDP port for every worker.
     let rtc_port = free_udp_port_range(1).0;
     let rtc_ports = (rtc_port, rtc_port);
     let mut origins = vec![app_origin.trim_end_matches('/').to_owned()];
@@ -211,7 +211,9 @@ fn start_media(
         ("MEDIA_SERVER_PORT".into(), port.to_string()),
         ("MEDIA_ANNOUNCED_IP".into(), "127.0.0.1".into()),
         ("MEDIA_RTC_PORT".into(), rtc_port.to_string()),
-        ("MEDIA_RTC_TCP_PORT".into(), free_tcp_port().to_string()),
+        // ICE-TCP is covered by the media integration tests; off here so a browser test
+        // never routes around its UDP relay (lossy link, simulcast) over TCP.
+        ("MEDIA_RTC_TCP_PORT".into(), "off".into()),
         ("MEDIA_WORKERS".into(), options.media_workers.to_string()),
         ("MEDIA_TOKEN_SECRET".into(), token_secret.to_owned()),
         ("CORS_ORIGIN".into(), origins.join(",")),
