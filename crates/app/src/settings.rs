@@ -9,6 +9,8 @@ use std::time::Duration;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
+use privatehub_protocol::TurnConfig;
+
 use crate::domain::Origin;
 
 /// Where the shared media-token secret is kept when `MEDIA_TOKEN_SECRET` is not set.
@@ -70,6 +72,9 @@ pub struct Settings {
     /// `WHIP_UNREPORTED_LIVE_SECONDS`: a live published over WHIP that no media server
     /// has reported for this long is ended (the media server crashed or was replaced).
     pub whip_unreported_live: Duration,
+    /// `TURN_URLS`, `TURN_SECRET` (or `TURN_SECRET_FILE`), `TURN_CREDENTIAL_TTL_SECONDS`:
+    /// the coturn whose time-limited credentials go out with every media token.
+    pub turn: Option<TurnConfig>,
 }
 
 /// Limits on failed log-ins (see `auth::rate_limit`).
@@ -266,6 +271,10 @@ impl Settings {
         let max_sockets_per_ip = ranged("APP_MAX_SOCKETS_PER_IP", 20, 1, 1_000_000)? as usize;
         let chat_write_give_up =
             Duration::from_secs(ranged("CHAT_WRITE_GIVE_UP_SECONDS", 30, 1, 3600)?);
+        let turn = TurnConfig::from_lookup(&get).map_err(|error| SettingsError {
+            variable: error.variable,
+            message: error.message,
+        })?;
         let log_format = parse_or(&get, "LOG_FORMAT", LogFormat::Text, |raw| {
             match raw.trim() {
                 "text" => Ok(LogFormat::Text),
@@ -295,6 +304,7 @@ impl Settings {
             stream_key_secret,
             media_internal_url,
             whip_unreported_live,
+            turn,
         })
     }
 }

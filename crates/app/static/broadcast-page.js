@@ -188,9 +188,16 @@ async function publish() {
   const gen = broadcast.gen;
   let session;
   try {
-    const { token, url } = await fetchMediaToken(channel);
+    const { token, url, iceServers } = await fetchMediaToken(channel);
     if (gen !== broadcast.gen) return;
-    session = new MediaSession({ kind: 'publish', token, url, stream: broadcast.stream, simulcast: true });
+    session = new MediaSession({
+      kind: 'publish',
+      token,
+      url,
+      iceServers,
+      stream: broadcast.stream,
+      simulcast: true,
+    });
     broadcast.session = session;
     session.addEventListener('connectionstatechange', (event) => {
       const state = event.detail.state;

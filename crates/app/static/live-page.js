@@ -4,7 +4,8 @@
 // offline (no live now), connecting, live (frames arriving), stalled (the broadcaster's
 // connection dropped or frames stopped), novideo (no frames but the broadcaster's sound
 // goes on: an OBS scene without video), paused (the viewer's link is too slow for
-// video), ended (the broadcaster ended the live).
+// video), unreachable (no media connection could be made: a network that blocks it, or
+// a TURN relay that refused us), ended (the broadcaster ended the live).
 // The player reconnects by itself with backoff when the media connection or the app
 // socket drops.
 
@@ -18,6 +19,7 @@ const STATE_TEXT = {
   stalled: 'Stalled',
   paused: 'Audio only',
   novideo: 'Audio only',
+  unreachable: 'Cannot connect',
   ended: 'Ended',
 };
 const OVERLAY_TEXT = {
@@ -27,6 +29,7 @@ const OVERLAY_TEXT = {
   stalled: 'The stream stalled. Waiting for the broadcaster to come back…',
   paused: 'Your connection is too slow for video right now. Audio goes on, and the picture comes back by itself when the connection recovers.',
   novideo: 'The broadcaster is sending sound but no picture right now. The picture comes back by itself.',
+  unreachable: 'Cannot connect to the video. Your network (a firewall, a VPN or a proxy) may be blocking it. Still trying…',
   ended: 'The live has ended. Thanks for watching!',
 };
 /** How often the stats overlay is refreshed while shown. */
@@ -77,6 +80,8 @@ const player = {
   rewatchedForSimulcast: false,
   lastFrameAt: 0,
   stateSince: performance.now(),
+  /** The current watch: when it began and whether its peer connection got through. */
+  attempt: null,
 };
 
 function setState(state) {
@@ -112,12 +117,17 @@ function stopMedia() {
 }
 
 function scheduleWatch(reason, retryAfterMs) {
+  // A watch that ends without its media ever connecting: the viewer is told at once,
+  // rather than watching "Connecting…" forever.
+  const unreachable = player.attempt !== null && !player.attempt.connected && retryAfterMs === undefined;
+  player.attempt = null;
   stopMedia();
   if (!player.liveOn) return;
   const delay = retryAfterMs ?? player.backoff.next();
   player.active = true;
   log(`retry in ${Math.round(delay)} ms: ${reason}`);
-  if (player.state !== 'stalled') setState('connecting');
+  if (unreachable) setState('unreachable');
+  else if (player.state !== 'stalled' && player.state !== 'unreachable') setState('connecting');
   player.retryTimer = setTimeout(watch, delay);
 }
 
@@ -126,12 +136,14 @@ async function watch() {
   if (!player.liveOn) return;
   player.active = true;
   const gen = player.gen;
-  if (player.state !== 'stalled') setState('connecting');
+  if (player.state !== 'stalled' && player.state !== 'unreachable') setState('connecting');
+  const attempt = { startedAt: performance.now(), connected: false };
+  player.attempt = attempt;
   let session;
   try {
-    const { token, url } = await fetchMediaToken(channel);
+    const { token, url, iceServers } = await fetchMediaToken(channel);
     if (gen !== player.gen) return;
-    session = new MediaSession({ kind: 'watch', token, url });
+    session = new MediaSession({ kind: 'watch', token, url, iceServers });
     sessionCount += 1;
     player.session = session;
     player.audioPackets = 0;
@@ -168,7 +180,10 @@ async function watch() {
         scheduleWatch('the broadcaster sends simulcast', 0);
       }
     });
-    session.addEventListener('connectionstatechange', (event) => log(`pc ${event.detail.state}`));
+    session.addEventListener('connectionstatechange', (event) => {
+      log(`pc ${event.detail.state}`);
+      if (event.detail.state === 'connected') attempt.connected = true;
+    });
     session.addEventListener('closed', (event) => {
       if (player.session !== session) return;
       player.session = null;
@@ -294,7 +309,7 @@ function monitor() {
     player.lastFrames = frames;
     player.lastFrameAt = now;
     const current = player.session && video.srcObject === player.session.remoteStream;
-    if (current && ['connecting', 'stalled', 'paused', 'novideo'].includes(player.state) && !player.quality?.paused) {
+    if (current && ['connecting', 'stalled', 'paused', 'novideo', 'unreachable'].includes(player.state) && !player.quality?.paused) {
       player.backoff.reset();
       setState('live');
     }
@@ -309,9 +324,9 @@ function monitor() {
   watchAudio();
   if (
     player.liveOn &&
-    (player.state === 'stalled' || player.state === 'connecting') &&
+    ['stalled', 'connecting', 'unreachable'].includes(player.state) &&
     player.session &&
-    now - Math.max(player.stateSince, player.lastFrameAt) > REWATCH_AFTER_MS
+    now - Math.max(player.stateSince, player.lastFrameAt, player.attempt?.startedAt ?? 0) > REWATCH_AFTER_MS
   ) {
     scheduleWatch('no frames for a while');
   }

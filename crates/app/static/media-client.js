@@ -33,7 +33,8 @@ export class TokenError extends Error {
 
 /**
  * Asks the app for a media token for `channel`'s live: publish for its owner, watch for
- * everyone else. Resolves to `{token, url, liveId, role}`.
+ * everyone else. Resolves to `{token, url, liveId, role, iceServers}` (`iceServers`: the
+ * site's TURN relay with a fresh credential, for networks that block direct media).
  */
 export async function fetchMediaToken(channel) {
   const response = await fetch(`/api/lives/${encodeURIComponent(channel)}/token`, {
@@ -58,7 +59,8 @@ export async function fetchMediaToken(channel) {
   if (typeof token !== 'string' || typeof url !== 'string') {
     throw new TokenError(500, 'the app sent an unexpected token response');
   }
-  return { token, url, liveId: data.live_id ?? null, role: data.role ?? null };
+  const iceServers = Array.isArray(data.ice_servers) ? data.ice_servers : [];
+  return { token, url, liveId: data.live_id ?? null, role: data.role ?? null, iceServers };
 }
 
 /** `https://sfu.example/` → `wss://sfu.example/ws`. */
@@ -105,10 +107,12 @@ function waitForIceGathering(pc, timeoutMs) {
 export class MediaSession extends EventTarget {
   /**
    * @param {{kind: 'publish'|'watch', token: string, url: string, stream?: MediaStream,
-   *   simulcast?: boolean}} options `simulcast`: publish layers when the camera allows.
+   *   simulcast?: boolean, iceServers?: RTCIceServer[]}} options `simulcast`: publish
+   *   layers when the camera allows; `iceServers`: from `fetchMediaToken`.
    */
-  constructor({ kind, token, url, stream, simulcast = false }) {
+  constructor({ kind, token, url, stream, simulcast = false, iceServers = [] }) {
     super();
+    this.iceServers = iceServers;
     this.kind = kind;
     this.token = token;
     this.url = url;
@@ -129,7 +133,7 @@ export class MediaSession extends EventTarget {
 
   /** Negotiates; resolves once the answer is applied (media may still be connecting). */
   async start() {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: this.iceServers });
     this.pc = pc;
     pc.addEventListener('connectionstatechange', () => {
       this.#emit('connectionstatechange', { state: pc.connectionState });

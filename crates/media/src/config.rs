@@ -47,6 +47,9 @@ pub enum ConfigError {
         source_name: String,
         problem: &'static str,
     },
+    /// A TURN setting (`TURN_URLS`, `TURN_SECRET`, ...) is unusable.
+    #[error("{0}")]
+    Turn(#[from] privatehub_protocol::TurnConfigError),
 }
 
 /// Everything the media server needs to start.
@@ -111,6 +114,9 @@ pub struct MediaSettings {
     /// `MEDIA_WHIP_WHEP_ORIGINS`: origins whose pages may call `/whip` and `/whep`
     /// (CORS), comma-separated; `*` (the default) for any.
     pub whip_whep_origins: Vec<String>,
+    /// `TURN_URLS`, `TURN_SECRET` (or `TURN_SECRET_FILE`), `TURN_CREDENTIAL_TTL_SECONDS`:
+    /// the site's coturn, announced with fresh credentials in WHIP and WHEP answers.
+    pub turn: Option<privatehub_protocol::TurnConfig>,
 }
 
 /// Which viewers' `Rtc`s run str0m's bandwidth estimator (TWCC feedback from the
@@ -157,6 +163,7 @@ impl MediaSettings {
             app_internal_url: "http://127.0.0.1:3000".into(),
             whip_grace: std::time::Duration::from_secs(DEFAULT_WHIP_GRACE_SECONDS),
             whip_whep_origins: vec!["*".into()],
+            turn: None,
         }
     }
 
@@ -326,7 +333,13 @@ impl MediaSettings {
                 .collect(),
             None => vec!["*".to_owned()],
         };
+        let turn = privatehub_protocol::TurnConfig::from_lookup(|name| {
+            lookup(name)
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        })?;
         Ok(MediaSettings {
+            turn,
             app_internal_url,
             whip_grace: std::time::Duration::from_secs(whip_grace_seconds),
             whip_whep_origins,

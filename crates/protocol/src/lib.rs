@@ -7,6 +7,7 @@ pub mod app_socket;
 pub mod internal_api;
 pub mod media_signaling;
 pub mod media_token;
+pub mod turn_credentials;
 
 pub use media_signaling::{
     MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaServerMessage, SdpKind,
@@ -15,3 +16,4 @@ pub use media_signaling::{
 pub use media_token::{
     LiveId, MediaRole, MediaTokenClaims, MediaTokenError, issue_media_token, verify_media_token,
 };
+pub use turn_credentials::{IceServer, TurnConfig, TurnConfigError};

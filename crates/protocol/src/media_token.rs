@@ -72,6 +72,16 @@ pub enum MediaRole {
     Watch,
 }
 
+impl MediaRole {
+    /// The role's name on the wire (`publish`, `watch`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaRole::Publish => "publish",
+            MediaRole::Watch => "watch",
+        }
+    }
+}
+
 /// The claims inside a media token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaTokenClaims {

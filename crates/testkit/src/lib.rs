@@ -6,6 +6,7 @@
 //! `scripts/test` does). A missing or stale binary is a loud panic rather than a silent
 //! test of old code.
 
+pub mod coturn;
 pub mod netem;
 pub mod nginx;
 mod ports;

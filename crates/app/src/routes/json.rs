@@ -86,6 +86,9 @@ pub struct MediaTokenJson {
     /// `publish` or `watch`.
     pub role: privatehub_protocol::MediaRole,
     pub expires_at: String,
+    /// For `RTCPeerConnection`'s `iceServers`: the TURN relay with a credential minted
+    /// for this token (empty without `TURN_URLS`).
+    pub ice_servers: Vec<privatehub_protocol::IceServer>,
 }
 
 /// `GET /healthz`.

@@ -238,12 +238,17 @@ pub async fn token(
     );
     let token = issue_media_token(&claims, settings.media_token_secret_bytes())
         .map_err(|error| InternalError(format!("media token: {error}")))?;
+    // The label lands in coturn's log: the role and live, not who the viewer is.
+    let ice_servers = settings.turn.as_ref().map_or_else(Vec::new, |turn| {
+        turn.ice_servers(&format!("{}-live{}", role.as_str(), live.id.0), now)
+    });
     Ok(HttpResponse::Ok().json(MediaTokenJson {
         token,
         media_url: settings.media_public_url.clone(),
         live_id: live.id.0,
         role,
         expires_at: rfc3339(i64::try_from(claims.exp).unwrap_or(i64::MAX)),
+        ice_servers,
     }))
 }
 

@@ -72,6 +72,20 @@ impl Drop for ChromeDriver {
 #[derive(Default, Clone)]
 pub struct BrowserOptions {
     pub extra_args: Vec<String>,
+    /// Chromium preferences set through chromedriver (`goog:chromeOptions.prefs`).
+    pub prefs: Option<Value>,
+}
+
+impl BrowserOptions {
+    /// A browser whose WebRTC may not use UDP except through a proxy or TURN relay, as
+    /// on networks that block UDP. (The command-line switch of the same name did not
+    /// stop UDP here; the preference does.)
+    pub fn without_udp() -> BrowserOptions {
+        BrowserOptions {
+            extra_args: Vec::new(),
+            prefs: Some(json!({ "webrtc.ip_handling_policy": "disable_non_proxied_udp" })),
+        }
+    }
 }
 
 /// One headless Chromium: one simulated user with its own profile and cookies.
@@ -103,9 +117,13 @@ impl Browser {
         args.push(format!("--user-data-dir={}", profile.path().display()));
         args.push("--window-size=1280,860".into());
         args.extend(options.extra_args.iter().cloned());
+        let mut chrome_options = json!({ "binary": CHROMIUM, "args": args });
+        if let Some(prefs) = &options.prefs {
+            chrome_options["prefs"] = prefs.clone();
+        }
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:chromeOptions": chrome_options,
         });
         let Value::Object(capabilities) = capabilities else {
             unreachable!()

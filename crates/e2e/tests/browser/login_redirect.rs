@@ -18,6 +18,7 @@ async fn login_never_redirects_to_another_site() {
     // Were the page to leave the site, no request may go further than loopback.
     let options = BrowserOptions {
         extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into()],
+        ..BrowserOptions::default()
     };
     let browser = Browser::open(&driver, "dana", &options).await;
     pages::sign_up(&browser, &app, "dana").await;

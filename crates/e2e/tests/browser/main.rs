@@ -12,6 +12,7 @@ mod login_redirect;
 mod lossy_link;
 mod nginx_flow;
 mod pages;
+mod reach;
 mod simulcast;
 mod smoke;
 mod whip;

@@ -21,7 +21,10 @@ async fn live_through_nginx_over_https() {
     let driver = ChromeDriver::start().await;
     let mut extra_args = front.chromium_args();
     extra_args.push("--ignore-certificate-errors".into());
-    let options = BrowserOptions { extra_args };
+    let options = BrowserOptions {
+        extra_args,
+        ..BrowserOptions::default()
+    };
 
     let (alice, bob) = tokio::join!(
         Browser::open(&driver, "alice (broadcaster, https)", &options),

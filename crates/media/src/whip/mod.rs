@@ -167,6 +167,10 @@ fn open_session(
         SessionKind::Whep => "/whep",
     };
     let location = format!("{prefix}/session/{}", id.as_str());
+    let ice_server_links = state.settings.turn.as_ref().map_or_else(Vec::new, |turn| {
+        let label = format!("{}-live{}", &prefix[1..], live.0);
+        ice_server_link_headers(&turn.ice_servers(&label, unix_seconds_now()))
+    });
     HttpSessions::insert(
         state,
         NewSession {
@@ -179,12 +183,40 @@ fn open_session(
         notices,
         slot,
     );
-    Ok(HttpResponse::Created()
+    let mut response = HttpResponse::Created();
+    response
         .content_type("application/sdp")
         .insert_header((header::LOCATION, location))
         .insert_header((header::ETAG, etag))
-        .insert_header(("Accept-Patch", "application/trickle-ice-sdpfrag"))
-        .body(answer.to_sdp_string()))
+        .insert_header(("Accept-Patch", "application/trickle-ice-sdpfrag"));
+    for link in ice_server_links {
+        response.append_header((header::LINK, link));
+    }
+    Ok(response.body(answer.to_sdp_string()))
+}
+
+/// One `Link: <url>; rel="ice-server"` value per URL (RFC 9725 section 4.6), with the
+/// credential of its server when it has one.
+fn ice_server_link_headers(servers: &[privatehub_protocol::IceServer]) -> Vec<String> {
+    let mut links = Vec::new();
+    for server in servers {
+        for url in &server.urls {
+            let mut link = format!("<{url}>; rel=\"ice-server\"");
+            if let (Some(username), Some(credential)) = (&server.username, &server.credential) {
+                link.push_str(&format!(
+                    "; username=\"{username}\"; credential=\"{credential}\"; credential-type=\"password\""
+                ));
+            }
+            links.push(link);
+        }
+    }
+    links
+}
+
+fn unix_seconds_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// `POST /whip`: publish with a stream key.
