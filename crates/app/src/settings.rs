@@ -271,7 +271,7 @@ impl Settings {
         let max_sockets_per_ip = ranged("APP_MAX_SOCKETS_PER_IP", 20, 1, 1_000_000)? as usize;
         let chat_write_give_up =
             Duration::from_secs(ranged("CHAT_WRITE_GIVE_UP_SECONDS", 30, 1, 3600)?);
-        let turn = TurnConfig::from_lookup(&get).map_err(|error| SettingsError {
+        let turn = TurnConfig::from_lookup(get).map_err(|error| SettingsError {
             variable: error.variable,
             message: error.message,
         })?;

@@ -39,6 +39,9 @@ pub struct MediaHealth {
     pub status: String,
     pub announced_ip: String,
     pub rtc_ports: Vec<u16>,
+    /// The ICE-TCP port; absent (older servers) or null when off.
+    #[serde(default)]
+    pub rtc_tcp_port: Option<u16>,
 }
 
 /// A successful `/healthz` fetch.

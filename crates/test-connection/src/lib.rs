@@ -4,15 +4,18 @@
 //! Checks, in order, each printed as one line: the app's health, the app's WebSocket,
 //! the media server's health (which also reports the announced address and the RTC
 //! ports), the media signaling WebSocket, the announced address against the address the media host was reached at,
-//! and a STUN Binding exchange with every RTC UDP port at the announced address.
+//! a STUN Binding exchange with every RTC UDP port at the announced address, the same over
+//! the ICE-TCP port, and a TURN allocation on every URL of the configured relay.
 
 pub mod address;
 pub mod health;
+pub mod ice_tcp;
 pub mod options;
 pub mod report;
 pub mod signaling;
 pub mod stun;
 mod tls;
+pub mod turn;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,7 +57,93 @@ pub async fn run(options: &Options, mut on_result: impl FnMut(&CheckResult)) -> 
     for result in check_rtc_ports(options, media_health.as_ref().map(|(h, _)| h), announced).await {
         record(result);
     }
+    record(check_ice_tcp(options, media_health.as_ref().map(|(h, _)| h), announced).await);
+    for result in check_turn(options).await {
+        record(result);
+    }
     report
+}
+
+/// The ICE-TCP port the server reports (or `--rtc-tcp-port`), at the announced address.
+async fn check_ice_tcp(
+    options: &Options,
+    health: Option<&MediaHealth>,
+    announced: Option<IpAddr>,
+) -> CheckResult {
+    let port = options
+        .rtc_tcp_port
+        .or_else(|| health.and_then(|health| health.rtc_tcp_port));
+    let target = options.rtc_address.or(announced);
+    match (port, target, health) {
+        (Some(port), Some(ip), _) => {
+            ice_tcp::check(SocketAddr::new(ip, port), options.timeout).await
+        }
+        (None, _, Some(_)) => CheckResult::new(
+            "rtc tcp",
+            Status::Skip,
+            "ICE-TCP is off on the media server (MEDIA_RTC_TCP_PORT=off): browsers that \
+             cannot use UDP need the TURN relay",
+            "",
+        ),
+        _ => CheckResult::new(
+            "rtc tcp",
+            Status::Skip,
+            "not checked: no ICE-TCP port or address known (media health failed)",
+            "fix media health first, or pass --rtc-tcp-port and --rtc-address",
+        ),
+    }
+}
+
+/// One Allocate per `turn:`/`turns:` URL of the configured relay, all at once.
+async fn check_turn(options: &Options) -> Vec<CheckResult> {
+    let Some(turn) = &options.turn else {
+        return vec![CheckResult::new(
+            "turn",
+            Status::Skip,
+            "no TURN relay configured (TURN_URLS unset): viewers on networks that block \
+             UDP and TCP to the media ports cannot connect",
+            "",
+        )];
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let servers = turn.ice_servers("test-connection", now);
+    let Some(credentialed) = servers.iter().find(|server| server.username.is_some()) else {
+        return vec![CheckResult::new(
+            "turn",
+            Status::Skip,
+            "TURN_URLS lists only stun: URLs",
+            "",
+        )];
+    };
+    let username = credentialed.username.clone().unwrap_or_default();
+    let password = credentialed.credential.clone().unwrap_or_default();
+    let checks = credentialed.urls.iter().map(|text| {
+        let username = username.clone();
+        let password = password.clone();
+        async move {
+            match turn::TurnUrl::parse(text) {
+                Some(url) => {
+                    let outcome = turn::allocate(
+                        &url,
+                        &username,
+                        &password,
+                        options.insecure,
+                        options.timeout,
+                    )
+                    .await;
+                    turn::describe(text, &url, &outcome)
+                }
+                None => CheckResult::fail(
+                    "turn",
+                    format!("{text:?} is not a TURN URL this tool understands"),
+                    "use turn:host:3478?transport=udp|tcp or turns:host:443?transport=tcp",
+                ),
+            }
+        }
+    });
+    futures_util::future::join_all(checks).await
 }
 
 /// Resolves the announced address and compares it with how the media host was reached.

@@ -10,8 +10,9 @@ usage: privatehub-test-connection [options] <app-url> <media-url>
 
 Checks, from where it runs, what browsers need: the app's and the media server's health
 over their public URLs, both WebSockets (the app's and the media signaling), the address
-the media server announces, and a STUN exchange with every RTC UDP port. Exit status 1
-if any check fails.
+the media server announces, a STUN exchange with every RTC UDP port and the ICE-TCP
+port, and, when a TURN relay is configured, a TURN allocation on each of its URLs with a
+freshly minted credential. Exit status 1 if any check fails.
 
   <app-url>              the app as browsers see it, e.g. https://privatehub.example.com
   <media-url>            the media server as browsers see it, e.g. https://sfu.privatehub.example.com
@@ -25,6 +26,11 @@ options:
   --timeout SECS         HTTP and WebSocket timeout (default 10)
   --udp-timeout-ms MS    first STUN retransmission timeout, doubled on each retry (default 500)
   --udp-attempts N       STUN requests per port before giving up (default 3)
+  --rtc-tcp-port PORT    check ICE-TCP on this port instead of the one the server reports
+  --turn-url URL         a TURN URL to allocate on (repeatable or comma-separated; default:
+                         TURN_URLS from the environment)
+  --turn-secret-file F   the TURN secret (coturn's static-auth-secret) from a file
+                         (default: TURN_SECRET or TURN_SECRET_FILE from the environment)
   -h, --help             show this help
 ";
 
@@ -41,6 +47,9 @@ pub struct Options {
     pub timeout: Duration,
     pub udp_first_timeout: Duration,
     pub udp_attempts: u32,
+    pub rtc_tcp_port: Option<u16>,
+    /// The site's TURN relay, when configured: each `turn:`/`turns:` URL gets an Allocate.
+    pub turn: Option<privatehub_protocol::TurnConfig>,
 }
 
 /// What the command line asked for.
@@ -60,6 +69,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut timeout = Duration::from_secs(10);
     let mut udp_first_timeout = Duration::from_millis(500);
     let mut udp_attempts = 3;
+    let mut rtc_tcp_port = None;
+    let mut turn_urls: Vec<String> = Vec::new();
+    let mut turn_secret_file = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline_value) = match arg.split_once('=') {
@@ -90,6 +102,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                     Duration::from_millis(parse_number(&value("--udp-timeout-ms")?)?)
             }
             "--udp-attempts" => udp_attempts = parse_number(&value("--udp-attempts")?)?.max(1),
+            "--rtc-tcp-port" => {
+                let text = value("--rtc-tcp-port")?;
+                let port: u16 = text
+                    .parse()
+                    .ok()
+                    .filter(|port| *port != 0)
+                    .ok_or_else(|| format!("--rtc-tcp-port: {text:?} is not a port"))?;
+                rtc_tcp_port = Some(port);
+            }
+            "--turn-url" => turn_urls.push(value("--turn-url")?),
+            "--turn-secret-file" => turn_secret_file = Some(value("--turn-secret-file")?),
             other if other.starts_with('-') && other.len() > 1 => {
                 return Err(format!("unknown option {other}"));
             }
@@ -105,7 +128,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let app_url = parse_url("app", &app)?;
     let media_url = parse_url("media", &media)?;
     let origin = origin.unwrap_or_else(|| app_url.origin().ascii_serialization());
+    let turn = turn_settings(turn_urls, turn_secret_file)?;
     Ok(Command::Run(Box::new(Options {
+        rtc_tcp_port,
+        turn,
         app_url,
         media_url,
         insecure,
@@ -116,6 +142,25 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         udp_first_timeout,
         udp_attempts: u32::try_from(udp_attempts).unwrap_or(u32::MAX),
     })))
+}
+
+/// The TURN relay from the flags, falling back to the environment's `TURN_*` settings
+/// (as in app.env), checked the way the services check them.
+fn turn_settings(
+    urls: Vec<String>,
+    secret_file: Option<String>,
+) -> Result<Option<privatehub_protocol::TurnConfig>, String> {
+    let from_flags = |name: &str| -> Option<String> {
+        match name {
+            "TURN_URLS" if !urls.is_empty() => Some(urls.join(",")),
+            "TURN_SECRET_FILE" if secret_file.is_some() => secret_file.clone(),
+            "TURN_SECRET" if secret_file.is_some() => None,
+            _ => std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty()),
+        }
+    };
+    privatehub_protocol::TurnConfig::from_lookup(from_flags).map_err(|error| error.to_string())
 }
 
 fn parse_url(which: &str, text: &str) -> Result<Url, String> {

@@ -107,8 +107,8 @@ pub fn describe(ip: IpAddr, port: u16, outcome: &ProbeOutcome) -> CheckResult {
     let name = format!("rtc udp/{port}");
     let target = SocketAddr::new(ip, port);
     let firewall = format!(
-        "open UDP {port} (the whole MEDIA_RTC_MIN_PORT..MAX range) in ufw/nftables and the \
-         cloud security group, and forward it to this host if it is behind NAT"
+        "open UDP {port} (MEDIA_RTC_PORT, or the whole MEDIA_RTC_MIN_PORT..MAX range) in \
+         ufw/nftables and the cloud security group, and forward it to this host if it is behind NAT"
     );
     match outcome {
         ProbeOutcome::Answered {

@@ -100,3 +100,60 @@ async fn no_token_without_a_current_live() {
         .unwrap();
     assert_error(response, 403, "csrf_origin_missing").await;
 }
+
+#[tokio::test]
+async fn tokens_carry_turn_credentials_when_a_relay_is_configured() {
+    let secret = b"turn-secret-for-the-api-test".to_vec();
+    let turn = privatehub_protocol::TurnConfig::new(
+        vec![
+            "turn:turn.example:3478?transport=udp".into(),
+            "turns:turn.example:443?transport=tcp".into(),
+            "stun:turn.example:3478".into(),
+        ],
+        Some(secret.clone()),
+        3600,
+    )
+    .unwrap();
+    let app = crate::helpers::spawn_app_with(|settings| settings.turn = Some(turn)).await;
+    let alice = app.user("alice").await;
+    let live = app.start_live(&alice, "show").await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = token(&app, &client(), "alice").await;
+    let servers = body["ice_servers"].as_array().expect("ice_servers");
+    assert_eq!(servers.len(), 2, "{body}");
+    assert_eq!(
+        servers[0]["urls"],
+        json!([
+            "turn:turn.example:3478?transport=udp",
+            "turns:turn.example:443?transport=tcp"
+        ])
+    );
+    assert_eq!(servers[1], json!({"urls": ["stun:turn.example:3478"]}));
+    // The username is `expiry:label`, valid for the configured hour, and the credential
+    // is what coturn computes from its static-auth-secret.
+    let username = servers[0]["username"].as_str().unwrap();
+    let (expiry, label) = username.split_once(':').unwrap();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (before + 3600..=before + 3605).contains(&expiry),
+        "{username}"
+    );
+    assert_eq!(label, format!("watch-live{}", live["id"]));
+    let (_, expected) =
+        privatehub_protocol::turn_credentials::turn_rest_credential(&secret, expiry, label);
+    assert_eq!(servers[0]["credential"], expected.as_str());
+    // Never the secret itself, and a fresh credential per token.
+    assert!(!body.to_string().contains("turn-secret-for-the-api-test"));
+
+    // Without TURN_URLS the list is empty.
+    let plain = spawn_app().await;
+    let bob = plain.user("bob").await;
+    plain.start_live(&bob, "show").await;
+    assert_eq!(
+        token(&plain, &client(), "bob").await["ice_servers"],
+        json!([])
+    );
+}

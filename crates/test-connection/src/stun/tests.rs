@@ -1,4 +1,5 @@
 use super::*;
+use std::net::Ipv6Addr;
 
 const ID: TransactionId = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 

@@ -4,9 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use privatehub_test_connection::turn;
+use privatehub_testkit::coturn::TurnServer;
 use privatehub_testkit::nginx::NginxFront;
-use privatehub_testkit::{StackOptions, free_udp_port_range};
+use privatehub_testkit::{StackOptions, free_udp_port_range, start_stack};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_privatehub-test-connection");
 
@@ -188,4 +191,86 @@ fn fails_when_the_announced_address_does_not_answer_udp() {
         let stun = line(&output, &format!("FAIL  rtc udp/{port}"));
         assert!(stun.contains("127.0.0.2"), "{stun}");
     }
+}
+
+/// ICE-TCP on, and a real coturn from the shipped configuration: the tool checks the
+/// TCP candidate port and allocates on every TURN URL with a credential it mints; a
+/// wrong secret or an expired credential is refused by coturn and said so.
+#[test]
+fn checks_ice_tcp_and_allocates_on_the_turn_relay() {
+    let secret = "ops-test-turn-secret-0123456789";
+    let turn = TurnServer::start(secret);
+    let tcp_port = privatehub_testkit::free_tcp_port();
+    let mut options = StackOptions::default();
+    options
+        .media_env
+        .push(("MEDIA_RTC_TCP_PORT".to_owned(), tcp_port.to_string()));
+    let stack = start_stack(options);
+    let turn_urls = format!(
+        "turn:127.0.0.1:{port}?transport=udp,turn:127.0.0.1:{port}?transport=tcp",
+        port = turn.port
+    );
+    let run_with_turn = |secret: &str| {
+        let output = Command::new(TOOL)
+            .args(["--timeout", "5", "--udp-timeout-ms", "200"])
+            .args([&stack.app_url, &stack.media_url])
+            .env("TURN_URLS", &turn_urls)
+            .env("TURN_SECRET", secret)
+            .env_remove("TURN_SECRET_FILE")
+            .output()
+            .expect("run privatehub-test-connection");
+        described(output)
+    };
+    let (ok, output) = run_with_turn(secret);
+    eprintln!("{output}");
+    assert!(ok, "expected every check to pass:\n{output}");
+    let tcp = line(&output, &format!("PASS  rtc tcp/{tcp_port}"));
+    assert!(
+        tcp.contains("the server sees this machine as 127.0.0.1:"),
+        "{tcp}"
+    );
+    for transport in ["udp", "tcp"] {
+        let allocated = line(&output, &format!("PASS  turn {transport}/{}", turn.port));
+        assert!(
+            allocated.contains("allocated relay 127.0.0.1:"),
+            "{allocated}"
+        );
+    }
+
+    let (ok, output) = run_with_turn("not-the-secret-of-this-coturn");
+    assert!(!ok, "a wrong TURN secret must fail:\n{output}");
+    let refused = line(&output, &format!("FAIL  turn udp/{}", turn.port));
+    assert!(refused.contains("refused the credential (401"), "{refused}");
+    assert!(
+        refused.contains("static-auth-secret"),
+        "the hint names the setting: {refused}"
+    );
+
+    // A credential that expired a minute ago, minted with the right secret.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (username, password) = privatehub_protocol::turn_credentials::turn_rest_credential(
+        secret.as_bytes(),
+        now - 60,
+        "expired",
+    );
+    let url = turn::TurnUrl::parse(&format!("turn:127.0.0.1:{}?transport=tcp", turn.port)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(turn::allocate(
+        &url,
+        &username,
+        &password,
+        false,
+        Duration::from_secs(5),
+    ));
+    assert!(
+        matches!(outcome, turn::AllocateOutcome::Refused { code: 401, .. }),
+        "an expired credential was not refused: {outcome:?}\n{}",
+        turn.log_tail(20)
+    );
 }
