@@ -141,6 +141,13 @@ impl TurnConfig {
                     ),
                 ));
             }
+            Some(secret) if secret.starts_with(b"change-me") => {
+                return Err(refuse(
+                    "TURN_SECRET",
+                    "is the placeholder from the example file: set it to coturn's \
+                     static-auth-secret (e.g. `openssl rand -hex 32`)",
+                ));
+            }
             Some(secret) => secret,
             None if needs_secret => {
                 return Err(refuse(

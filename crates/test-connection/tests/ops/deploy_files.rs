@@ -40,10 +40,15 @@ fn with_overrides(
 
 #[test]
 fn example_env_files_start_the_services() {
-    let app_env = example_env("app.env.example");
+    let mut app_env = example_env("app.env.example");
     let mut media_env = example_env("media.env.example");
-    // The range is the commented alternative to MEDIA_RTC_PORT, not a setting beside it.
+    // The range is the commented alternative to MEDIA_RTC_PORT, not a setting beside it,
+    // and the TURN secret's file the alternative to the variable.
     media_env.retain(|(key, _)| key != "MEDIA_RTC_MIN_PORT" && key != "MEDIA_RTC_MAX_PORT");
+    for env in [&mut app_env, &mut media_env] {
+        env.retain(|(key, _)| key != "TURN_SECRET_FILE");
+    }
+    let turn_secret = "example-env-test-turn-secret-0123".to_owned();
     for required in [
         "APP_PUBLIC_URL",
         "MEDIA_PUBLIC_URL",
@@ -78,6 +83,7 @@ fn example_env_files_start_the_services() {
             &[
                 ("APP_PORT", app_port.to_string()),
                 ("MEDIA_TOKEN_SECRET", secret.clone()),
+                ("TURN_SECRET", turn_secret.clone()),
                 (
                     "DATABASE_URL",
                     dir.path().join("app.sqlite").display().to_string(),
@@ -99,6 +105,7 @@ fn example_env_files_start_the_services() {
                 ("MEDIA_RTC_BIND_IP", "127.0.0.1".into()),
                 ("MEDIA_RTC_PORT", rtc_port.to_string()),
                 ("MEDIA_RTC_TCP_PORT", free_tcp_port().to_string()),
+                ("TURN_SECRET", turn_secret.clone()),
             ],
         ),
     );
