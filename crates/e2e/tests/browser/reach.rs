@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
+use privatehub_test_connection::turn;
 use privatehub_testkit::coturn::TurnServer;
 use privatehub_testkit::{StackOptions, free_tcp_port, start_stack};
 use serde_json::Value;
 
 use crate::harness::{Browser, BrowserOptions, ChromeDriver};
 use crate::pages::{self, LIVE_STATUS};
+use crate::whip_clients::ClientProcess;
 
 /// The local and remote candidates of the viewer's selected pair, from `getStats`.
 const SELECTED_PAIR: &str = "(async () => {
@@ -168,4 +170,87 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
     );
     alice.close().await;
     bob.close().await;
+}
+
+/// `Link: <url>; rel="ice-server"; username="..."; credential="..."` as
+/// (url, username, credential).
+fn ice_server_link(link: &str) -> (String, String, String) {
+    let url = link
+        .strip_prefix('<')
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(url, _)| url.to_owned())
+        .unwrap_or_else(|| panic!("no <url> in {link}"));
+    assert!(link.contains("rel=\"ice-server\""), "{link}");
+    let parameter = |name: &str| {
+        link.split(';')
+            .map(str::trim)
+            .find_map(|part| part.strip_prefix(&format!("{name}=\"")))
+            .and_then(|value| value.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {name} in {link}"))
+            .to_owned()
+    };
+    assert_eq!(parameter("credential-type"), "password", "{link}");
+    (url, parameter("username"), parameter("credential"))
+}
+
+/// OBS and WHEP players learn the relay from the `201`'s `Link` headers: every
+/// announced credential really allocates on coturn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_answers_announce_the_relay_with_working_credentials() {
+    let _guard = crate::exclusive().await;
+    let secret = "turn-test-secret-for-link-headers-01";
+    let turn = TurnServer::start(secret);
+    let turn_urls = format!(
+        "turn:127.0.0.1:{port}?transport=udp,turn:127.0.0.1:{port}?transport=tcp",
+        port = turn.port
+    );
+    let turn_env = vec![
+        ("TURN_URLS".to_owned(), turn_urls),
+        ("TURN_SECRET".to_owned(), secret.to_owned()),
+    ];
+    let stack = start_stack(StackOptions {
+        app_env: turn_env.clone(),
+        media_env: turn_env,
+        ..StackOptions::default()
+    });
+    let creator = crate::whip::account(&stack, "olga").await;
+    let key = crate::whip::stream_key(&stack, &creator, false).await;
+    let mut publisher =
+        ClientProcess::whip_publish(&format!("{}/whip", stack.media_url), &key, &[]);
+    let published = publisher
+        .wait_event("published", Duration::from_secs(30))
+        .await;
+    publisher
+        .wait_event("connected", Duration::from_secs(30))
+        .await;
+    let mut player = ClientProcess::whep_play(&format!("{}/whep/olga", stack.media_url), 10);
+    let playing = player.wait_event("playing", Duration::from_secs(30)).await;
+    for (answer, label) in [(&published, ":whip-live"), (&playing, ":whep-live")] {
+        let links: Vec<&str> = answer["link"]
+            .as_array()
+            .expect("link headers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(links.len(), 2, "one Link per TURN URL: {answer}");
+        for link in links {
+            let (url, username, credential) = ice_server_link(link);
+            assert!(username.contains(label), "{username}");
+            let parsed = turn::TurnUrl::parse(&url).unwrap_or_else(|| panic!("{url}"));
+            let outcome = turn::allocate(
+                &parsed,
+                &username,
+                &credential,
+                false,
+                Duration::from_secs(5),
+            )
+            .await;
+            assert!(
+                matches!(outcome, turn::AllocateOutcome::Relayed { .. }),
+                "{url} with the announced credential: {outcome:?}\n{}",
+                turn.log_tail(20)
+            );
+        }
+    }
+    player.wait_event("frames", Duration::from_secs(30)).await;
 }

@@ -16,7 +16,7 @@ use crate::whip_clients::ClientProcess;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A signed-in HTTP client of the app (cookies kept).
-async fn account(stack: &RunningStack, username: &str) -> reqwest::Client {
+pub(crate) async fn account(stack: &RunningStack, username: &str) -> reqwest::Client {
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -32,7 +32,11 @@ async fn account(stack: &RunningStack, username: &str) -> reqwest::Client {
     client
 }
 
-async fn stream_key(stack: &RunningStack, client: &reqwest::Client, rotate: bool) -> String {
+pub(crate) async fn stream_key(
+    stack: &RunningStack,
+    client: &reqwest::Client,
+    rotate: bool,
+) -> String {
     let request = if rotate {
         client
             .post(format!("{}/api/me/stream-key/rotate", stack.app_url))
