@@ -51,7 +51,12 @@ const broadcast = {
   gen: 0,
   lastBytes: 0,
   lastBytesAt: 0,
+  /** The current publish attempt's peer connection got through. */
+  attemptConnected: false,
 };
+
+const UNREACHABLE_NOTICE =
+  'Cannot connect to the media server. Your network (a firewall, a VPN or a proxy) may be blocking it. Still trying…';
 
 function setState(state) {
   if (broadcast.state === state) return;
@@ -175,17 +180,21 @@ function stopSession() {
 }
 
 function scheduleRepublish(reason, retryAfterMs) {
+  // An attempt whose media never connected: say so rather than "reconnecting" forever.
+  const unreachable = !broadcast.attemptConnected && retryAfterMs === undefined;
   stopSession();
   if (!broadcast.wanted) return;
   const delay = retryAfterMs ?? broadcast.backoff.next();
   log(`republish in ${Math.round(delay)} ms: ${reason}`);
   setState('reconnecting');
+  if (unreachable) notice(UNREACHABLE_NOTICE, 'error');
   broadcast.retryTimer = setTimeout(publish, delay);
 }
 
 async function publish() {
   stopSession();
   const gen = broadcast.gen;
+  broadcast.attemptConnected = false;
   let session;
   try {
     const { token, url, iceServers } = await fetchMediaToken(channel);
@@ -204,6 +213,7 @@ async function publish() {
       connectionEl.textContent = state;
       log(`pc ${state}`);
       if (state === 'connected' && broadcast.session === session) {
+        broadcast.attemptConnected = true;
         broadcast.backoff.reset();
         setState('live');
         notice('');
