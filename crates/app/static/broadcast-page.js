@@ -51,7 +51,8 @@ const broadcast = {
   gen: 0,
   lastBytes: 0,
   lastBytesAt: 0,
-  /** The current publish attempt's peer connection got through. */
+  /** The current publish attempt's answer arrived, and its peer connection got through. */
+  attemptSignaled: false,
   attemptConnected: false,
 };
 
@@ -180,8 +181,10 @@ function stopSession() {
 }
 
 function scheduleRepublish(reason, retryAfterMs) {
-  // An attempt whose media never connected: say so rather than "reconnecting" forever.
-  const unreachable = !broadcast.attemptConnected && retryAfterMs === undefined;
+  // Signaling worked but the media never connected: say so rather than "reconnecting"
+  // forever (a media server that is down or restarting is not this).
+  const unreachable =
+    broadcast.attemptSignaled && !broadcast.attemptConnected && retryAfterMs === undefined;
   stopSession();
   if (!broadcast.wanted) return;
   const delay = retryAfterMs ?? broadcast.backoff.next();
@@ -194,6 +197,7 @@ function scheduleRepublish(reason, retryAfterMs) {
 async function publish() {
   stopSession();
   const gen = broadcast.gen;
+  broadcast.attemptSignaled = false;
   broadcast.attemptConnected = false;
   let session;
   try {
@@ -232,6 +236,7 @@ async function publish() {
       scheduleRepublish(event.detail.reason, event.detail.retryAfterMs);
     });
     await session.start();
+    if (broadcast.session === session) broadcast.attemptSignaled = true;
     log(`publishing into live ${session.liveId}`);
   } catch (error) {
     if (gen !== broadcast.gen) return;

@@ -117,9 +117,11 @@ function stopMedia() {
 }
 
 function scheduleWatch(reason, retryAfterMs) {
-  // A watch that ends without its media ever connecting: the viewer is told at once,
-  // rather than watching "Connecting…" forever.
-  const unreachable = player.attempt !== null && !player.attempt.connected && retryAfterMs === undefined;
+  // Signaling worked but the media never connected (ICE failed: UDP and TCP blocked, or
+  // the relay refused us): the viewer is told at once rather than watching
+  // "Connecting…" forever. A media server that is down or restarting is not this.
+  const attempt = player.attempt;
+  const unreachable = attempt !== null && attempt.signaled && !attempt.connected && retryAfterMs === undefined;
   player.attempt = null;
   stopMedia();
   if (!player.liveOn) return;
@@ -137,7 +139,7 @@ async function watch() {
   player.active = true;
   const gen = player.gen;
   if (player.state !== 'stalled' && player.state !== 'unreachable') setState('connecting');
-  const attempt = { startedAt: performance.now(), connected: false };
+  const attempt = { startedAt: performance.now(), signaled: false, connected: false };
   player.attempt = attempt;
   let session;
   try {
@@ -190,6 +192,7 @@ async function watch() {
       scheduleWatch(event.detail.reason, event.detail.retryAfterMs);
     });
     await session.start();
+    attempt.signaled = true;
     log(`watching live ${session.liveId}${session.adaptive ? ' (adaptive)' : ''}`);
     if (player.choice !== 'auto') session.setQuality(player.choice);
   } catch (error) {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use privatehub_media::sfu::RtcTemplate;
 use privatehub_media::sfu::stun::{StunKind, StunRateLimiter, binding_success, classify};
+use privatehub_protocol::stun::{Class, Message, MessageBuilder, attribute, method};
 use privatehub_protocol::MAX_SIGNALING_MESSAGE_BYTES;
 
 pub use datagram::rtc_datagram;
@@ -122,10 +123,12 @@ pub fn sdp_offer(data: &[u8]) {
 }
 
 /// Target 5: the plain-STUN responder (`sfu::stun`) on one datagram from an address
-/// taken from the input. A plain binding request's answer must decode (with the
-/// decoder below, written from RFC 5389 independently of `stun.rs`; str0m's parser only
-/// takes ICE messages with MESSAGE-INTEGRITY) to a binding success with the same
-/// transaction id and the source address.
+/// taken from the input, and the shared STUN codec (`privatehub_protocol::stun`) on the
+/// same bytes. A plain binding request's answer must decode, with the shared codec
+/// (written apart from the media server's allocation-free `sfu/stun.rs`; str0m's parser
+/// only takes ICE messages with MESSAGE-INTEGRITY), to a binding success with the same
+/// transaction id and the source address. Whatever the codec parses must rebuild into a
+/// message that parses to the same attributes.
 pub fn stun(data: &[u8]) {
     let mut input = Bytes::new(data);
     let source = input.socket_addr();
@@ -142,41 +145,35 @@ pub fn stun(data: &[u8]) {
         }
         StunKind::Ice | StunKind::NotStun => {}
     }
+    if let Ok(message) = Message::parse(buf) {
+        let mut builder = MessageBuilder::new(message.method, message.class, &message.transaction_id);
+        for (kind, value) in message.attributes() {
+            builder = builder.attribute(kind, value);
+        }
+        let rebuilt = builder.finish();
+        let again = Message::parse(&rebuilt).expect("a rebuilt message parses");
+        assert!(again.attributes().eq(message.attributes()), "{buf:02x?}");
+        assert_eq!((again.method, again.class), (message.method, message.class));
+        let _ = message.error_code();
+        let _ = message.xor_address(attribute::XOR_MAPPED_ADDRESS);
+        let _ = message.mapped_address();
+    }
     let mut limiter = StunRateLimiter::default();
     let now = Instant::now();
     let allowed = (0..12).filter(|_| limiter.allow(source.ip(), now)).count();
     assert_eq!(allowed, 10);
 }
 
-/// The XOR-MAPPED-ADDRESS of a Binding Success Response, if `message` is exactly one.
+/// The XOR-MAPPED-ADDRESS of a Binding Success Response, if `message` is exactly one
+/// with that single attribute.
 fn decode_binding_success(message: &[u8]) -> Option<SocketAddr> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
-    let header = message.get(..20)?;
-    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    if header[..2] != [0x01, 0x01] || header[4..8] != COOKIE || length + 20 != message.len() {
+    let parsed = Message::parse(message).ok()?;
+    if (parsed.method, parsed.class) != (method::BINDING, Class::Success)
+        || parsed.attributes().count() != 1
+    {
         return None;
     }
-    let attr = &message[20..];
-    if attr.get(..2)? != [0x00, 0x20] {
-        return None;
-    }
-    let value_len = usize::from(u16::from_be_bytes([*attr.get(2)?, *attr.get(3)?]));
-    let value = attr.get(4..4 + value_len)?;
-    if 4 + value_len != attr.len() {
-        return None;
-    }
-    let port = u16::from_be_bytes([*value.get(2)?, *value.get(3)?]) ^ 0x2112;
-    let mut key = [0u8; 16];
-    key[..4].copy_from_slice(&COOKIE);
-    key[4..].copy_from_slice(&header[8..20]);
-    let xored: Vec<u8> = value[4..].iter().zip(key).map(|(b, k)| b ^ k).collect();
-    let ip = match (value.get(1)?, xored.len()) {
-        (0x01, 4) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(xored).ok()?)),
-        (0x02, 16) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(xored).ok()?)),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
+    parsed.xor_address(attribute::XOR_MAPPED_ADDRESS).ok()?
 }
 
 /// Target 8: the body of a WHIP/WHEP trickle `PATCH` (`application/trickle-ice-sdpfrag`)

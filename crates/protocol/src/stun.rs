@@ -218,6 +218,11 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// Every attribute in order, values without padding.
+    pub fn attributes(&self) -> impl Iterator<Item = (u16, &'a [u8])> + '_ {
+        self.attributes.iter().copied()
+    }
+
     /// The first attribute of type `kind`.
     pub fn attribute(&self, kind: u16) -> Option<&'a [u8]> {
         self.attributes

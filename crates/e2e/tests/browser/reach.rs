@@ -38,6 +38,21 @@ const SELECTED_PAIR: &str = "(async () => {
     };
 })()";
 
+/// The `media_connections_total` lines of the media server's metrics.
+async fn media_connection_counts(media_url: &str) -> String {
+    let metrics = reqwest::get(format!("{media_url}/metrics"))
+        .await
+        .expect("media metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("media_connections_total"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn selected_pair(viewer: &Browser) -> Value {
     viewer.js(&format!("return {SELECTED_PAIR};"), vec![]).await
 }
@@ -72,20 +87,10 @@ async fn a_viewer_without_udp_watches_over_ice_tcp() {
         "the media server's own candidate: {pair}"
     );
     assert_ne!(pair["localType"], "relay", "no relay is configured: {pair}");
-    let metrics = reqwest::get(format!("{}/metrics", stack.media_url))
-        .await
-        .expect("media metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let connections = media_connection_counts(&stack.media_url).await;
     assert!(
-        metrics.contains("media_connections_total{transport=\"tcp\"} 1"),
-        "one TCP connection counted:\n{}",
-        metrics
-            .lines()
-            .filter(|line| line.starts_with("media_connections_total"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        connections.contains("media_connections_total{transport=\"tcp\"} 1"),
+        "one TCP connection counted:\n{connections}"
     );
     alice.close().await;
     bob.close().await;
@@ -139,6 +144,12 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
         log.contains("ALLOCATE") || log.contains("allocate"),
         "coturn saw an allocation:\n{}",
         turn.log_tail(30)
+    );
+    // The media server knows the peer came through a relay.
+    let connections = media_connection_counts(&stack.media_url).await;
+    assert!(
+        connections.contains("media_connections_total{transport=\"relay\"} 1"),
+        "the relayed viewer is counted as relay:\n{connections}"
     );
 
     // The relay is replaced by one with another secret: the app's credentials are now
