@@ -184,7 +184,10 @@ async function watch() {
     });
     session.addEventListener('connectionstatechange', (event) => {
       log(`pc ${event.detail.state}`);
-      if (event.detail.state === 'connected') attempt.connected = true;
+      if (event.detail.state === 'connected') {
+        attempt.connected = true;
+        if (player.state === 'unreachable') setState('connecting');
+      }
     });
     session.addEventListener('closed', (event) => {
       if (player.session !== session) return;
@@ -239,7 +242,7 @@ function onQuality(session, quality) {
     quality.choice === 'auto' && current && layers.length ? `Auto (${layerLabel(current)})` : 'Auto';
   qualitySelect.disabled = layers.length === 0;
   page.dataset.videoPaused = String(quality.paused);
-  if (quality.paused && ['live', 'stalled', 'connecting'].includes(player.state)) setState('paused');
+  if (quality.paused && ['live', 'stalled', 'connecting', 'unreachable'].includes(player.state)) setState('paused');
   if (!quality.paused && player.state === 'paused') setState('connecting');
 }
 

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use privatehub_media::sfu::RtcTemplate;
 use privatehub_media::sfu::stun::{StunKind, StunRateLimiter, binding_success, classify};
-use privatehub_protocol::stun::{Class, Message, MessageBuilder, attribute, method};
 use privatehub_protocol::MAX_SIGNALING_MESSAGE_BYTES;
+use privatehub_protocol::stun::{Class, Message, MessageBuilder, attribute, method};
 
 pub use datagram::rtc_datagram;
 pub use json::{app_socket, json_body, media_signaling};
@@ -146,7 +146,8 @@ pub fn stun(data: &[u8]) {
         StunKind::Ice | StunKind::NotStun => {}
     }
     if let Ok(message) = Message::parse(buf) {
-        let mut builder = MessageBuilder::new(message.method, message.class, &message.transaction_id);
+        let mut builder =
+            MessageBuilder::new(message.method, message.class, &message.transaction_id);
         for (kind, value) in message.attributes() {
             builder = builder.attribute(kind, value);
         }

@@ -93,7 +93,7 @@ impl MessageBuilder {
         self.bytes.extend_from_slice(&kind.to_be_bytes());
         self.bytes.extend_from_slice(&length.to_be_bytes());
         self.bytes.extend_from_slice(&value[..usize::from(length)]);
-        let padding = (4 - value.len() % 4) % 4;
+        let padding = (4 - usize::from(length) % 4) % 4;
         self.bytes.extend(std::iter::repeat_n(0, padding));
         self
     }

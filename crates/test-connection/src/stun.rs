@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 
-use privatehub_protocol::stun::{
-    Class, Message, MessageBuilder, StunParseError as CodecError, attribute, method,
-};
+pub use privatehub_protocol::stun::StunParseError as CodecError;
+use privatehub_protocol::stun::{Class, Message, MessageBuilder, attribute, method};
 pub use privatehub_protocol::stun::{HEADER_LEN, MAGIC_COOKIE, TransactionId};
 
 /// A Binding Request with the given transaction id and no attributes.
@@ -30,24 +29,15 @@ pub enum BindingResponse {
 /// Why a datagram is not a valid answer to our request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StunParseError {
-    /// Shorter than the 20-byte header.
-    #[error("{0} bytes is too short for a STUN message")]
-    TooShort(usize),
-    /// The top two bits or the magic cookie are wrong: something else answered.
-    #[error("not a STUN message (wrong leading bits or magic cookie)")]
-    NotStun,
-    /// The header's length field disagrees with the datagram.
-    #[error("STUN length field says {declared} bytes of attributes but {actual} arrived")]
-    BadLength { declared: usize, actual: usize },
+    /// Not a well-formed STUN message at all.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
     /// A STUN message for another transaction (e.g. a stray packet).
     #[error("transaction id does not match the request")]
     WrongTransaction,
     /// A message type other than Binding Success/Error Response.
     #[error("unexpected STUN message type 0x{0:04x}")]
     UnexpectedType(u16),
-    /// An attribute runs past the end or has an impossible size.
-    #[error("malformed STUN attribute 0x{0:04x}")]
-    BadAttribute(u16),
     /// A success response that carries neither XOR-MAPPED-ADDRESS nor MAPPED-ADDRESS.
     #[error("success response without XOR-MAPPED-ADDRESS")]
     NoMappedAddress,
@@ -58,7 +48,7 @@ pub fn parse_binding_response(
     datagram: &[u8],
     transaction_id: &TransactionId,
 ) -> Result<BindingResponse, StunParseError> {
-    let message = Message::parse(datagram).map_err(StunParseError::from)?;
+    let message = Message::parse(datagram)?;
     if &message.transaction_id != transaction_id {
         return Err(StunParseError::WrongTransaction);
     }
@@ -88,19 +78,6 @@ pub fn parse_binding_response(
             datagram[0],
             datagram[1],
         ]))),
-    }
-}
-
-impl From<CodecError> for StunParseError {
-    fn from(error: CodecError) -> StunParseError {
-        match error {
-            CodecError::TooShort(length) => StunParseError::TooShort(length),
-            CodecError::NotStun => StunParseError::NotStun,
-            CodecError::BadLength { declared, actual } => {
-                StunParseError::BadLength { declared, actual }
-            }
-            CodecError::BadAttribute(kind) => StunParseError::BadAttribute(kind),
-        }
     }
 }
 

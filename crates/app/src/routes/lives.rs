@@ -238,9 +238,13 @@ pub async fn token(
     );
     let token = issue_media_token(&claims, settings.media_token_secret_bytes())
         .map_err(|error| InternalError(format!("media token: {error}")))?;
-    // The label lands in coturn's log: the role and live, not who the viewer is.
+    // The label lands in coturn's log: the role and live, not who the viewer is. coturn
+    // counts `user-quota` per label, so each token's is its own.
     let ice_servers = settings.turn.as_ref().map_or_else(Vec::new, |turn| {
-        turn.ice_servers(&format!("{}-live{}", role.as_str(), live.id.0), now)
+        let mut tag = [0u8; 4];
+        rand::rng().fill_bytes(&mut tag);
+        let label = format!("{}-live{}-{}", role.as_str(), live.id.0, hex(&tag));
+        turn.ice_servers(&label, now)
     });
     Ok(HttpResponse::Ok().json(MediaTokenJson {
         token,

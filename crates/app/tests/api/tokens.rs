@@ -141,7 +141,13 @@ async fn tokens_carry_turn_credentials_when_a_relay_is_configured() {
         (before + 3600..=before + 3605).contains(&expiry),
         "{username}"
     );
-    assert_eq!(label, format!("watch-live{}", live["id"]));
+    let prefix = format!("watch-live{}-", live["id"]);
+    assert!(
+        label.starts_with(&prefix) && label.len() == prefix.len() + 8,
+        "the role, the live and a tag of its own: {label}"
+    );
+    let other = token(&app, &client(), "alice").await;
+    assert_ne!(other["ice_servers"][0]["username"], servers[0]["username"]);
     let (_, expected) =
         privatehub_protocol::turn_credentials::turn_rest_credential(&secret, expiry, label);
     assert_eq!(servers[0]["credential"], expected.as_str());

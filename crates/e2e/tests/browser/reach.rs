@@ -38,6 +38,21 @@ const SELECTED_PAIR: &str = "(async () => {
     };
 })()";
 
+/// An anonymous viewer's media token for alice's live, as the page fetches it.
+async fn watch_token(app: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{app}/api/lives/alice/token"))
+        .header("origin", app)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token json")
+}
+
 /// The `media_connections_total` lines of the media server's metrics.
 async fn media_connection_counts(media_url: &str) -> String {
     let metrics = reqwest::get(format!("{media_url}/metrics"))
@@ -57,13 +72,18 @@ async fn selected_pair(viewer: &Browser) -> Value {
     viewer.js(&format!("return {SELECTED_PAIR};"), vec![]).await
 }
 
-async fn open_broadcaster_and_viewer_without_udp(driver: &ChromeDriver) -> (Browser, Browser) {
+/// Alice (a normal browser) goes live with `title`; Bob's browser may not use UDP.
+async fn live_and_viewer_without_udp(app: &str, title: &str) -> (ChromeDriver, Browser, Browser) {
+    let driver = ChromeDriver::start().await;
     let (broadcaster_options, viewer_options) =
         (BrowserOptions::default(), BrowserOptions::without_udp());
-    tokio::join!(
-        Browser::open(driver, "alice (broadcaster)", &broadcaster_options),
-        Browser::open(driver, "bob (viewer, no UDP)", &viewer_options),
-    )
+    let (alice, bob) = tokio::join!(
+        Browser::open(&driver, "alice (broadcaster)", &broadcaster_options),
+        Browser::open(&driver, "bob (viewer, no UDP)", &viewer_options),
+    );
+    pages::sign_up(&alice, app, "alice").await;
+    pages::go_live(&alice, app, "alice", title).await;
+    (driver, alice, bob)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,10 +94,7 @@ async fn a_viewer_without_udp_watches_over_ice_tcp() {
         ..StackOptions::default()
     });
     let app = stack.app_url.clone();
-    let driver = ChromeDriver::start().await;
-    let (alice, bob) = open_broadcaster_and_viewer_without_udp(&driver).await;
-    pages::sign_up(&alice, &app, "alice").await;
-    pages::go_live(&alice, &app, "alice", "Over TCP").await;
+    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Over TCP").await;
     pages::watch(&bob, &app, "alice").await;
     let pair = selected_pair(&bob).await;
     assert_eq!(pair["localProtocol"], "tcp", "selected pair: {pair}");
@@ -113,23 +130,10 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
         ..StackOptions::default()
     });
     let app = stack.app_url.clone();
-    let driver = ChromeDriver::start().await;
-    let (alice, bob) = open_broadcaster_and_viewer_without_udp(&driver).await;
-    pages::sign_up(&alice, &app, "alice").await;
-    pages::go_live(&alice, &app, "alice", "Through the relay").await;
+    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Through the relay").await;
 
     // The token response carries the relay with a credential minted for it.
-    let token: Value = reqwest::Client::new()
-        .post(format!("{app}/api/lives/alice/token"))
-        .header("origin", &app)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token json");
+    let token = watch_token(&app).await;
     let servers = &token["ice_servers"];
     assert_eq!(servers[0]["urls"][0], turn_url.as_str(), "{token}");
     let username = servers[0]["username"].as_str().expect("a TURN username");
@@ -173,11 +177,23 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
         overlay.as_str().unwrap_or("").contains("Cannot connect"),
         "overlay: {overlay}"
     );
-    let refused = refusing.log();
+    // It is coturn refusing what the app hands out, not the page giving up early: the
+    // credential of a fresh token is refused with 401 on its authenticated request.
+    let token = watch_token(&app).await;
+    let server = &token["ice_servers"][0];
+    let url = turn::TurnUrl::parse(server["urls"][0].as_str().unwrap()).unwrap();
+    let outcome = turn::allocate(
+        &url,
+        server["username"].as_str().unwrap(),
+        server["credential"].as_str().unwrap(),
+        false,
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(
-        refused.contains("401") || refused.to_lowercase().contains("unauthorized"),
-        "coturn refused the credential:\n{}",
-        refusing.log_tail(30)
+        matches!(outcome, turn::AllocateOutcome::Refused { code: 401, .. }),
+        "the refusing relay accepted the app's credential: {outcome:?}\n{}",
+        refusing.log_tail(20)
     );
     alice.close().await;
     bob.close().await;

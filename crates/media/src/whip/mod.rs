@@ -168,7 +168,13 @@ fn open_session(
     };
     let location = format!("{prefix}/session/{}", id.as_str());
     let ice_server_links = state.settings.turn.as_ref().map_or_else(Vec::new, |turn| {
-        let label = format!("{}-live{}", &prefix[1..], live.0);
+        // Unique per answer: coturn counts `user-quota` per label.
+        let label = format!(
+            "{}-live{}-{:08x}",
+            &prefix[1..],
+            live.0,
+            rand::random::<u32>()
+        );
         ice_server_link_headers(&turn.ice_servers(&label, unix_seconds_now()))
     });
     HttpSessions::insert(

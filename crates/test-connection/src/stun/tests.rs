@@ -105,14 +105,18 @@ fn bad_answers_are_named() {
     let check = |datagram: &[u8], expected: StunParseError| {
         assert_eq!(parse_binding_response(datagram, &ID), Err(expected));
     };
-    check(&good[..10], StunParseError::TooShort(10));
-    check(b"HTTP/1.1 400 Bad Request\r\n\r\n", StunParseError::NotStun);
-    check(&good[..good.len() - 4], {
-        StunParseError::BadLength {
+    check(&good[..10], StunParseError::Codec(CodecError::TooShort(10)));
+    check(
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        StunParseError::Codec(CodecError::NotStun),
+    );
+    check(
+        &good[..good.len() - 4],
+        StunParseError::Codec(CodecError::BadLength {
             declared: 12,
             actual: 8,
-        }
-    });
+        }),
+    );
     let mut other_transaction = good.clone();
     other_transaction[19] ^= 0xFF;
     check(&other_transaction, StunParseError::WrongTransaction);
@@ -123,6 +127,6 @@ fn bad_answers_are_named() {
     check(&response(0x0101, &[]), StunParseError::NoMappedAddress);
     check(
         &response(0x0101, &[0x00, 0x20, 0x00, 0x10, 0, 1, 0, 0]),
-        StunParseError::BadAttribute(0x0020),
+        StunParseError::Codec(CodecError::BadAttribute(0x0020)),
     );
 }
