@@ -35,6 +35,9 @@ const REPLACED_KEYS: &[&str] = &[
 pub struct TurnServer {
     /// TURN over UDP and TCP, on 127.0.0.1.
     pub port: u16,
+    /// TURN over TLS (`turns:`), when started with [`TurnServer::start_with_tls`]: a
+    /// self-signed certificate for 127.0.0.1, so clients must not verify it.
+    pub tls_port: Option<u16>,
     /// Its `static-auth-secret`.
     pub secret: String,
     child: Child,
@@ -55,8 +58,17 @@ impl TurnServer {
         Self::start_on(free_tcp_port(), secret)
     }
 
+    /// Like [`TurnServer::start`], with TURN over TLS on a second port too.
+    pub fn start_with_tls(secret: &str) -> TurnServer {
+        Self::launch(free_tcp_port(), secret, Some(free_tcp_port()))
+    }
+
     /// Like [`TurnServer::start`] on a given port (e.g. the port of one just stopped).
     pub fn start_on(port: u16, secret: &str) -> TurnServer {
+        Self::launch(port, secret, None)
+    }
+
+    fn launch(port: u16, secret: &str, tls_port: Option<u16>) -> TurnServer {
         assert!(
             Path::new(TURNSERVER).exists(),
             "{TURNSERVER} is needed: run scripts/install-test-deps (Debian package coturn)"
@@ -83,13 +95,23 @@ impl TurnServer {
             // unless told, and then the shipped deny-all still applies to all but it.
             "allow-loopback-peers".to_owned(),
             "allowed-peer-ip=127.0.0.1".to_owned(),
-            // No certificate on a test machine: TURN over UDP and TCP only.
-            "no-tls".to_owned(),
             format!("log-file={}", log_path.display()),
             "simple-log".to_owned(),
             "verbose".to_owned(),
             format!("pidfile={}", dir.path().join("turnserver.pid").display()),
         ]);
+        match tls_port {
+            Some(tls_port) => {
+                let (cert, key) = crate::nginx::self_signed_certificate(dir.path());
+                config.extend([
+                    format!("tls-listening-port={tls_port}"),
+                    format!("cert={}", cert.display()),
+                    format!("pkey={}", key.display()),
+                ]);
+            }
+            // TURN over UDP and TCP only.
+            None => config.push("no-tls".to_owned()),
+        }
         let config_path = dir.path().join("turnserver.conf");
         std::fs::write(&config_path, config.join("\n") + "\n").expect("write coturn config");
         let child = Command::new(TURNSERVER)
@@ -102,13 +124,15 @@ impl TurnServer {
             .expect("start turnserver");
         let mut server = TurnServer {
             port,
+            tls_port,
             secret: secret.to_owned(),
             child,
             log_path,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
+        while !listening(port) || tls_port.is_some_and(|tls_port| !listening(tls_port)) {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("turnserver exited with {status}\n{}", server.log_tail(40));
             }

@@ -199,7 +199,8 @@ fn fails_when_the_announced_address_does_not_answer_udp() {
 #[test]
 fn checks_ice_tcp_and_allocates_on_the_turn_relay() {
     let secret = "ops-test-turn-secret-0123456789";
-    let turn = TurnServer::start(secret);
+    let turn = TurnServer::start_with_tls(secret);
+    let tls_port = turn.tls_port.expect("TURN over TLS");
     let tcp_port = privatehub_testkit::free_tcp_port();
     let mut options = StackOptions::default();
     options
@@ -207,12 +208,14 @@ fn checks_ice_tcp_and_allocates_on_the_turn_relay() {
         .push(("MEDIA_RTC_TCP_PORT".to_owned(), tcp_port.to_string()));
     let stack = start_stack(options);
     let turn_urls = format!(
-        "turn:127.0.0.1:{port}?transport=udp,turn:127.0.0.1:{port}?transport=tcp",
+        "turn:127.0.0.1:{port}?transport=udp,turn:127.0.0.1:{port}?transport=tcp,\
+         turns:127.0.0.1:{tls_port}?transport=tcp",
         port = turn.port
     );
     let run_with_turn = |secret: &str| {
         let output = Command::new(TOOL)
-            .args(["--timeout", "5", "--udp-timeout-ms", "200"])
+            // The test relay's certificate is self-signed.
+            .args(["--insecure", "--timeout", "5", "--udp-timeout-ms", "200"])
             .args([&stack.app_url, &stack.media_url])
             .env("TURN_URLS", &turn_urls)
             .env("TURN_SECRET", secret)
@@ -229,8 +232,8 @@ fn checks_ice_tcp_and_allocates_on_the_turn_relay() {
         tcp.contains("the server sees this machine as 127.0.0.1:"),
         "{tcp}"
     );
-    for transport in ["udp", "tcp"] {
-        let allocated = line(&output, &format!("PASS  turn {transport}/{}", turn.port));
+    for (transport, port) in [("udp", turn.port), ("tcp", turn.port), ("tls", tls_port)] {
+        let allocated = line(&output, &format!("PASS  turn {transport}/{port}"));
         assert!(
             allocated.contains("allocated relay 127.0.0.1:"),
             "{allocated}"
