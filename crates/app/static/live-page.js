@@ -10,7 +10,14 @@
 // socket drops.
 
 import { AppSocket, mountChat, mountViewerCount } from './chat-client.js';
-import { Backoff, MediaSession, TokenError, fetchMediaToken, sumStats } from './media-client.js';
+import {
+  Backoff,
+  MediaSession,
+  TokenError,
+  connectionPath,
+  fetchMediaToken,
+  sumStats,
+} from './media-client.js';
 
 const STATE_TEXT = {
   offline: 'Offline',
@@ -273,10 +280,12 @@ async function videoStats() {
 async function refreshStatsOverlay() {
   if (statsOverlay.hidden) return;
   const stats = await videoStats();
+  const path = await connectionPath(player.session?.pc).catch(() => null);
   const quality = player.quality;
   const lines = [
     `video     ${stats.frameWidth}x${stats.frameHeight} @ ${Math.round(stats.framesPerSecond)} fps`,
     `decoded   ${stats.framesDecoded} frames, ${stats.freezeCount} freezes`,
+    `path      ${path ?? '—'}`,
   ];
   if (quality) {
     lines.push(

@@ -63,6 +63,27 @@ export async function fetchMediaToken(channel) {
   return { token, url, liveId: data.live_id ?? null, role: data.role ?? null, iceServers };
 }
 
+/**
+ * How a peer connection's media flows, from its selected candidate pair: `direct UDP`,
+ * `direct TCP` (ICE-TCP) or `relay (TURN over UDP|TCP|TLS)`; null before it connects.
+ */
+export async function connectionPath(pc) {
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((report) => {
+    if (report.type === 'transport' && report.selectedCandidatePairId) {
+      pair = stats.get(report.selectedCandidatePairId);
+    }
+  });
+  const local = pair ? stats.get(pair.localCandidateId) : null;
+  if (!local) return null;
+  if (local.candidateType === 'relay') {
+    return `relay (TURN over ${String(local.relayProtocol ?? '?').toUpperCase()})`;
+  }
+  return `direct ${String(local.protocol ?? '?').toUpperCase()}`;
+}
+
 /** `https://sfu.example/` → `wss://sfu.example/ws`. */
 export function signalingUrl(mediaUrl) {
   const url = new URL(mediaUrl, window.location.href);

@@ -68,6 +68,21 @@ async fn media_connection_counts(media_url: &str) -> String {
         .join("\n")
 }
 
+/// Opens the player's Stats overlay and waits until it names the connection's path.
+async fn wait_stats_path(viewer: &Browser, path: &str) {
+    viewer.click("#stats-toggle").await;
+    viewer
+        .wait_js(
+            &format!("the stats overlay showing the path {path}"),
+            &format!(
+                "document.querySelector('#stats-overlay').textContent.includes({})",
+                serde_json::json!(format!("path      {path}"))
+            ),
+            Duration::from_secs(5),
+        )
+        .await;
+}
+
 async fn selected_pair(viewer: &Browser) -> Value {
     viewer.js(&format!("return {SELECTED_PAIR};"), vec![]).await
 }
@@ -104,6 +119,7 @@ async fn a_viewer_without_udp_watches_over_ice_tcp() {
         "the media server's own candidate: {pair}"
     );
     assert_ne!(pair["localType"], "relay", "no relay is configured: {pair}");
+    wait_stats_path(&bob, "direct TCP").await;
     let connections = media_connection_counts(&stack.media_url).await;
     assert!(
         connections.contains("media_connections_total{transport=\"tcp\"} 1"),
@@ -143,6 +159,7 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
     let pair = selected_pair(&bob).await;
     assert_eq!(pair["localType"], "relay", "selected pair: {pair}");
     assert_eq!(pair["relayProtocol"], "tcp", "selected pair: {pair}");
+    wait_stats_path(&bob, "relay (TURN over TCP)").await;
     let log = turn.log();
     assert!(
         log.contains("ALLOCATE") || log.contains("allocate"),
