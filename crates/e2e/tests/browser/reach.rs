@@ -1,5 +1,5 @@
-//! Viewers whose network blocks UDP: they watch over ICE-TCP straight to the media
-//! server, or through the site's TURN relay (a real coturn from the shipped
+//! Viewers (and a broadcaster) whose network blocks UDP: they watch and publish over
+//! ICE-TCP straight to the media server, or through the site's TURN relay (a real coturn from the shipped
 //! configuration) when the media server's TCP port is off too; a relay that refuses the
 //! credentials leaves the page saying it cannot connect.
 
@@ -87,11 +87,20 @@ async fn selected_pair(viewer: &Browser) -> Value {
     viewer.js(&format!("return {SELECTED_PAIR};"), vec![]).await
 }
 
-/// Alice (a normal browser) goes live with `title`; Bob's browser may not use UDP.
-async fn live_and_viewer_without_udp(app: &str, title: &str) -> (ChromeDriver, Browser, Browser) {
+/// Alice goes live with `title` (from a browser that may not use UDP either when
+/// `broadcaster_without_udp`); Bob's browser may not use UDP.
+async fn live_and_viewer_without_udp(
+    app: &str,
+    title: &str,
+    broadcaster_without_udp: bool,
+) -> (ChromeDriver, Browser, Browser) {
     let driver = ChromeDriver::start().await;
-    let (broadcaster_options, viewer_options) =
-        (BrowserOptions::default(), BrowserOptions::without_udp());
+    let broadcaster_options = if broadcaster_without_udp {
+        BrowserOptions::without_udp()
+    } else {
+        BrowserOptions::default()
+    };
+    let viewer_options = BrowserOptions::without_udp();
     let (alice, bob) = tokio::join!(
         Browser::open(&driver, "alice (broadcaster)", &broadcaster_options),
         Browser::open(&driver, "bob (viewer, no UDP)", &viewer_options),
@@ -109,7 +118,7 @@ async fn a_viewer_without_udp_watches_over_ice_tcp() {
         ..StackOptions::default()
     });
     let app = stack.app_url.clone();
-    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Over TCP").await;
+    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Over TCP", true).await;
     pages::watch(&bob, &app, "alice").await;
     let pair = selected_pair(&bob).await;
     assert_eq!(pair["localProtocol"], "tcp", "selected pair: {pair}");
@@ -120,10 +129,16 @@ async fn a_viewer_without_udp_watches_over_ice_tcp() {
     );
     assert_ne!(pair["localType"], "relay", "no relay is configured: {pair}");
     wait_stats_path(&bob, "direct TCP").await;
+    // The broadcaster behind the same kind of network publishes over ICE-TCP too.
+    let published = selected_pair(&alice).await;
+    assert_eq!(
+        published["localProtocol"], "tcp",
+        "broadcaster's pair: {published}"
+    );
     let connections = media_connection_counts(&stack.media_url).await;
     assert!(
-        connections.contains("media_connections_total{transport=\"tcp\"} 1"),
-        "one TCP connection counted:\n{connections}"
+        connections.contains("media_connections_total{transport=\"tcp\"} 2"),
+        "the broadcaster's and the viewer's TCP connections counted:\n{connections}"
     );
     alice.close().await;
     bob.close().await;
@@ -146,7 +161,7 @@ async fn a_viewer_without_udp_watches_through_turn_and_is_told_when_turn_refuses
         ..StackOptions::default()
     });
     let app = stack.app_url.clone();
-    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Through the relay").await;
+    let (_driver, alice, bob) = live_and_viewer_without_udp(&app, "Through the relay", false).await;
 
     // The token response carries the relay with a credential minted for it.
     let token = watch_token(&app).await;
