@@ -1,0 +1,155 @@
+//! The run's figures: delivery (count, loss, delay percentiles), rates, and the app's
+//! CPU time per delivered message and memory per socket from /proc, with the kernel's
+//! TCP buffer memory (`/proc/net/sockstat`) reported apart.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One look at the app's process and the kernel's TCP memory.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProcSample {
+    /// user + system CPU time, µs.
+    pub cpu_us: u64,
+    pub rss_kb: u64,
+    /// TCP socket buffers of the whole machine, KiB.
+    pub kernel_tcp_kb: u64,
+}
+
+/// Reads /proc for `pid` (zeros where a file cannot be read).
+pub fn proc_sample(pid: u32) -> ProcSample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15 (clock ticks).
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu_us = (ticks(11) + ticks(12)) * 10_000;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages: u64 = sockstat
+        .lines()
+        .find(|line| line.starts_with("TCP:"))
+        .and_then(|line| {
+            line.split_whitespace()
+                .skip_while(|word| *word != "mem")
+                .nth(1)
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    ProcSample {
+        cpu_us,
+        rss_kb,
+        kernel_tcp_kb: pages * 4,
+    }
+}
+
+/// Delays gathered from every socket.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub delays_us: Vec<u32>,
+}
+
+/// Everything [`Report::build`] needs.
+pub struct Inputs {
+    pub lives: usize,
+    pub sockets: usize,
+    pub failed_sockets: usize,
+    pub join_seconds: f64,
+    pub messages_counted: u64,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    pub measured_for: Duration,
+    pub samples: Samples,
+    pub before: Option<ProcSample>,
+    pub joined: Option<ProcSample>,
+    pub window: Option<(ProcSample, ProcSample)>,
+    pub viewer_counts: Vec<u32>,
+    pub viewer_counts_expected: Vec<u32>,
+    pub server_errors: usize,
+    pub first_server_error: Option<String>,
+}
+
+/// The run's report (`--out` writes it as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub lives: usize,
+    pub sockets: usize,
+    pub failed_sockets: usize,
+    pub join_seconds: f64,
+    pub messages: u64,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub deliveries_per_second: f64,
+    pub delay_p50_ms: f64,
+    pub delay_p99_ms: f64,
+    pub delay_max_ms: f64,
+    pub app_cpu_pct: Option<f64>,
+    pub app_cpu_us_per_delivery: Option<f64>,
+    pub app_rss_kb_per_socket: Option<f64>,
+    pub kernel_tcp_kb_per_socket: Option<f64>,
+    /// The last `live:viewers` count seen in each room.
+    pub viewer_counts: Vec<u32>,
+    /// What docs/protocol.md's definition gives for the sockets of each room.
+    pub viewer_counts_expected: Vec<u32>,
+    /// `error` messages the app sent the clients (refusals, rate limits), and the first.
+    pub server_errors: usize,
+    pub first_server_error: Option<String>,
+}
+
+impl Report {
+    pub fn build(inputs: Inputs) -> Report {
+        let mut delays = inputs.samples.delays_us;
+        delays.sort_unstable();
+        let percentile = |fraction: f64| -> f64 {
+            if delays.is_empty() {
+                return 0.0;
+            }
+            let index = ((delays.len() as f64 - 1.0) * fraction).round() as usize;
+            f64::from(delays[index]) / 1000.0
+        };
+        let seconds = inputs.measured_for.as_secs_f64().max(1e-3);
+        let window_cpu = inputs
+            .window
+            .map(|(start, end)| end.cpu_us.saturating_sub(start.cpu_us) as f64);
+        let per_socket = |pick: fn(&ProcSample) -> u64| {
+            inputs.before.zip(inputs.joined).map(|(before, joined)| {
+                (pick(&joined) as f64 - pick(&before) as f64) / inputs.sockets.max(1) as f64
+            })
+        };
+        Report {
+            lives: inputs.lives,
+            sockets: inputs.sockets,
+            failed_sockets: inputs.failed_sockets,
+            join_seconds: inputs.join_seconds,
+            messages: inputs.messages_counted,
+            deliveries_expected: inputs.deliveries_expected,
+            deliveries: inputs.deliveries,
+            lost: inputs.deliveries_expected.saturating_sub(inputs.deliveries),
+            deliveries_per_second: inputs.deliveries as f64 / seconds,
+            delay_p50_ms: percentile(0.5),
+            delay_p99_ms: percentile(0.99),
+            delay_max_ms: percentile(1.0),
+            app_cpu_pct: window_cpu.map(|cpu| cpu / seconds / 1e4),
+            app_cpu_us_per_delivery: window_cpu
+                .filter(|_| inputs.deliveries > 0)
+                .map(|cpu| cpu / inputs.deliveries as f64),
+            app_rss_kb_per_socket: per_socket(|sample| sample.rss_kb),
+            kernel_tcp_kb_per_socket: per_socket(|sample| sample.kernel_tcp_kb),
+            viewer_counts: inputs.viewer_counts,
+            viewer_counts_expected: inputs.viewer_counts_expected,
+            server_errors: inputs.server_errors,
+            first_server_error: inputs.first_server_error,
+        }
+    }
+}
