@@ -86,6 +86,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
 
     // Connect every socket (a few hundred handshakes at a time), senders first in each room.
     let handshakes = Arc::new(Semaphore::new(256));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut senders: Vec<Vec<mpsc::Sender<String>>> = vec![Vec::new(); lives];
     let mut tasks = Vec::with_capacity(total_sockets);
     for index in 0..total_sockets {
@@ -109,6 +110,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
             live,
             watches_count: slot == 0,
             handshakes: handshakes.clone(),
+            stop: stop_rx.clone(),
         })));
     }
     let join_deadline = Instant::now() + Duration::from_secs(120);
@@ -130,6 +132,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         (options.warmup.as_secs_f64() * options.messages_per_second).round() as usize;
     let mut sent = 0usize;
     let mut measured_from: Option<(Instant, Option<crate::report::ProcSample>)> = None;
+    let mut tool_from = None;
     let send_started = Instant::now();
     let end = send_started + options.warmup + options.duration;
     let mut round_robin = vec![0usize; lives];
@@ -137,6 +140,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         if sent == warmup_messages {
             tally.counted_from.store(sent, Relaxed);
             measured_from = Some((Instant::now(), options.app_pid.map(proc_sample)));
+            tool_from = Some(proc_sample(std::process::id()));
         }
         let live = sent % lives;
         if !senders[live].is_empty() {
@@ -152,6 +156,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     let (measure_start, measure_proc) = measured_from.unwrap_or((Instant::now(), None));
     let measured_for = measure_start.elapsed();
     let after_window = options.app_pid.map(proc_sample);
+    let tool_window = tool_from.map(|start| (start, proc_sample(std::process::id())));
     // In-flight messages arrive within 3 s or count as lost.
     let counted_from = tally.counted_from.load(Relaxed).min(sent);
     let expected = (sent - counted_from) as u64 * options.sockets_per_live as u64;
@@ -160,6 +165,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tally.stopping.store(true, Relaxed);
+    let _ = stop_tx.send(true);
     let mut samples = Samples::default();
     for task in tasks {
         if let Ok(Ok(delays)) = tokio::time::timeout(Duration::from_secs(10), task).await {
@@ -211,6 +217,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         before,
         joined,
         window: measure_proc.zip(after_window),
+        tool_window,
         viewer_counts,
         viewer_counts_expected,
         server_errors: tally.errors.load(Relaxed),
@@ -230,6 +237,7 @@ struct Client {
     live: usize,
     watches_count: bool,
     handshakes: Arc<Semaphore>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One socket: connect, join, then receive (and send what the ticker hands it) until
@@ -276,10 +284,11 @@ async fn client(mut client: Client) -> Vec<u32> {
                     if let Ok(mut first) = client.tally.first_error.lock() {
                         first.get_or_insert_with(|| text.to_owned());
                     }
-                } else if client.watches_count && text.contains("\"live:viewers\"") {
-                    if let Some(count) = viewer_count(text) {
-                        client.tally.viewer_counts[client.live].store(count, Relaxed);
-                    }
+                } else if client.watches_count
+                    && text.contains("\"live:viewers\"")
+                    && let Some(count) = viewer_count(text)
+                {
+                    client.tally.viewer_counts[client.live].store(count, Relaxed);
                 }
             }
             command = client.commands.recv(), if client.cookie.is_some() => {
@@ -292,7 +301,7 @@ async fn client(mut client: Client) -> Vec<u32> {
             _ = ping.tick() => {
                 let _ = write.send(Message::text(r#"{"type":"ping"}"#)).await;
             }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = client.stop.changed() => break,
         }
     }
     let _ = write.close().await;

@@ -73,6 +73,8 @@ pub struct Inputs {
     pub before: Option<ProcSample>,
     pub joined: Option<ProcSample>,
     pub window: Option<(ProcSample, ProcSample)>,
+    /// This tool's own process over the window (it shares the machine's cores).
+    pub tool_window: Option<(ProcSample, ProcSample)>,
     pub viewer_counts: Vec<u32>,
     pub viewer_counts_expected: Vec<u32>,
     pub server_errors: usize,
@@ -95,6 +97,7 @@ pub struct Report {
     pub delay_p99_ms: f64,
     pub delay_max_ms: f64,
     pub app_cpu_pct: Option<f64>,
+    pub load_tool_cpu_pct: Option<f64>,
     pub app_cpu_us_per_delivery: Option<f64>,
     pub app_rss_kb_per_socket: Option<f64>,
     pub kernel_tcp_kb_per_socket: Option<f64>,
@@ -141,6 +144,9 @@ impl Report {
             delay_p99_ms: percentile(0.99),
             delay_max_ms: percentile(1.0),
             app_cpu_pct: window_cpu.map(|cpu| cpu / seconds / 1e4),
+            load_tool_cpu_pct: inputs
+                .tool_window
+                .map(|(start, end)| end.cpu_us.saturating_sub(start.cpu_us) as f64 / seconds / 1e4),
             app_cpu_us_per_delivery: window_cpu
                 .filter(|_| inputs.deliveries > 0)
                 .map(|cpu| cpu / inputs.deliveries as f64),
