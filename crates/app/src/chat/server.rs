@@ -13,7 +13,7 @@ mod moderation;
 mod storing;
 
 use self::counting::ViewerKey;
-pub use self::handle::{ChatHandle, ChatUser, Command, ConnId, Outgoing};
+pub use self::handle::{ChatHandle, ChatUser, Command, ConnId, Outgoing, OutgoingKind};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -331,11 +331,13 @@ impl ChatServer {
         let restarting = AppServerMessage::ServerRestarting {
             retry_after_ms: RESTART_RETRY_AFTER_MS,
         };
+        let Some(outgoing) = Outgoing::new(&restarting, Instant::now()) else {
+            self.conns.clear();
+            self.rooms.clear();
+            return;
+        };
         for (_, state) in self.conns.drain() {
-            let _ = state.outbox.try_send(Outgoing {
-                message: restarting.clone(),
-                queued_at: Instant::now(),
-            });
+            let _ = state.outbox.try_send(outgoing.clone());
         }
         self.rooms.clear();
     }
@@ -508,23 +510,27 @@ impl ChatServer {
             return;
         };
         let members: Vec<ConnId> = room.members.iter().copied().collect();
-        // One clock read per broadcast, not per member.
-        let queued_at = Instant::now();
+        // Serialized once, and one clock read, per broadcast rather than per member.
+        let Some(outgoing) = Outgoing::new(&message, Instant::now()) else {
+            return;
+        };
         for member in members {
-            self.deliver_queued_at(member, message.clone(), queued_at);
+            self.deliver_outgoing(member, outgoing.clone());
         }
     }
 
     /// Queues `message` for `conn`; a socket that cannot keep up is dropped.
     fn deliver(&mut self, conn: ConnId, message: AppServerMessage) {
-        self.deliver_queued_at(conn, message, Instant::now());
+        if let Some(outgoing) = Outgoing::new(&message, Instant::now()) {
+            self.deliver_outgoing(conn, outgoing);
+        }
     }
 
-    fn deliver_queued_at(&mut self, conn: ConnId, message: AppServerMessage, queued_at: Instant) {
+    fn deliver_outgoing(&mut self, conn: ConnId, outgoing: Outgoing) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        match state.outbox.try_send(Outgoing { message, queued_at }) {
+        match state.outbox.try_send(outgoing) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(?conn, "socket too slow; dropping it");

@@ -21,7 +21,7 @@ use privatehub_protocol::app_socket::{
 use tokio::sync::mpsc;
 
 use super::rate_limit::SlidingWindow;
-use super::server::{ChatHandle, ChatUser, OUTBOX_CAPACITY, Outgoing};
+use super::server::{ChatHandle, ChatUser, OUTBOX_CAPACITY, Outgoing, OutgoingKind};
 use super::socket_limit::SocketSlot;
 use crate::auth::client::{ClientInfo, ClientNetwork};
 use crate::auth::session::MaybeSession;
@@ -207,21 +207,21 @@ async fn run_session(
             }
             outgoing = inbox.recv() => {
                 // `None`: the chat server dropped this socket (too slow, or stopping).
-                let Some(Outgoing { message, queued_at }) = outgoing else {
+                let Some(Outgoing { json, kind, queued_at }) = outgoing else {
                     break Some(CloseReason {
                         code: CloseCode::Again,
                         description: Some("reconnect".into()),
                     });
                 };
-                match send(&mut session, &message).await {
+                match within_deadline(session.text(json)).await {
                     Ok(()) => {}
                     Err(SendFailure::Closed) => break None,
                     Err(SendFailure::TimedOut) => break send_timed_out(),
                 }
-                if matches!(message, AppServerMessage::ChatMessage { .. }) {
+                if kind == OutgoingKind::ChatMessage {
                     metrics.chat_delivery.observe(queued_at.elapsed());
                 }
-                if matches!(message, AppServerMessage::ServerRestarting { .. }) {
+                if kind == OutgoingKind::ServerRestarting {
                     break Some(CloseReason {
                         code: CloseCode::Restart,
                         description: Some("server restarting".into()),
@@ -267,6 +267,7 @@ async fn within_deadline(
     }
 }
 
+/// Sends a reply the socket makes itself (refusals before or outside the chat server).
 async fn send(
     session: &mut actix_ws::Session,
     message: &AppServerMessage,

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bytestring::ByteString;
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{AppClientMessage, AppServerMessage, LiveSummary};
 use tokio::sync::mpsc;
@@ -13,12 +14,44 @@ use crate::auth::session::SessionKey;
 use crate::db::users::UserId;
 use crate::domain::Username;
 
-/// A message queued for one socket, with when it was queued (for the delivery-delay
-/// histogram).
-#[derive(Debug)]
+/// A message queued for one socket: its JSON text, serialized once however many sockets
+/// of a room get it (cloning shares the bytes), with when it was queued (for the
+/// delivery-delay histogram).
+#[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub message: AppServerMessage,
+    pub json: ByteString,
+    pub kind: OutgoingKind,
     pub queued_at: Instant,
+}
+
+/// What the socket's loop must know of a message it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutgoingKind {
+    /// A chat line: its delay is observed.
+    ChatMessage,
+    /// The last message before the socket closes for a restart.
+    ServerRestarting,
+    Other,
+}
+
+impl Outgoing {
+    /// `message` serialized; `None` (logged) if it cannot be, which a derived
+    /// `Serialize` of these types never does.
+    pub fn new(message: &AppServerMessage, queued_at: Instant) -> Option<Outgoing> {
+        let json = serde_json::to_string(message)
+            .map_err(|error| tracing::error!(%error, "serializing a socket message failed"))
+            .ok()?;
+        let kind = match message {
+            AppServerMessage::ChatMessage { .. } => OutgoingKind::ChatMessage,
+            AppServerMessage::ServerRestarting { .. } => OutgoingKind::ServerRestarting,
+            _ => OutgoingKind::Other,
+        };
+        Some(Outgoing {
+            json: ByteString::from(json),
+            kind,
+            queued_at,
+        })
+    }
 }
 
 /// Identifies one socket connection to the server.
