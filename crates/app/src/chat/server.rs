@@ -65,6 +65,8 @@ struct Room {
     banned: HashSet<UserId>,
     /// Highest viewer count already written to the database for the current live.
     stored_peak: u32,
+    /// Highest viewer count seen, written at the next peak flush when above `stored_peak`.
+    unstored_peak: u32,
     /// Members that are not the channel's owner, by viewer, with their socket counts.
     viewers: HashMap<ViewerKey, u32>,
     /// The count last pushed to the members; `None` forces the next push.
@@ -89,6 +91,8 @@ pub struct ChatServer {
     /// The id the next message gets (ids are given here, not by the database, so a
     /// message can be shown before it is saved).
     next_message_id: i64,
+    /// When raised peaks were last written (see `counting.rs`).
+    last_peak_flush: Instant,
 }
 
 impl ChatServer {
@@ -121,6 +125,7 @@ impl ChatServer {
             outcomes,
             pending: HashMap::new(),
             next_message_id: last_message_id + 1,
+            last_peak_flush: Instant::now(),
         };
         (server, writer, ChatHandle { commands: tx })
     }
@@ -132,7 +137,10 @@ impl ChatServer {
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = counts.tick() => self.push_counts(),
+                _ = counts.tick() => {
+                    self.push_counts();
+                    self.flush_peaks();
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => break,
@@ -452,6 +460,7 @@ impl ChatServer {
         };
         room.live = Some(live.clone());
         room.stored_peak = 0;
+        room.unstored_peak = 0;
         room.sent_count = None;
         let channel = room.channel.to_string();
         self.broadcast(

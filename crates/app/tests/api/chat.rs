@@ -85,6 +85,23 @@ async fn viewer_count_counts_people_not_tabs_and_its_peak_is_kept() {
     elsewhere.expect_viewers(4).await;
     let lives: Value = app.get(&client(), "/api/lives").await.json().await.unwrap();
     assert_eq!(lives[0]["viewers"], 4, "{lives}");
+    // The peak reaches the database while the live goes on (so a crash keeps it), in one
+    // write per second rather than one per arriving viewer.
+    let alice_name = privatehub_app::domain::Username::parse("alice").unwrap();
+    let stored_peak = || {
+        let mut connection = app.state.pool.get().unwrap();
+        privatehub_app::db::lives::find_current_by_username(&mut connection, &alice_name)
+            .unwrap()
+            .map_or(0, |live| live.peak_viewers)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while stored_peak() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peak was not stored while live"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // The address stays counted while one of its tabs is open.
     drop(first);

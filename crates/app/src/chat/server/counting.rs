@@ -1,6 +1,9 @@
 //! The viewer count of a room, as `docs/protocol.md` defines it, and how it reaches the
 //! room, the lives API and the stored peak.
 
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::AppServerMessage;
 
 use super::{ChatServer, ConnId, Room};
@@ -8,6 +11,9 @@ use crate::auth::client::ClientNetwork;
 use crate::auth::session::SessionKey;
 use crate::db::{self, chat};
 use crate::error::InternalError;
+
+/// Least time between two writes of raised peaks.
+pub(super) const PEAK_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Who a viewer is, for the viewer count (`docs/protocol.md`, "Viewer count"): the tabs
 /// of one signed-in session count once, anonymous sockets once per client network.
@@ -51,21 +57,47 @@ impl ChatServer {
             return;
         };
         self.viewers.set(live.live_id, count);
-        if count > room.stored_peak {
-            room.stored_peak = count;
-            let pool = self.pool.clone();
-            let live_id = live.live_id;
-            tokio::spawn(async move {
-                let result = db::run(&pool, move |connection| {
-                    chat::raise_peak_viewers(connection, live_id, count)
-                        .map_err(InternalError::from)
-                })
-                .await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "storing peak viewers failed");
-                }
-            });
+        // Written with the next flush, not per arriving viewer: a join storm of
+        // thousands would otherwise be thousands of database tasks.
+        room.unstored_peak = room.unstored_peak.max(count);
+    }
+
+    /// Writes every room's new peak in one database task, at most once per
+    /// [`PEAK_FLUSH_INTERVAL`]. (Ending a live stores the in-memory peak anyway; this keeps
+    /// it across a crash.)
+    pub(super) fn flush_peaks(&mut self) {
+        if self.last_peak_flush.elapsed() < PEAK_FLUSH_INTERVAL {
+            return;
         }
+        self.last_peak_flush = Instant::now();
+        let raised: Vec<(LiveId, u32)> = self
+            .rooms
+            .values_mut()
+            .filter(|room| room.unstored_peak > room.stored_peak)
+            .filter_map(|room| {
+                room.stored_peak = room.unstored_peak;
+                room.live
+                    .as_ref()
+                    .map(|live| (live.live_id, room.stored_peak))
+            })
+            .collect();
+        if raised.is_empty() {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let result = db::run(&pool, move |connection| {
+                for (live_id, count) in raised {
+                    chat::raise_peak_viewers(connection, live_id, count)
+                        .map_err(InternalError::from)?;
+                }
+                Ok::<(), InternalError>(())
+            })
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "storing peak viewers failed");
+            }
+        });
     }
 
     /// Sends `live:viewers` to every room whose count changed since the last push.

@@ -27,6 +27,7 @@ pub(super) async fn load_room(
             channel: owner.username.clone(),
             owner: owner.id,
             stored_peak: live.as_ref().map_or(0, |live| live.peak_viewers),
+            unstored_peak: live.as_ref().map_or(0, |live| live.peak_viewers),
             live: live.map(|live| LiveSummary {
                 live_id: live.id,
                 title: live.title,
