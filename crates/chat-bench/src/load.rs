@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -45,7 +45,6 @@ struct Tally {
     counted_from: AtomicUsize,
     joined: AtomicUsize,
     failed: AtomicUsize,
-    stopping: AtomicBool,
     /// The last `live:viewers` count each room's first socket saw.
     viewer_counts: Vec<AtomicU32>,
     /// `error` messages the app sent, and the first of them.
@@ -66,7 +65,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         counted_from: AtomicUsize::new(usize::MAX),
         joined: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
         viewer_counts: (0..lives).map(|_| AtomicU32::new(0)).collect(),
         errors: AtomicUsize::new(0),
         first_error: std::sync::Mutex::new(None),
@@ -164,7 +162,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     while Instant::now() < drain_deadline && delivered(&tally, counted_from, sent) < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tally.stopping.store(true, Relaxed);
     let _ = stop_tx.send(true);
     let mut samples = Samples::default();
     for task in tasks {
@@ -260,7 +257,7 @@ async fn client(mut client: Client) -> Vec<u32> {
     let mut delays = Vec::new();
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     loop {
-        if client.tally.stopping.load(Relaxed) {
+        if *client.stop.borrow() {
             break;
         }
         tokio::select! {

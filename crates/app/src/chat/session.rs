@@ -272,11 +272,8 @@ async fn send(
     session: &mut actix_ws::Session,
     message: &AppServerMessage,
 ) -> Result<(), SendFailure> {
-    match serde_json::to_string(message) {
-        Ok(json) => within_deadline(session.text(json)).await,
-        Err(error) => {
-            tracing::error!(%error, "serializing a socket message failed");
-            Ok(())
-        }
+    match Outgoing::new(message, std::time::Instant::now()) {
+        Some(outgoing) => within_deadline(session.text(outgoing.json)).await,
+        None => Ok(()),
     }
 }
