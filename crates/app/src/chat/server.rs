@@ -24,6 +24,7 @@ use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{
     AppClientMessage, AppServerMessage, AppSocketErrorCode, ChatMessage, ChatMessageId, LiveSummary,
 };
+use privatehub_edge::websocket::{CloseCode, Outbox, OutboxError, WebSocketCloseReason};
 use tokio::sync::mpsc;
 
 use self::loading::{load_history, load_room};
@@ -52,7 +53,7 @@ pub const RESTART_RETRY_AFTER_MS: u64 = 1000;
 struct Conn {
     user: Option<ChatUser>,
     viewer: ViewerKey,
-    outbox: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
     /// Canonical (lowercase) channel name of the joined room.
     room: Option<String>,
 }
@@ -328,9 +329,16 @@ impl ChatServer {
         }
     }
 
+    /// Takes `conn` out of the server and closes its socket (if it is not closing
+    /// already): its page reconnects.
     fn remove_conn(&mut self, conn: ConnId) {
         self.leave(conn);
-        self.conns.remove(&conn);
+        if let Some(state) = self.conns.remove(&conn) {
+            state.outbox.close(Some(WebSocketCloseReason {
+                code: CloseCode::Again,
+                description: Some("reconnect".into()),
+            }));
+        }
     }
 
     /// Sends `server:restarting` to every socket and drops them all; rooms are
@@ -345,7 +353,11 @@ impl ChatServer {
             return;
         };
         for (_, state) in self.conns.drain() {
-            let _ = state.outbox.try_send(outgoing.clone());
+            let _ = state.outbox.text(outgoing.json.clone());
+            state.outbox.close(Some(WebSocketCloseReason {
+                code: CloseCode::Restart,
+                description: Some("server restarting".into()),
+            }));
         }
         self.rooms.clear();
     }
@@ -539,16 +551,21 @@ impl ChatServer {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        match state.outbox.try_send(outgoing) {
+        let queued = match outgoing.kind {
+            OutgoingKind::ChatMessage => state.outbox.timed_text(outgoing.json, outgoing.queued_at),
+            OutgoingKind::ServerRestarting | OutgoingKind::Other => state.outbox.text(outgoing.json),
+        };
+        match queued {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(OutboxError::Full) => {
                 tracing::warn!(?conn, "socket too slow; dropping it");
                 self.metrics
                     .sockets_dropped_slow
                     .fetch_add(1, Ordering::Relaxed);
+                state.outbox.cut();
                 self.remove_conn(conn);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn),
+            Err(OutboxError::Closed) => self.remove_conn(conn),
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{AppClientMessage, AppServerMessage, LiveSummary};
+use privatehub_edge::websocket::Outbox;
 use tokio::sync::mpsc;
 
 use crate::auth::client::ClientNetwork;
@@ -82,7 +83,7 @@ pub enum Command {
         conn: ConnId,
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<Outgoing>,
+        outbox: Outbox,
     },
     /// A log-in session ended: its sockets are closed.
     SessionEnded { session: SessionKey },
@@ -119,7 +120,7 @@ impl ChatHandle {
         &self,
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
-        outbox: mpsc::Sender<Outgoing>,
+        outbox: Outbox,
     ) -> ConnId {
         let conn = ConnId::next();
         self.send(Command::Connect {

@@ -1,0 +1,10 @@
+//! What both PrivateHub services put between a client and their own logic.
+//!
+//! - [`websocket`]: the WebSocket connection (handshake, frame and message limits,
+//!   one bounded outbox that the service writes to without waiting, a write deadline)
+//!   and the session loop (heartbeat, silent clients, floods, stalled readers) that
+//!   the app's `/ws` and the media server's signaling `/ws` both run.
+//!
+//! The services keep their own message handling; this crate knows no message type.
+
+pub mod websocket;
