@@ -75,7 +75,9 @@ pub fn accept(
     let shared = Arc::new(Shared::new());
     let body = OutboxBody::new(queued, shared.clone(), observer, keep);
     let response: HttpResponse = response
-        .message_body(actix_web::body::BoxBody::new(actix_web::body::BodyStream::new(body)))?
+        .message_body(actix_web::body::BoxBody::new(
+            actix_web::body::BodyStream::new(body),
+        ))?
         .into();
     let inbound = Inbound::new(payload.into_inner(), settings.max_message_bytes);
     let outbox = Outbox { frames, shared };

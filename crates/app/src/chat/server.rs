@@ -7,12 +7,15 @@
 //! closes and its page reconnects) rather than slowing everyone down.
 
 mod counting;
+mod fanout;
 mod handle;
 mod loading;
 mod moderation;
 mod storing;
 
 use self::counting::ViewerKey;
+pub use self::fanout::Fanout;
+use self::fanout::FanoutJob;
 pub use self::handle::{ChatHandle, ChatUser, Command, ConnId, Outgoing, OutgoingKind};
 
 use std::collections::{HashMap, HashSet};
@@ -20,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use privatehub_edge::websocket::{CloseCode, Outbox, WebSocketCloseReason};
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{
     AppClientMessage, AppServerMessage, AppSocketErrorCode, ChatMessage, ChatMessageId, LiveSummary,
 };
-use privatehub_edge::websocket::{CloseCode, Outbox, OutboxError, WebSocketCloseReason};
 use tokio::sync::mpsc;
 
 use self::loading::{load_history, load_room};
@@ -54,6 +57,8 @@ struct Conn {
     user: Option<ChatUser>,
     viewer: ViewerKey,
     outbox: Outbox,
+    /// The fan-out task of the socket's worker (`None`: queued from the chat task).
+    fanout: Option<Fanout>,
     /// Canonical (lowercase) channel name of the joined room.
     room: Option<String>,
 }
@@ -63,6 +68,8 @@ struct Room {
     owner: UserId,
     live: Option<LiveSummary>,
     members: HashSet<ConnId>,
+    /// `members` grouped by worker for [`ChatServer::broadcast`]; `None` after a change.
+    by_worker: Option<MembersByWorker>,
     banned: HashSet<UserId>,
     /// Highest viewer count already written to the database for the current live.
     stored_peak: u32,
@@ -72,6 +79,39 @@ struct Room {
     viewers: HashMap<ViewerKey, u32>,
     /// The count last pushed to the members; `None` forces the next push.
     sent_count: Option<u32>,
+}
+
+/// A room's members as each worker's fan-out task gets them.
+struct MembersByWorker {
+    groups: Vec<(Fanout, Arc<[(ConnId, Outbox)]>)>,
+    without_worker: Vec<ConnId>,
+}
+
+impl MembersByWorker {
+    fn group(members: &HashSet<ConnId>, conns: &HashMap<ConnId, Conn>) -> MembersByWorker {
+        let mut groups: HashMap<usize, (Fanout, Vec<(ConnId, Outbox)>)> = HashMap::new();
+        let mut without_worker = Vec::new();
+        for conn in members {
+            let Some(state) = conns.get(conn) else {
+                continue;
+            };
+            match &state.fanout {
+                Some(fanout) => groups
+                    .entry(fanout.id)
+                    .or_insert_with(|| (fanout.clone(), Vec::new()))
+                    .1
+                    .push((*conn, state.outbox.clone())),
+                None => without_worker.push(*conn),
+            }
+        }
+        MembersByWorker {
+            groups: groups
+                .into_values()
+                .map(|(fanout, members)| (fanout, Arc::from(members)))
+                .collect(),
+            without_worker,
+        }
+    }
 }
 
 /// The task that owns all rooms. Create with [`ChatServer::new`], spawn
@@ -163,6 +203,7 @@ impl ChatServer {
                 user,
                 network,
                 outbox,
+                fanout,
             } => {
                 let viewer = match (&user, network) {
                     (Some(user), _) => ViewerKey::Session(user.session.clone()),
@@ -175,6 +216,7 @@ impl ChatServer {
                         user,
                         viewer,
                         outbox,
+                        fanout,
                         room: None,
                     },
                 );
@@ -253,8 +295,11 @@ impl ChatServer {
             .user
             .as_ref()
             .is_some_and(|user| user.id == room.owner);
-        if room.members.insert(conn) && !is_owner {
-            room.add_viewer(&state.viewer);
+        if room.members.insert(conn) {
+            room.by_worker = None;
+            if !is_owner {
+                room.add_viewer(&state.viewer);
+            }
         }
         let count = room.viewer_count();
         let channel_name = room.channel.to_string();
@@ -310,8 +355,11 @@ impl ChatServer {
         let viewer = state.viewer.clone();
         let empty = match self.rooms.get_mut(&key) {
             Some(room) => {
-                if room.members.remove(&conn) && user != Some(room.owner) {
-                    room.remove_viewer(&viewer);
+                if room.members.remove(&conn) {
+                    room.by_worker = None;
+                    if user != Some(room.owner) {
+                        room.remove_viewer(&viewer);
+                    }
                 }
                 room.members.is_empty()
             }
@@ -527,15 +575,27 @@ impl ChatServer {
     }
 
     fn broadcast(&mut self, key: &str, message: AppServerMessage) {
-        let Some(room) = self.rooms.get(key) else {
-            return;
-        };
-        let members: Vec<ConnId> = room.members.iter().copied().collect();
         // Serialized once, and one clock read, per broadcast rather than per member.
         let Some(outgoing) = Outgoing::new(&message, Instant::now()) else {
             return;
         };
-        for member in members {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let by_worker = room
+            .by_worker
+            .get_or_insert_with(|| MembersByWorker::group(&room.members, &self.conns));
+        let mut direct = by_worker.without_worker.clone();
+        for (fanout, members) in &by_worker.groups {
+            let job = FanoutJob::Broadcast {
+                outgoing: outgoing.clone(),
+                members: members.clone(),
+            };
+            if !fanout.send(job) {
+                direct.extend(members.iter().map(|(conn, _)| *conn));
+            }
+        }
+        for member in direct {
             self.deliver_outgoing(member, outgoing.clone());
         }
     }
@@ -547,25 +607,24 @@ impl ChatServer {
         }
     }
 
+    /// Through the socket's worker when it has one (keeping the order of everything
+    /// the server sends it), else straight into its outbox.
     fn deliver_outgoing(&mut self, conn: ConnId, outgoing: Outgoing) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
-        let queued = match outgoing.kind {
-            OutgoingKind::ChatMessage => state.outbox.timed_text(outgoing.json, outgoing.queued_at),
-            OutgoingKind::ServerRestarting | OutgoingKind::Other => state.outbox.text(outgoing.json),
-        };
-        match queued {
-            Ok(()) => {}
-            Err(OutboxError::Full) => {
-                tracing::warn!(?conn, "socket too slow; dropping it");
-                self.metrics
-                    .sockets_dropped_slow
-                    .fetch_add(1, Ordering::Relaxed);
-                state.outbox.cut();
-                self.remove_conn(conn);
+        if let Some(fanout) = &state.fanout {
+            let job = FanoutJob::Direct {
+                conn,
+                outbox: state.outbox.clone(),
+                outgoing: outgoing.clone(),
+            };
+            if fanout.send(job) {
+                return;
             }
-            Err(OutboxError::Closed) => self.remove_conn(conn),
+        }
+        if fanout::queue_into(conn, &state.outbox, outgoing, &self.metrics).is_err() {
+            self.remove_conn(conn);
         }
     }
 

@@ -17,14 +17,14 @@ use actix_web::http::header::ORIGIN;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytestring::ByteString;
 use privatehub_edge::websocket::{
-    self, CloseCode, DeliveryObserver, Ended, Flow, Outbox, Refusal, SocketHandler,
-    SocketSettings, WebSocketCloseReason as CloseReason,
+    self, CloseCode, DeliveryObserver, Ended, Flow, Outbox, Refusal, SocketHandler, SocketSettings,
+    WebSocketCloseReason as CloseReason,
 };
 use privatehub_protocol::app_socket::{
     AppClientMessage, AppServerMessage, AppSocketErrorCode, MAX_APP_SOCKET_MESSAGE_BYTES,
 };
 
-use super::server::{ChatHandle, ChatUser, ConnId, OUTBOX_CAPACITY, Outgoing};
+use super::server::{ChatHandle, ChatUser, ConnId, Fanout, OUTBOX_CAPACITY, Outgoing};
 use crate::auth::client::ClientInfo;
 use crate::auth::session::MaybeSession;
 use crate::domain::Origin;
@@ -83,7 +83,8 @@ pub async fn socket(
         Arc::new(move |delay| delivery_metrics.chat_delivery.observe(delay));
     let refused = slot.is_none();
     let keep = slot.map(|slot| Box::new(slot) as Box<dyn std::any::Any>);
-    let (response, socket) = websocket::accept(&request, body, SOCKET_SETTINGS, Some(observer), keep)?;
+    let (response, socket) =
+        websocket::accept(&request, body, SOCKET_SETTINGS, Some(observer), keep)?;
     if refused {
         metrics.refused_socket_cap.fetch_add(1, Relaxed);
         tracing::info!(network = ?network, "refused an app socket: too many from this address");
@@ -110,7 +111,8 @@ pub async fn socket(
     let chat = state.chat.clone();
     actix_web::rt::spawn(async move {
         metrics.sockets_open.fetch_add(1, Relaxed);
-        let conn = chat.connect(user, network, socket.outbox.clone());
+        let fanout = Fanout::for_this_worker(&metrics);
+        let conn = chat.connect(user, network, socket.outbox.clone(), Some(fanout));
         let mut handler = ChatSocket {
             chat: chat.clone(),
             conn,

@@ -9,7 +9,7 @@ use actix_http::ws::{CloseCode, CloseReason};
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
-use super::{Incoming, InboundError, Outbox, OutboxError, Socket};
+use super::{InboundError, Incoming, Outbox, OutboxError, Socket};
 
 /// What the loop does after a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,8 @@ pub async fn run_session<H: SocketHandler>(socket: Socket, handler: &mut H) -> E
         settings,
     } = socket;
     let check_every = settings.send_timeout.min(settings.heartbeat_interval);
-    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    let mut checks =
+        tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;

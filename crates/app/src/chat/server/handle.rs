@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytestring::ByteString;
+use privatehub_edge::websocket::Outbox;
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{AppClientMessage, AppServerMessage, LiveSummary};
-use privatehub_edge::websocket::Outbox;
+
+use super::Fanout;
 use tokio::sync::mpsc;
 
 use crate::auth::client::ClientNetwork;
@@ -84,6 +86,8 @@ pub enum Command {
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
         outbox: Outbox,
+        /// The fan-out task of the socket's worker.
+        fanout: Option<Fanout>,
     },
     /// A log-in session ended: its sockets are closed.
     SessionEnded { session: SessionKey },
@@ -121,6 +125,7 @@ impl ChatHandle {
         user: Option<ChatUser>,
         network: Option<ClientNetwork>,
         outbox: Outbox,
+        fanout: Option<Fanout>,
     ) -> ConnId {
         let conn = ConnId::next();
         self.send(Command::Connect {
@@ -128,6 +133,7 @@ impl ChatHandle {
             user,
             network,
             outbox,
+            fanout,
         });
         conn
     }

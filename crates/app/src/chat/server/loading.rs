@@ -34,6 +34,7 @@ pub(super) async fn load_room(
                 started_at_ms: live.started_at.saturating_mul(1000),
             }),
             members: HashSet::new(),
+            by_worker: None,
             banned: banned.into_iter().collect(),
             viewers: HashMap::new(),
             sent_count: None,
