@@ -163,6 +163,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     while Instant::now() < drain_deadline && delivered(&tally, counted_from, sent) < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Read before the stop: the closing sockets lower the count the watchers see.
+    let viewer_counts: Vec<u32> = tally
+        .viewer_counts
+        .iter()
+        .map(|count| count.load(Relaxed))
+        .collect();
     let _ = stop_tx.send(true);
     let mut samples = Samples::default();
     for task in tasks {
@@ -173,11 +179,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     let per_live = options.sockets_per_live as u64;
     let counted = sent - counted_from;
     let deliveries = delivered(&tally, counted_from, sent);
-    let viewer_counts = tally
-        .viewer_counts
-        .iter()
-        .map(|count| count.load(Relaxed))
-        .collect();
     // docs/protocol.md's definition: each signed-in session once, anonymous sockets once
     // per client address.
     let viewer_counts_expected = (0..lives)
