@@ -9,6 +9,8 @@
 mod counting;
 mod fanout;
 mod handle;
+mod history;
+mod joining;
 mod loading;
 mod moderation;
 mod storing;
@@ -30,7 +32,6 @@ use privatehub_protocol::app_socket::{
 };
 use tokio::sync::mpsc;
 
-use self::loading::{load_history, load_room};
 use self::storing::PendingMessage;
 use super::rate_limit::SlidingWindow;
 use super::writer::{ChatWriter, PendingWrite, WriteOutcome, WriteQueue};
@@ -61,6 +62,8 @@ struct Conn {
     fanout: Option<Fanout>,
     /// Canonical (lowercase) channel name of the joined room.
     room: Option<String>,
+    /// The room it waits to enter while that room loads.
+    joining: Option<String>,
 }
 
 struct Room {
@@ -70,6 +73,8 @@ struct Room {
     members: HashSet<ConnId>,
     /// `members` grouped by worker for [`ChatServer::broadcast`]; `None` after a change.
     by_worker: Option<MembersByWorker>,
+    /// The current live's recent messages, as the members saw them (`history.rs`).
+    history: std::collections::VecDeque<ChatMessage>,
     banned: HashSet<UserId>,
     /// Highest viewer count already written to the database for the current live.
     stored_peak: u32,
@@ -134,6 +139,11 @@ pub struct ChatServer {
     next_message_id: i64,
     /// When raised peaks were last written (see `counting.rs`).
     last_peak_flush: Instant,
+    /// Rooms being loaded, with the sockets waiting to enter (`joining.rs`).
+    rooms_loading: HashMap<String, joining::Waiting>,
+    /// Where spawned database reads and moderation writes report back.
+    loaded_sender: mpsc::UnboundedSender<joining::Loaded>,
+    loaded: mpsc::UnboundedReceiver<joining::Loaded>,
 }
 
 impl ChatServer {
@@ -148,6 +158,7 @@ impl ChatServer {
     ) -> (ChatServer, ChatWriter, ChatHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (outcome_sender, outcomes) = mpsc::unbounded_channel();
+        let (loaded_sender, loaded) = mpsc::unbounded_channel();
         let (writer, writes) = ChatWriter::new(
             pool.clone(),
             outcome_sender,
@@ -167,6 +178,9 @@ impl ChatServer {
             pending: HashMap::new(),
             next_message_id: last_message_id + 1,
             last_peak_flush: Instant::now(),
+            rooms_loading: HashMap::new(),
+            loaded_sender,
+            loaded,
         };
         (server, writer, ChatHandle { commands: tx })
     }
@@ -183,10 +197,11 @@ impl ChatServer {
                     self.flush_peaks();
                 }
                 command = self.commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => self.handle(command),
                     None => break,
                 },
                 Some(outcome) = self.outcomes.recv() => self.write_outcome(outcome),
+                Some(loaded) = self.loaded.recv() => self.loaded(loaded),
                 _ = prune.tick() => {
                     let now = Instant::now();
                     self.limits.retain(|_, limiter| !limiter.is_idle(now));
@@ -196,7 +211,8 @@ impl ChatServer {
         tracing::info!("chat server stopped");
     }
 
-    async fn handle(&mut self, command: Command) {
+    /// Never awaits: database work is spawned and reports back (`joining.rs`).
+    fn handle(&mut self, command: Command) {
         match command {
             Command::Connect {
                 conn,
@@ -218,6 +234,7 @@ impl ChatServer {
                         outbox,
                         fanout,
                         room: None,
+                        joining: None,
                     },
                 );
             }
@@ -227,13 +244,13 @@ impl ChatServer {
                 let _ = done.send(());
             }
             Command::Disconnect { conn } => self.remove_conn(conn),
-            Command::Client { conn, message } => self.client_message(conn, message).await,
+            Command::Client { conn, message } => self.client_message(conn, message),
             Command::LiveStarted { channel, live } => self.live_started(channel, live),
             Command::LiveEnded { channel, live } => self.live_ended(channel, live),
         }
     }
 
-    async fn client_message(&mut self, conn: ConnId, message: AppClientMessage) {
+    fn client_message(&mut self, conn: ConnId, message: AppClientMessage) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
@@ -243,7 +260,7 @@ impl ChatServer {
                 self.deliver(conn, AppServerMessage::UserOnline { username });
             }
             AppClientMessage::Ping => self.deliver(conn, AppServerMessage::Pong),
-            AppClientMessage::LiveJoin { channel } => self.join(conn, &channel).await,
+            AppClientMessage::LiveJoin { channel } => self.join(conn, &channel),
             AppClientMessage::LiveLeave => self.leave(conn),
             AppClientMessage::ChatSend { text } => {
                 if let Err((code, message, retry)) = self.chat_send(conn, &text) {
@@ -251,96 +268,16 @@ impl ChatServer {
                 }
             }
             AppClientMessage::ChatDelete { message_id } => {
-                if let Err((code, message, _)) = self.chat_delete(conn, message_id).await {
+                if let Err((code, message, _)) = self.chat_delete(conn, message_id) {
                     self.deliver_error(conn, code, message, None);
                 }
             }
             AppClientMessage::ChatBan { username } => {
-                if let Err((code, message, _)) = self.chat_ban(conn, &username).await {
+                if let Err((code, message, _)) = self.chat_ban(conn, &username) {
                     self.deliver_error(conn, code, message, None);
                 }
             }
         }
-    }
-
-    async fn join(&mut self, conn: ConnId, raw_channel: &str) {
-        let Ok(channel) = Username::parse(raw_channel) else {
-            self.deliver_unknown_channel(conn);
-            return;
-        };
-        self.leave(conn);
-        let key = channel.canonical();
-        if !self.rooms.contains_key(&key) {
-            match load_room(&self.pool, channel).await {
-                Ok(Some(room)) => {
-                    self.rooms.insert(key.clone(), room);
-                }
-                Ok(None) => {
-                    self.deliver_unknown_channel(conn);
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "loading a chat room failed");
-                    self.deliver_internal_error(conn);
-                    return;
-                }
-            }
-        }
-        let (Some(state), Some(room)) = (self.conns.get_mut(&conn), self.rooms.get_mut(&key))
-        else {
-            return;
-        };
-        state.room = Some(key.clone());
-        let is_owner = state
-            .user
-            .as_ref()
-            .is_some_and(|user| user.id == room.owner);
-        if room.members.insert(conn) {
-            room.by_worker = None;
-            if !is_owner {
-                room.add_viewer(&state.viewer);
-            }
-        }
-        let count = room.viewer_count();
-        let channel_name = room.channel.to_string();
-        let live = room.live.clone();
-        self.deliver(
-            conn,
-            AppServerMessage::LiveState {
-                channel: channel_name.clone(),
-                live: live.clone(),
-                is_owner,
-            },
-        );
-        let messages = match &live {
-            Some(live) => {
-                let stored = match load_history(&self.pool, &channel_name, live.live_id).await {
-                    Ok(messages) => messages,
-                    Err(error) => {
-                        tracing::error!(%error, "loading chat history failed");
-                        Vec::new()
-                    }
-                };
-                self.with_pending(live.live_id, stored)
-            }
-            None => Vec::new(),
-        };
-        self.deliver(
-            conn,
-            AppServerMessage::ChatHistory {
-                channel: channel_name.clone(),
-                messages,
-            },
-        );
-        // The newcomer gets the count now; the others with the next push.
-        self.deliver(
-            conn,
-            AppServerMessage::LiveViewers {
-                channel: channel_name,
-                count,
-            },
-        );
-        self.record_count(&key);
     }
 
     /// Takes `conn` out of its room, if any.
@@ -348,6 +285,7 @@ impl ChatServer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
+        state.joining = None;
         let Some(key) = state.room.take() else {
             return;
         };
@@ -509,16 +447,21 @@ impl ChatServer {
                 withdrawn: false,
             },
         );
+        if let Some(room) = self.rooms.get_mut(&key) {
+            room.remember(message.clone());
+        }
         self.broadcast(&key, AppServerMessage::ChatMessage { message });
         Ok(())
     }
 
     fn live_started(&mut self, channel: Username, live: LiveSummary) {
         let key = channel.canonical();
+        self.room_changed_while_loading(&key);
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
         room.live = Some(live.clone());
+        room.history.clear();
         room.stored_peak = 0;
         room.unstored_peak = 0;
         room.sent_count = None;
@@ -543,6 +486,7 @@ impl ChatServer {
     fn live_ended(&mut self, channel: Username, live: LiveId) {
         self.viewers.finish(live);
         let key = channel.canonical();
+        self.room_changed_while_loading(&key);
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };

@@ -2,17 +2,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use privatehub_protocol::LiveId;
-use privatehub_protocol::app_socket::{
-    CHAT_HISTORY_LENGTH, ChatMessage, ChatMessageId, LiveSummary,
-};
+use privatehub_protocol::app_socket::{ChatMessage, ChatMessageId, LiveSummary};
 
 use super::Room;
+use super::history::{KEPT_HISTORY, loaded_history};
 use crate::db::{self, DbPool, chat, lives, users};
 use crate::domain::Username;
 use crate::error::InternalError;
 
-/// The channel's owner, current live and bans; `None` if there is no such user.
+/// The channel's owner, current live with its recent history, and bans; `None` if
+/// there is no such user.
 pub(super) async fn load_room(
     pool: &DbPool,
     channel: Username,
@@ -23,6 +22,21 @@ pub(super) async fn load_room(
         };
         let live = lives::find_current_by_user(connection, owner.id)?;
         let banned = chat::banned_users(connection, owner.id)?;
+        let channel = owner.username.to_string();
+        let history = match &live {
+            Some(live) => chat::recent_messages(connection, live.id, KEPT_HISTORY as i64)?
+                .into_iter()
+                .map(|message| ChatMessage {
+                    id: ChatMessageId(message.id),
+                    channel: channel.clone(),
+                    live_id: message.live_id,
+                    username: message.username,
+                    text: message.body,
+                    sent_at_ms: message.sent_at_ms,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Some(Room {
             channel: owner.username.clone(),
             owner: owner.id,
@@ -35,33 +49,11 @@ pub(super) async fn load_room(
             }),
             members: HashSet::new(),
             by_worker: None,
+            history: loaded_history(history),
             banned: banned.into_iter().collect(),
             viewers: HashMap::new(),
             sent_count: None,
         }))
     })
     .await
-}
-
-pub(super) async fn load_history(
-    pool: &DbPool,
-    channel: &str,
-    live: LiveId,
-) -> Result<Vec<ChatMessage>, InternalError> {
-    let limit = i64::try_from(CHAT_HISTORY_LENGTH).unwrap_or(50);
-    let stored = db::run(pool, move |connection| {
-        chat::recent_messages(connection, live, limit).map_err(InternalError::from)
-    })
-    .await?;
-    Ok(stored
-        .into_iter()
-        .map(|message| ChatMessage {
-            id: ChatMessageId(message.id),
-            channel: channel.to_owned(),
-            live_id: message.live_id,
-            username: message.username,
-            text: message.body,
-            sent_at_ms: message.sent_at_ms,
-        })
-        .collect())
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{
-    AppServerMessage, AppSocketErrorCode, CHAT_HISTORY_LENGTH, ChatMessage, ChatMessageId,
+    AppServerMessage, AppSocketErrorCode, ChatMessage, ChatMessageId,
 };
 
 use super::{ChatServer, ConnId};
@@ -70,23 +70,6 @@ impl ChatServer {
                 }
             }
         }
-    }
-
-    /// Adds the messages of `live` still waiting to be saved to `stored` (the history
-    /// read from the database), in order, without duplicates, at most the history length.
-    pub(super) fn with_pending(&self, live: LiveId, stored: Vec<ChatMessage>) -> Vec<ChatMessage> {
-        let mut messages = stored;
-        messages.extend(
-            self.pending
-                .values()
-                .filter(|pending| pending.message.live_id == live && !pending.withdrawn)
-                .map(|pending| pending.message.clone()),
-        );
-        messages.sort_by_key(|message| message.id.0);
-        messages.dedup_by_key(|message| message.id.0);
-        let excess = messages.len().saturating_sub(CHAT_HISTORY_LENGTH);
-        messages.drain(..excess);
-        messages
     }
 
     /// Withdraws a pending message; `false` if `id` is not pending in `live`.
