@@ -86,6 +86,57 @@ async fn a_locked_database_delays_the_stored_ack_not_the_chat() {
     assert_eq!(app.count("chat_messages"), 1);
 }
 
+/// A moderation write stuck behind the lock waits in its own task: the chat of every
+/// room, and joins, go on meanwhile (the chat task used to await such writes).
+#[tokio::test]
+async fn a_write_stuck_behind_the_lock_delays_no_room() {
+    let app = spawn_app_with(|_| {}).await;
+    let (mut alice, mut bob) = live_with_chat(&app).await;
+    let (carol, carol_cookie) = session(&app, "carol").await;
+    let (_, dave_cookie) = session(&app, "dave").await;
+    app.start_live(&carol, "Second room").await;
+    let mut carol_socket = Socket::joined(&app, Some(&carol_cookie), "carol").await;
+    let mut dave = Socket::joined(&app, Some(&dave_cookie), "carol").await;
+    bob.send(json!({"type": "chat:send", "text": "to be deleted"}))
+        .await;
+    let id = bob.expect("chat:stored").await["message_id"].clone();
+    alice.expect("chat:message").await;
+
+    let lock = WriteLock::take(&app);
+    alice
+        .send(json!({"type": "chat:delete", "message_id": id}))
+        .await;
+    dave.send(json!({"type": "chat:send", "text": "while a delete waits"}))
+        .await;
+    // Delivered while the delete still waits for the lock: its outcome (an error once
+    // SQLite's busy timeout runs out) comes after.
+    assert_eq!(
+        carol_socket.expect("chat:message").await["message"]["text"],
+        "while a delete waits"
+    );
+    let mut newcomer = Socket::open(&app, None).await;
+    newcomer
+        .send(json!({"type": "live:join", "channel": "carol"}))
+        .await;
+    let history = newcomer.expect("chat:history").await;
+    assert_eq!(history["messages"][0]["text"], "while a delete waits");
+    // The delete's outcome has not come yet (the old chat task answered it first, after
+    // the busy timeout, and only then delivered the chat).
+    assert!(
+        no_message_of(&mut alice, "error", Duration::from_millis(300)).await,
+        "the delete was answered before the other room's chat was delivered"
+    );
+    let outcome = alice.expect_within("error", Duration::from_secs(20)).await;
+    assert_eq!(outcome["code"], "internal", "{outcome}");
+    drop(lock);
+
+    // Once the database is back, the delete works and the history follows it.
+    alice
+        .send(json!({"type": "chat:delete", "message_id": id}))
+        .await;
+    assert_eq!(bob.expect("chat:deleted").await["message_ids"], json!([id]));
+}
+
 #[tokio::test]
 async fn a_message_that_cannot_be_saved_in_time_is_withdrawn_and_the_chat_recovers() {
     let app = spawn_app_with(|settings| settings.chat_write_give_up = Duration::from_secs(2)).await;
