@@ -2,22 +2,26 @@
 //! sends it, senders with a session cookie), each joining its live's room; senders post
 //! `bench:<seq>:<sent µs>` messages at a fixed total rate; every client notes the delay
 //! of every message it receives. The app's CPU and memory come from /proc.
+//!
+//! Two optional phases: a stalled database (another connection holds SQLite's write
+//! lock for a while in the middle of the measured window: delivery must not notice,
+//! only the senders' `chat:stored` acknowledgements wait), and a reconnect storm after
+//! the window (every socket drops and comes back within the spread, as after a
+//! restart: rejoin times, history served, sockets lost, and `/healthz` meanwhile).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::client::{Client, Storm, client, unix_micros};
 use crate::plan::Plan;
-use crate::report::{Report, Samples, proc_sample};
+use crate::probe::probe_health;
+use crate::report::{Report, Samples, StormFigures, proc_sample};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -37,20 +41,49 @@ pub struct LoadOptions {
     pub source_addresses: u8,
     /// Pause after the last join before the idle memory is read.
     pub settle: Duration,
+    /// Hold the app's SQLite write lock (this database file) for this long in the
+    /// middle of the measured window.
+    pub stall_database: Option<(PathBuf, Duration)>,
+    /// After the window, every socket reconnects within this spread.
+    pub reconnect_storm: Option<Duration>,
 }
 
-/// Per message: deliveries seen (index = seq).
-struct Tally {
-    deliveries: Vec<AtomicU32>,
-    /// Delays in µs of counted deliveries, per socket task, merged at the end.
-    counted_from: AtomicUsize,
-    joined: AtomicUsize,
-    failed: AtomicUsize,
+/// What the sockets count together.
+pub(crate) struct Tally {
+    /// Per message: deliveries seen (index = seq).
+    pub deliveries: Vec<AtomicU32>,
+    /// The first counted message (those before are the warm-up).
+    pub counted_from: AtomicUsize,
+    pub joined: AtomicUsize,
+    pub failed: AtomicUsize,
     /// The last `live:viewers` count each room's first socket saw.
-    viewer_counts: Vec<AtomicU32>,
+    pub viewer_counts: Vec<AtomicU32>,
     /// `error` messages the app sent, and the first of them.
-    errors: AtomicUsize,
-    first_error: std::sync::Mutex<Option<String>>,
+    pub errors: AtomicUsize,
+    pub first_error: std::sync::Mutex<Option<String>>,
+    /// Reconnect storm: time from reconnecting to `chat:history` (µs), and sockets that
+    /// did not get back.
+    pub rejoins_us: std::sync::Mutex<Vec<u32>>,
+    pub storm_lost: AtomicUsize,
+}
+
+impl Tally {
+    pub(crate) fn note_rejoin(&self, took: Duration) {
+        if let Ok(mut rejoins) = self.rejoins_us.lock() {
+            rejoins.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+
+    pub(crate) fn note_error(&self, text: &str) {
+        self.errors.fetch_add(1, Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| text.to_owned());
+        }
+    }
+
+    fn rejoined(&self) -> usize {
+        self.rejoins_us.lock().map_or(0, |rejoins| rejoins.len())
+    }
 }
 
 /// Runs the load and returns its report.
@@ -69,6 +102,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         viewer_counts: (0..lives).map(|_| AtomicU32::new(0)).collect(),
         errors: AtomicUsize::new(0),
         first_error: std::sync::Mutex::new(None),
+        rejoins_us: std::sync::Mutex::new(Vec::new()),
+        storm_lost: AtomicUsize::new(0),
     });
     let host = options
         .app_url
@@ -86,6 +121,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     // Connect every socket (a few hundred handshakes at a time), senders first in each room.
     let handshakes = Arc::new(Semaphore::new(256));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (storm_tx, storm_rx) = tokio::sync::watch::channel(None);
     let mut senders: Vec<Vec<mpsc::Sender<String>>> = vec![Vec::new(); lives];
     let mut tasks = Vec::with_capacity(total_sockets);
     for index in 0..total_sockets {
@@ -110,6 +146,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
             watches_count: slot == 0,
             handshakes: handshakes.clone(),
             stop: stop_rx.clone(),
+            storm: storm_rx.clone(),
         })));
     }
     let join_deadline = Instant::now() + Duration::from_secs(120);
@@ -135,11 +172,16 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     let send_started = Instant::now();
     let end = send_started + options.warmup + options.duration;
     let mut round_robin = vec![0usize; lives];
+    let mut stall = None;
     while Instant::now() < end && sent < planned_messages - 16 {
         if sent == warmup_messages {
             tally.counted_from.store(sent, Relaxed);
             measured_from = Some((Instant::now(), options.app_pid.map(proc_sample)));
             tool_from = Some(proc_sample(std::process::id()));
+            if let Some((database, hold)) = options.stall_database.clone() {
+                let wait = options.duration.saturating_sub(hold) / 2;
+                stall = Some(tokio::spawn(hold_write_lock(database, wait, hold)));
+            }
         }
         let live = sent % lives;
         if !senders[live].is_empty() {
@@ -152,6 +194,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         let next = send_started + interval.mul_f64(sent as f64);
         tokio::time::sleep_until(next.into()).await;
     }
+    if let Some(stall) = stall {
+        stall.await.context("the stall task")??;
+    }
     let (measure_start, measure_proc) = measured_from.unwrap_or((Instant::now(), None));
     let measured_for = measure_start.elapsed();
     let after_window = options.app_pid.map(proc_sample);
@@ -163,17 +208,22 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     while Instant::now() < drain_deadline && delivered(&tally, counted_from, sent) < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Read before the stop: the closing sockets lower the count the watchers see.
+    // Read before the storm and the stop: closing sockets lower the count watchers see.
     let viewer_counts: Vec<u32> = tally
         .viewer_counts
         .iter()
         .map(|count| count.load(Relaxed))
         .collect();
+    let storm = match options.reconnect_storm {
+        Some(spread) => Some(reconnect_storm(&tally, &storm_tx, spread, target).await),
+        None => None,
+    };
     let _ = stop_tx.send(true);
     let mut samples = Samples::default();
     for task in tasks {
-        if let Ok(Ok(delays)) = tokio::time::timeout(Duration::from_secs(10), task).await {
-            samples.delays_us.extend(delays);
+        if let Ok(Ok(measured)) = tokio::time::timeout(Duration::from_secs(10), task).await {
+            samples.delays_us.extend(measured.delays_us);
+            samples.stored_acks_us.extend(measured.stored_acks_us);
         }
     }
     let per_live = options.sockets_per_live as u64;
@@ -221,141 +271,53 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         viewer_counts_expected,
         server_errors: tally.errors.load(Relaxed),
         first_server_error: first_error,
+        stall_seconds: options.stall_database.map(|(_, hold)| hold.as_secs_f64()),
+        storm,
     }))
 }
 
-struct Client {
-    target: SocketAddr,
-    source: IpAddr,
-    url: String,
-    origin: String,
-    channel: String,
-    cookie: Option<String>,
-    commands: mpsc::Receiver<String>,
-    tally: Arc<Tally>,
-    live: usize,
-    watches_count: bool,
-    handshakes: Arc<Semaphore>,
-    stop: tokio::sync::watch::Receiver<bool>,
+/// Holds SQLite's write lock on `database` for `hold`, after `wait`.
+async fn hold_write_lock(database: PathBuf, wait: Duration, hold: Duration) -> anyhow::Result<()> {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+    tokio::time::sleep(wait).await;
+    tokio::task::spawn_blocking(move || {
+        let path = database.to_str().context("database path")?;
+        let mut connection = SqliteConnection::establish(path)?;
+        connection.batch_execute("PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE")?;
+        std::thread::sleep(hold);
+        connection.batch_execute("COMMIT")?;
+        Ok(())
+    })
+    .await?
 }
 
-/// One socket: connect, join, then receive (and send what the ticker hands it) until
-/// the run stops. Returns the delays (µs) of the counted messages it received.
-async fn client(mut client: Client) -> Vec<u32> {
-    let permit = client.handshakes.clone().acquire_owned().await;
-    let connected = connect(&client).await;
-    drop(permit);
-    let Ok(socket) = connected else {
-        client.tally.failed.fetch_add(1, Relaxed);
-        return Vec::new();
-    };
-    let mut socket = socket;
-    let join = serde_json::json!({"type": "live:join", "channel": client.channel}).to_string();
-    if socket.send(Message::text(join)).await.is_err() {
-        client.tally.failed.fetch_add(1, Relaxed);
-        return Vec::new();
+/// Every joined socket drops and reconnects within `spread`; returns once all are back
+/// (or lost), with `/healthz` probed meanwhile.
+async fn reconnect_storm(
+    tally: &Tally,
+    storm: &tokio::sync::watch::Sender<Option<Storm>>,
+    spread: Duration,
+    app: SocketAddr,
+) -> StormFigures {
+    let sockets = tally.joined.load(Relaxed);
+    let (probing, probes) = tokio::sync::watch::channel(false);
+    let health = tokio::spawn(probe_health(app, probes));
+    let started = Instant::now();
+    let _ = storm.send(Some(Storm { at: started, spread }));
+    let deadline = started + spread + Duration::from_secs(60);
+    while tally.rejoined() + tally.storm_lost.load(Relaxed) < sockets && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut joined = false;
-    let mut delays = Vec::new();
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
-    // One waiter on the shared stop signal for the whole run, not one per frame.
-    let mut stop = client.stop.clone();
-    let stopped = async move {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            frame = socket.next() => {
-                let Some(Ok(Message::Text(text))) = frame else {
-                    if matches!(frame, None | Some(Err(_))) {
-                        if !joined { client.tally.failed.fetch_add(1, Relaxed); }
-                        break;
-                    }
-                    continue;
-                };
-                let text = text.as_str();
-                if !joined && (text.contains("\"chat:history\"") || text.contains("\"live:state\"")) {
-                    joined = true;
-                    client.tally.joined.fetch_add(1, Relaxed);
-                }
-                if text.contains("\"chat:message\"") {
-                    note_delivery(&client.tally, text, &mut delays);
-                } else if text.contains("\"type\":\"error\"") {
-                    client.tally.errors.fetch_add(1, Relaxed);
-                    if let Ok(mut first) = client.tally.first_error.lock() {
-                        first.get_or_insert_with(|| text.to_owned());
-                    }
-                } else if client.watches_count
-                    && text.contains("\"live:viewers\"")
-                    && let Some(count) = viewer_count(text)
-                {
-                    client.tally.viewer_counts[client.live].store(count, Relaxed);
-                }
-            }
-            command = client.commands.recv(), if client.cookie.is_some() => {
-                let Some(text) = command else { continue };
-                let message = serde_json::json!({"type": "chat:send", "text": text}).to_string();
-                if socket.send(Message::text(message)).await.is_err() {
-                    break;
-                }
-            }
-            _ = ping.tick() => {
-                let _ = socket.send(Message::text(r#"{"type":"ping"}"#)).await;
-            }
-        }
-    }
-    let _ = socket.close(None).await;
-    delays
-}
-
-async fn connect(
-    client: &Client,
-) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(client.source, 0))?;
-    let stream = socket.connect(client.target).await?;
-    let mut request = client.url.as_str().into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Origin", client.origin.parse()?);
-    if let Some(token) = &client.cookie {
-        request
-            .headers_mut()
-            .insert("Cookie", format!("privatehub_session={token}").parse()?);
-    }
-    // tungstenite zero-fills its whole read buffer on every read: 128 KiB by default,
-    // most of this tool's CPU with 10,000 sockets; chat messages are small.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (socket, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
-    Ok(socket)
-}
-
-/// `…"text":"bench:SEQ:MICROS"…`: counts the delivery and, when counted, its delay.
-fn note_delivery(tally: &Tally, text: &str, delays: &mut Vec<u32>) {
-    let Some(start) = text.find("bench:") else {
-        return;
-    };
-    let mut parts = text[start + 6..].split([':', '"']);
-    let (Some(seq), Some(sent)) = (parts.next(), parts.next()) else {
-        return;
-    };
-    let (Ok(seq), Ok(sent)) = (seq.parse::<usize>(), sent.parse::<u64>()) else {
-        return;
-    };
-    if let Some(count) = tally.deliveries.get(seq) {
-        count.fetch_add(1, Relaxed);
-    }
-    if seq >= tally.counted_from.load(Relaxed) {
-        let delay = unix_micros().saturating_sub(sent);
-        delays.push(u32::try_from(delay).unwrap_or(u32::MAX));
-    }
+    let took = started.elapsed();
+    let _ = probing.send(true);
+    let health_ms = health.await.unwrap_or_default();
+    let rejoins_us = tally
+        .rejoins_us
+        .lock()
+        .map(|rejoins| rejoins.clone())
+        .unwrap_or_default();
+    StormFigures::build(sockets, spread, took, rejoins_us, tally.storm_lost.load(Relaxed), health_ms)
 }
 
 /// Deliveries of messages `from..to` so far.
@@ -370,17 +332,4 @@ fn delivered(tally: &Tally, from: usize, to: usize) -> u64 {
 fn source_address(index: usize, addresses: u8) -> IpAddr {
     let offset = index % usize::from(addresses.max(1));
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + offset as u8))
-}
-
-fn viewer_count(text: &str) -> Option<u32> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value["count"]
-        .as_u64()
-        .and_then(|count| u32::try_from(count).ok())
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as u64)
 }

@@ -1,7 +1,8 @@
 //! `privatehub-chat-bench prepare --database PATH --lives L --senders S --out plan.json`
 //! `privatehub-chat-bench run --app-url URL --plan plan.json --sockets-per-live N
 //!     --rate MSGS_PER_S [--warmup S] [--duration S] [--app-pid PID]
-//!     [--source-addresses K] [--out report.json]`
+//!     [--source-addresses K] [--stall-database PATH --stall-seconds S]
+//!     [--reconnect-storm SPREAD_S] [--out report.json]`
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +54,17 @@ fn main() -> anyhow::Result<()> {
                 app_pid: get("app-pid").map(|pid| pid.parse()).transpose()?,
                 source_addresses: number("source-addresses", 20.0)? as u8,
                 settle: Duration::from_secs_f64(number("settle", 1.0)?),
+                stall_database: match get("stall-database") {
+                    Some(path) => Some((
+                        PathBuf::from(path),
+                        Duration::from_secs_f64(number("stall-seconds", 3.0)?),
+                    )),
+                    None => None,
+                },
+                reconnect_storm: get("reconnect-storm")
+                    .map(|seconds| seconds.parse().map(Duration::from_secs_f64))
+                    .transpose()
+                    .context("--reconnect-storm")?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -57,6 +57,8 @@ pub fn proc_sample(pid: u32) -> ProcSample {
 #[derive(Debug, Default)]
 pub struct Samples {
     pub delays_us: Vec<u32>,
+    /// Senders' waits from sending to `chat:stored`.
+    pub stored_acks_us: Vec<u32>,
 }
 
 /// Everything [`Report::build`] needs.
@@ -79,6 +81,8 @@ pub struct Inputs {
     pub viewer_counts_expected: Vec<u32>,
     pub server_errors: usize,
     pub first_server_error: Option<String>,
+    pub stall_seconds: Option<f64>,
+    pub storm: Option<StormFigures>,
 }
 
 /// The run's report (`--out` writes it as JSON).
@@ -108,19 +112,89 @@ pub struct Report {
     /// `error` messages the app sent the clients (refusals, rate limits), and the first.
     pub server_errors: usize,
     pub first_server_error: Option<String>,
+    /// Senders: from sending to `chat:stored` (the message is saved).
+    pub stored_acks: usize,
+    pub stored_ack_p50_ms: f64,
+    pub stored_ack_p99_ms: f64,
+    pub stored_ack_max_ms: f64,
+    /// How long the database's write lock was held mid-window (stalled-database runs).
+    pub stall_seconds: Option<f64>,
+    /// The reconnect storm after the window, if one was asked for.
+    pub storm: Option<StormFigures>,
+}
+
+/// A reconnect storm: every socket dropped and came back within `spread_seconds`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormFigures {
+    pub sockets: usize,
+    pub spread_seconds: f64,
+    /// Until the last socket had its history again.
+    pub seconds: f64,
+    /// Sockets that got `chat:history` again, and those that did not come back.
+    pub rejoined: usize,
+    pub lost: usize,
+    /// From reconnecting to `chat:history`.
+    pub rejoin_p50_ms: f64,
+    pub rejoin_p99_ms: f64,
+    pub rejoin_max_ms: f64,
+    /// `/healthz` answers meanwhile (a failed probe counts 10,000 ms).
+    pub health_probes: usize,
+    pub health_p50_ms: f64,
+    pub health_p99_ms: f64,
+    pub health_max_ms: f64,
+}
+
+impl StormFigures {
+    pub fn build(
+        sockets: usize,
+        spread: Duration,
+        took: Duration,
+        mut rejoins_us: Vec<u32>,
+        lost: usize,
+        mut health_ms: Vec<f64>,
+    ) -> StormFigures {
+        rejoins_us.sort_unstable();
+        health_ms.sort_by(f64::total_cmp);
+        let rejoin = |fraction| percentile_us(&rejoins_us, fraction);
+        let health = |fraction: f64| {
+            if health_ms.is_empty() {
+                return 0.0;
+            }
+            health_ms[((health_ms.len() as f64 - 1.0) * fraction).round() as usize]
+        };
+        StormFigures {
+            sockets,
+            spread_seconds: spread.as_secs_f64(),
+            seconds: took.as_secs_f64(),
+            rejoined: rejoins_us.len(),
+            lost,
+            rejoin_p50_ms: rejoin(0.5),
+            rejoin_p99_ms: rejoin(0.99),
+            rejoin_max_ms: rejoin(1.0),
+            health_probes: health_ms.len(),
+            health_p50_ms: health(0.5),
+            health_p99_ms: health(0.99),
+            health_max_ms: health(1.0),
+        }
+    }
+}
+
+/// The `fraction` percentile of sorted µs values, in ms.
+fn percentile_us(sorted: &[u32], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    f64::from(sorted[index]) / 1000.0
 }
 
 impl Report {
     pub fn build(inputs: Inputs) -> Report {
         let mut delays = inputs.samples.delays_us;
         delays.sort_unstable();
-        let percentile = |fraction: f64| -> f64 {
-            if delays.is_empty() {
-                return 0.0;
-            }
-            let index = ((delays.len() as f64 - 1.0) * fraction).round() as usize;
-            f64::from(delays[index]) / 1000.0
-        };
+        let percentile = |fraction: f64| percentile_us(&delays, fraction);
+        let mut acks = inputs.samples.stored_acks_us;
+        acks.sort_unstable();
         let seconds = inputs.measured_for.as_secs_f64().max(1e-3);
         let window_cpu = inputs
             .window
@@ -156,6 +230,12 @@ impl Report {
             viewer_counts_expected: inputs.viewer_counts_expected,
             server_errors: inputs.server_errors,
             first_server_error: inputs.first_server_error,
+            stored_acks: acks.len(),
+            stored_ack_p50_ms: percentile_us(&acks, 0.5),
+            stored_ack_p99_ms: percentile_us(&acks, 0.99),
+            stored_ack_max_ms: percentile_us(&acks, 1.0),
+            stall_seconds: inputs.stall_seconds,
+            storm: inputs.storm,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The benchmark's small mode in the normal suite: a few hundred real sockets in two
 //! lives on the real app, every message delivered to every socket of its room, and the
-//! report's shape. No timing is asserted (that is the benchmark's job).
+//! report's shape, with the database's write lock held mid-run (delivery goes on, the
+//! acknowledgements wait) and a reconnect storm at the end (every socket back, with its
+//! history). No speed is asserted (that is the benchmark's job).
 
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ async fn every_message_reaches_every_socket_of_its_room() {
         app_pid: Some(stack.app.pid()),
         source_addresses: 4,
         settle: Duration::from_millis(200),
+        stall_database: Some((stack.database_path.clone(), Duration::from_millis(1500))),
+        reconnect_storm: Some(Duration::from_secs(2)),
     })
     .await
     .expect("load run");
@@ -48,4 +52,14 @@ async fn every_message_reaches_every_socket_of_its_room() {
         "the count of each room, by docs/protocol.md's definition: {report:?}"
     );
     assert_eq!(report.server_errors, 0, "{report:?}");
+    // Every counted message was acknowledged as stored, some only after the lock.
+    assert!(report.stored_acks as u64 >= report.messages, "{report:?}");
+    assert!(
+        report.stored_ack_max_ms >= 500.0,
+        "no acknowledgement waited for the lock: the stall did not happen? {report:?}"
+    );
+    let storm = report.storm.as_ref().expect("storm figures");
+    assert_eq!((storm.sockets, storm.rejoined, storm.lost), (240, 240, 0), "{storm:?}");
+    assert!(storm.health_probes > 0, "{storm:?}");
+    assert!(storm.health_max_ms < 10_000.0, "a /healthz probe failed: {storm:?}");
 }
