@@ -134,6 +134,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    .on_connect(privatehub_edge::connection::limit_stuck_writes)
     .listen(listener)?
     // Signals are handled by `Application::run_until_signalled`, which tells the
     // sockets first.

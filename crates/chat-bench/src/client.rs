@@ -55,7 +55,9 @@ pub(crate) struct Measured {
 enum Ended {
     Stopped,
     /// The connection failed; `joined`: after its history arrived.
-    Lost { joined: bool },
+    Lost {
+        joined: bool,
+    },
     Storm(Storm),
 }
 

@@ -304,7 +304,10 @@ async fn reconnect_storm(
     let (probing, probes) = tokio::sync::watch::channel(false);
     let health = tokio::spawn(probe_health(app, probes));
     let started = Instant::now();
-    let _ = storm.send(Some(Storm { at: started, spread }));
+    let _ = storm.send(Some(Storm {
+        at: started,
+        spread,
+    }));
     let deadline = started + spread + Duration::from_secs(60);
     while tally.rejoined() + tally.storm_lost.load(Relaxed) < sockets && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -317,7 +320,14 @@ async fn reconnect_storm(
         .lock()
         .map(|rejoins| rejoins.clone())
         .unwrap_or_default();
-    StormFigures::build(sockets, spread, took, rejoins_us, tally.storm_lost.load(Relaxed), health_ms)
+    StormFigures::build(
+        sockets,
+        spread,
+        took,
+        rejoins_us,
+        tally.storm_lost.load(Relaxed),
+        health_ms,
+    )
 }
 
 /// Deliveries of messages `from..to` so far.

@@ -37,6 +37,9 @@ async fn get_health(app: SocketAddr) -> anyhow::Result<()> {
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
-    anyhow::ensure!(response.starts_with(b"HTTP/1.1 200"), "healthz did not answer 200");
+    anyhow::ensure!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "healthz did not answer 200"
+    );
     Ok(())
 }

@@ -59,7 +59,14 @@ async fn every_message_reaches_every_socket_of_its_room() {
         "no acknowledgement waited for the lock: the stall did not happen? {report:?}"
     );
     let storm = report.storm.as_ref().expect("storm figures");
-    assert_eq!((storm.sockets, storm.rejoined, storm.lost), (240, 240, 0), "{storm:?}");
+    assert_eq!(
+        (storm.sockets, storm.rejoined, storm.lost),
+        (240, 240, 0),
+        "{storm:?}"
+    );
     assert!(storm.health_probes > 0, "{storm:?}");
-    assert!(storm.health_max_ms < 10_000.0, "a /healthz probe failed: {storm:?}");
+    assert!(
+        storm.health_max_ms < 10_000.0,
+        "a /healthz probe failed: {storm:?}"
+    );
 }

@@ -1,5 +1,7 @@
 //! What both PrivateHub services put between a client and their own logic.
 //!
+//! - [`connection`]: what is set on every accepted TCP connection (a bound on writes
+//!   a client never takes).
 //! - [`websocket`]: the WebSocket connection (handshake, frame and message limits,
 //!   one bounded outbox that the service writes to without waiting, a write deadline)
 //!   and the session loop (heartbeat, silent clients, floods, stalled readers) that
@@ -7,4 +9,5 @@
 //!
 //! The services keep their own message handling; this crate knows no message type.
 
+pub mod connection;
 pub mod websocket;

@@ -175,6 +175,11 @@ impl Outbox {
         self.shared.stop.notify_one();
     }
 
+    /// Whether the connection was cut (its client did not read).
+    pub fn was_cut(&self) -> bool {
+        self.shared.aborted.load(Relaxed)
+    }
+
     /// Whether [`Outbox::close`] was called (by anyone) or the connection is gone.
     pub fn is_closing(&self) -> bool {
         self.shared.closing.load(Relaxed) || self.frames.is_closed()
@@ -201,6 +206,11 @@ impl Outbox {
         })
     }
 
+    /// Resolves once the connection itself is gone (not only its session).
+    pub(crate) async fn connection_gone(&self) {
+        self.shared.connection_gone().await;
+    }
+
     /// Resolves once [`Outbox::close`] has been called.
     pub(crate) async fn closed(&self) {
         if !self.shared.closing.load(Relaxed) {
@@ -221,6 +231,9 @@ pub(crate) struct Shared {
     body_waker: AtomicWaker,
     /// Wakes the session loop on [`Outbox::close`].
     stop: Notify,
+    /// Set (and notified) when the body is dropped: the connection is gone.
+    body_dropped: AtomicBool,
+    gone: Notify,
 }
 
 impl Shared {
@@ -232,6 +245,19 @@ impl Shared {
             aborted: AtomicBool::new(false),
             body_waker: AtomicWaker::new(),
             stop: Notify::new(),
+            body_dropped: AtomicBool::new(false),
+            gone: Notify::new(),
+        }
+    }
+
+    /// Resolves once the connection (its response body) is gone.
+    async fn connection_gone(&self) {
+        loop {
+            let notified = self.gone.notified();
+            if self.body_dropped.load(Relaxed) {
+                return;
+            }
+            notified.await;
         }
     }
 

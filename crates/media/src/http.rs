@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
@@ -16,12 +15,6 @@ use crate::engine::{Engine, WorkerHandle, core_config};
 use crate::metrics::Metrics;
 use crate::sfu::{CoreConfig, LocalCandidates};
 use crate::worker::{self, WORKER_CHANNEL_CAPACITY, WorkerParts};
-
-/// How long the kernel keeps a connection whose data the client does not take (no ACK,
-/// or a zero receive window) before aborting it. actix-http keeps writing a stuck
-/// connection forever, with the frames queued for it, even after its session ended (a
-/// client that stopped reading); longer than the session's own send timeout.
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running media server (HTTP + workers). Drop does not stop it; call [`RunningServer::stop`].
 pub struct RunningServer {
@@ -228,7 +221,7 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
                     ),
             )
     })
-    .on_connect(limit_stuck_writes)
+    .on_connect(privatehub_edge::connection::limit_stuck_writes)
     .workers(2)
     .shutdown_timeout(2)
     .bind((settings.bind, settings.http_port))
@@ -271,19 +264,6 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         engine,
         workers,
     })
-}
-
-/// `on_connect`: sets [`TCP_USER_TIMEOUT`] on each accepted connection.
-fn limit_stuck_writes(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
-        && let Err(error) =
-            socket2::SockRef::from(stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
-    {
-        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = connection;
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

@@ -13,19 +13,21 @@
 //! that falls behind is closed), and `Rtc` builds run on the blocking pool, at most one
 //! per core at a time.
 //!
-//! A client that stops reading is closed: actix-ws queues at most 32 outgoing frames, so
-//! once the TCP window and buffers are full a send waits; every send (replies, notices,
-//! pings) has a timeout, and any failed or timed-out send ends the session. The
-//! heartbeat goes first in the session's `select!`, so a client that keeps sending
-//! cannot starve it.
+//! The connection and its loop are the edge crate's (`privatehub_edge::websocket`, the
+//! same as the app's `/ws`): frame and message limits, heartbeat, a bounded outbox that
+//! replies and notices are queued to without waiting, and a client that stops reading
+//! is cut (its outbox full, or its queued frames untaken for [`SEND_TIMEOUT`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use futures_util::StreamExt;
+use bytestring::ByteString;
+use privatehub_edge::websocket::{
+    self, CloseCode, Ended, Flow, Outbox, OutboxError, Refusal as FrameRefusal, SocketHandler,
+    SocketSettings, WebSocketCloseReason as CloseReason,
+};
 use privatehub_protocol::{
     MAX_SIGNALING_MESSAGE_BYTES, MediaClientMessage, MediaErrorCode, MediaRole, MediaServerMessage,
     MediaTokenClaims, MediaTokenError, SdpKind, SessionDescription, verify_media_token,
@@ -33,7 +35,7 @@ use privatehub_protocol::{
 use secrecy::ExposeSecret;
 
 use crate::AppState;
-use crate::engine::{NoticeSender, PrepareError, SessionNotices, notice_channel};
+use crate::engine::{NoticeSender, PrepareError, notice_channel};
 use crate::sfu::layers::LayerChoice;
 use crate::sfu::{PeerId, RemoveReason, Role};
 use privatehub_protocol::media_signaling::MAX_RID_CHARS;
@@ -46,10 +48,21 @@ const RATE_PER_SECOND: f64 = 20.0;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A client silent this long is disconnected.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
-/// Longest wait for one outgoing message to be accepted by a client's socket.
+/// A client whose queued messages wait this long untaken is cut.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for the close frame of a session whose sends still worked.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Replies and notices queued for one client.
+const OUTBOX_CAPACITY: usize = 64;
+/// Frames of any kind per second (the message bucket below is the finer limit).
+const FRAMES_PER_SECOND: usize = 100;
+
+const SOCKET_SETTINGS: SocketSettings = SocketSettings {
+    max_message_bytes: MAX_SIGNALING_MESSAGE_BYTES,
+    outbox_capacity: OUTBOX_CAPACITY,
+    heartbeat_interval: HEARTBEAT,
+    client_timeout: CLIENT_TIMEOUT,
+    send_timeout: SEND_TIMEOUT,
+    max_frames_per_second: FRAMES_PER_SECOND,
+};
 
 /// Remote ICE candidates accepted per socket; later ones are ignored.
 const MAX_CANDIDATES: usize = 32;
@@ -74,50 +87,88 @@ pub async fn ws_route(
     // of a failed WebSocket upgrade, but it can read an `error` message.
     let slot = state.socket_limiter.try_open(client, Instant::now());
     let origin_allowed = origin_allowed(&req, &state);
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream
-        .max_frame_size(MAX_SIGNALING_MESSAGE_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_SIGNALING_MESSAGE_BYTES);
     let state = state.into_inner();
-    actix_web::rt::spawn(async move {
-        let _open = OpenSocket::new(state.metrics.clone());
-        let mut signaling = Signaling {
-            session,
-            state,
-            peer: None,
-            bucket: RATE_BURST,
-            bucket_at: Instant::now(),
-            candidates: 0,
-            watching: false,
-            gone: false,
-        };
-        let _slot = match slot {
-            Ok(slot) => slot,
-            Err(refused) => {
-                tracing::debug!(?client, ?refused, "signaling socket refused");
-                signaling
-                    .state
-                    .metrics
-                    .sockets_refused
-                    .fetch_add(1, Relaxed);
-                let _ = signaling
-                    .error(MediaErrorCode::RateLimited, refused.message(), true)
-                    .await;
-                signaling.close().await;
-                return;
+    let refused = match slot {
+        Ok(slot) => {
+            let (response, socket) =
+                websocket::accept(&req, body, SOCKET_SETTINGS, None, Some(Box::new(slot)))?;
+            if !origin_allowed {
+                refuse(
+                    &socket.outbox,
+                    &state,
+                    MediaErrorCode::Forbidden,
+                    "origin not allowed",
+                );
+                return Ok(response);
             }
-        };
-        if !origin_allowed {
-            let _ = signaling
-                .error(MediaErrorCode::Forbidden, "origin not allowed", true)
-                .await;
-            signaling.close().await;
-            return;
+            actix_web::rt::spawn(run_session(socket, state));
+            return Ok(response);
         }
-        signaling.run(stream).await;
-    });
+        Err(refused) => refused,
+    };
+    tracing::debug!(?client, ?refused, "signaling socket refused");
+    state.metrics.sockets_refused.fetch_add(1, Relaxed);
+    let (response, socket) = websocket::accept(&req, body, SOCKET_SETTINGS, None, None)?;
+    refuse(
+        &socket.outbox,
+        &state,
+        MediaErrorCode::RateLimited,
+        refused.message(),
+    );
     Ok(response)
+}
+
+/// Queues an error and closes, without a session.
+fn refuse(outbox: &Outbox, state: &AppState, code: MediaErrorCode, message: &str) {
+    state.metrics.signaling_errors.fetch_add(1, Relaxed);
+    let _ = queue(
+        outbox,
+        &MediaServerMessage::Error {
+            code,
+            message: message.to_owned(),
+            close: true,
+        },
+    );
+    outbox.close(Some(normal_close()));
+}
+
+async fn run_session(socket: websocket::Socket, state: Arc<AppState>) {
+    let _open = OpenSocket::new(state.metrics.clone());
+    let (notify, notices) = notice_channel(state.metrics.clone());
+    let mut signaling = Signaling {
+        outbox: socket.outbox.clone(),
+        state,
+        peer: None,
+        bucket: RATE_BURST,
+        bucket_at: Instant::now(),
+        candidates: 0,
+        watching: false,
+        notify,
+        notices: notices.messages,
+        close_signal: notices.close,
+    };
+    let ended = websocket::run_session(socket, &mut signaling).await;
+    if ended == Ended::Stalled {
+        signaling.state.metrics.send_timeouts.fetch_add(1, Relaxed);
+        tracing::debug!(peer = ?signaling.peer, "signaling client stopped reading; cut");
+    }
+    // Removing an already removed peer (replaced, timed out...) is a no-op.
+    if let Some(peer) = signaling.peer.take() {
+        signaling.state.engine.remove_peer(peer, RemoveReason::Left);
+    }
+}
+
+fn normal_close() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Normal,
+        description: None,
+    }
+}
+
+/// Serializes and queues `message`.
+fn queue(outbox: &Outbox, message: &MediaServerMessage) -> Result<(), OutboxError> {
+    let text = serde_json::to_string(message).unwrap_or_default();
+    outbox.text(ByteString::from(text))
 }
 
 fn origin_allowed(req: &HttpRequest, state: &AppState) -> bool {
@@ -172,7 +223,7 @@ impl Refusal {
 }
 
 struct Signaling {
-    session: Session,
+    outbox: Outbox,
     state: Arc<AppState>,
     peer: Option<PeerId>,
     /// The peer is a viewer (may send `quality`).
@@ -181,80 +232,61 @@ struct Signaling {
     bucket_at: Instant,
     /// `candidate` messages accepted so far (capped at [`MAX_CANDIDATES`]).
     candidates: usize,
-    /// A send failed or timed out: nothing more is sent, not even a close frame.
-    gone: bool,
+    /// Where the engine sends this session's notices, and the close signal it fires.
+    notify: NoticeSender,
+    notices: tokio::sync::mpsc::Receiver<MediaServerMessage>,
+    close_signal: Arc<tokio::sync::Notify>,
 }
 
 /// The client cannot be written to: its connection is gone, or it stopped reading.
 #[derive(Debug)]
 struct Gone;
 
-impl Signaling {
-    async fn run(&mut self, mut stream: AggregatedMessageStream) {
-        let (notify, notices) = notice_channel(self.state.metrics.clone());
-        let SessionNotices {
-            messages: mut notices,
-            close: close_signal,
-            ..
-        } = notices;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.tick().await;
-        let mut last_heard = Instant::now();
-        loop {
-            // Biased: the heartbeat first, or a client that always has a message ready
-            // would starve it; queued notices before a close signal sent after them
-            // (`replaced` then close).
-            tokio::select! {
-                biased;
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > CLIENT_TIMEOUT || self.ping().await.is_err() {
-                        break;
-                    }
-                }
-                Some(message) = notices.recv() => {
-                    if self.send(&message).await.is_err() {
-                        break;
-                    }
-                }
-                () = close_signal.notified() => break,
-                message = stream.next() => {
-                    last_heard = Instant::now();
-                    let Some(message) = message else { break };
-                    let keep_going = match message {
-                        Ok(AggregatedMessage::Text(text)) => self.on_text(&text, &notify).await,
-                        Ok(AggregatedMessage::Binary(_)) => {
-                            let _ = self.error(MediaErrorCode::MessageTooLarge, "binary frames are not accepted", true).await;
-                            false
-                        }
-                        Ok(AggregatedMessage::Ping(bytes)) => self.pong(&bytes).await.is_ok(),
-                        Ok(AggregatedMessage::Pong(_)) => true,
-                        Ok(AggregatedMessage::Close(_)) => false,
-                        Err(actix_ws::ProtocolError::Overflow) => {
-                            let _ = self.error(MediaErrorCode::MessageTooLarge, "message too large", true).await;
-                            false
-                        }
-                        Err(_) => false,
-                    };
-                    if !keep_going {
-                        break;
-                    }
-                }
-            }
+impl SocketHandler for Signaling {
+    async fn on_text(&mut self, text: ByteString, _outbox: &Outbox) -> Flow {
+        let notify = self.notify.clone();
+        if self.handle_text(&text, &notify).await {
+            Flow::Continue
+        } else {
+            Flow::Close(Some(normal_close()))
         }
-        // Removing an already removed peer (replaced, timed out...) is a no-op.
-        if let Some(peer) = self.peer.take() {
-            self.state.engine.remove_peer(peer, RemoveReason::Left);
-        }
-        self.close().await;
     }
 
+    /// Engine notices, in order; the engine's close signal after the notices queued
+    /// before it (`replaced` then close).
+    async fn next_push(&mut self, _outbox: &Outbox) -> Flow {
+        tokio::select! {
+            biased;
+            Some(message) = self.notices.recv() => match self.send(&message) {
+                Ok(()) => Flow::Continue,
+                Err(Gone) => Flow::Close(None),
+            },
+            () = self.close_signal.notified() => Flow::Close(Some(normal_close())),
+        }
+    }
+
+    fn refused(&mut self, refusal: FrameRefusal, _outbox: &Outbox) -> Option<CloseReason> {
+        let explained = match refusal {
+            FrameRefusal::Binary => Some((
+                MediaErrorCode::MessageTooLarge,
+                "binary frames are not accepted",
+            )),
+            FrameRefusal::TooLarge => Some((MediaErrorCode::MessageTooLarge, "message too large")),
+            FrameRefusal::Flood => Some((MediaErrorCode::RateLimited, "too many messages")),
+            FrameRefusal::Malformed => None,
+        };
+        if let Some((code, message)) = explained {
+            let _ = self.error(code, message, true);
+        }
+        Some(normal_close())
+    }
+}
+
+impl Signaling {
     /// Handles one text message; returns false when the socket must close.
-    async fn on_text(&mut self, text: &str, notify: &NoticeSender) -> bool {
+    async fn handle_text(&mut self, text: &str, notify: &NoticeSender) -> bool {
         if !self.take_token() {
-            let _ = self
-                .error(MediaErrorCode::RateLimited, "too many messages", true)
-                .await;
+            let _ = self.error(MediaErrorCode::RateLimited, "too many messages", true);
             return false;
         }
         let result = match parse_message(text) {
@@ -264,9 +296,7 @@ impl Signaling {
         match result {
             Ok(keep_going) => keep_going,
             Err(refusal) => {
-                let sent = self
-                    .error(refusal.code, &refusal.message, refusal.close)
-                    .await;
+                let sent = self.error(refusal.code, &refusal.message, refusal.close);
                 sent.is_ok() && !refusal.close
             }
         }
@@ -278,7 +308,7 @@ impl Signaling {
         notify: &NoticeSender,
     ) -> Result<bool, Refusal> {
         match message {
-            MediaClientMessage::Ping => Ok(self.send(&MediaServerMessage::Pong).await.is_ok()),
+            MediaClientMessage::Ping => Ok(self.send(&MediaServerMessage::Pong).is_ok()),
             MediaClientMessage::Leave => {
                 if let Some(peer) = self.peer.take() {
                     self.state.engine.remove_peer(peer, RemoveReason::Left);
@@ -409,7 +439,7 @@ impl Signaling {
             live_id: live,
             adaptive,
         };
-        Ok(self.send(&answer).await.is_ok())
+        Ok(self.send(&answer).is_ok())
     }
 
     fn verify(&self, token: &str) -> Result<MediaTokenClaims, Refusal> {
@@ -435,88 +465,26 @@ impl Signaling {
         }
     }
 
-    async fn send(&mut self, message: &MediaServerMessage) -> Result<(), Gone> {
-        let text = serde_json::to_string(message).unwrap_or_default();
-        let sent = within_send_timeout(SEND_TIMEOUT, self.session.text(text)).await;
-        self.sent(sent)
-    }
-
-    async fn ping(&mut self) -> Result<(), Gone> {
-        let sent = within_send_timeout(SEND_TIMEOUT, self.session.ping(b"")).await;
-        self.sent(sent)
-    }
-
-    async fn pong(&mut self, bytes: &[u8]) -> Result<(), Gone> {
-        let sent = within_send_timeout(SEND_TIMEOUT, self.session.pong(bytes)).await;
-        self.sent(sent)
-    }
-
-    /// Every send goes through here: one failure and the session is done.
-    fn sent(&mut self, sent: Result<(), SendFailed>) -> Result<(), Gone> {
-        if self.gone {
-            return Err(Gone);
-        }
-        match sent {
+    /// Queues `message`; a full outbox means the client stopped reading.
+    fn send(&mut self, message: &MediaServerMessage) -> Result<(), Gone> {
+        match queue(&self.outbox, message) {
             Ok(()) => Ok(()),
-            Err(failure) => {
-                if failure == SendFailed::TimedOut {
-                    self.state.metrics.send_timeouts.fetch_add(1, Relaxed);
-                    tracing::debug!(peer = ?self.peer, "signaling client stopped reading; closing");
-                }
-                self.gone = true;
+            Err(OutboxError::Full) => {
+                self.state.metrics.send_timeouts.fetch_add(1, Relaxed);
+                tracing::debug!(peer = ?self.peer, "signaling client stopped reading; closing");
                 Err(Gone)
             }
+            Err(OutboxError::Closed) => Err(Gone),
         }
     }
 
-    async fn error(
-        &mut self,
-        code: MediaErrorCode,
-        message: &str,
-        close: bool,
-    ) -> Result<(), Gone> {
+    fn error(&mut self, code: MediaErrorCode, message: &str, close: bool) -> Result<(), Gone> {
         self.state.metrics.signaling_errors.fetch_add(1, Relaxed);
         self.send(&MediaServerMessage::Error {
             code,
             message: message.to_owned(),
             close,
         })
-        .await
-    }
-
-    /// Sends a close frame unless a send already failed: then the frame would only wait
-    /// behind the ones the client is not reading. Dropping the session ends the socket.
-    async fn close(&mut self) {
-        if self.gone {
-            return;
-        }
-        self.gone = true;
-        let close = self.session.clone().close(Some(CloseReason {
-            code: CloseCode::Normal,
-            description: None,
-        }));
-        let _ = within_send_timeout(CLOSE_TIMEOUT, close).await;
-    }
-}
-
-/// Why a send to the client did not go through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendFailed {
-    /// The socket is closed.
-    Closed,
-    /// Not accepted within the timeout: the client does not read (its TCP window and
-    /// actix-ws's queue of 32 frames are full).
-    TimedOut,
-}
-
-async fn within_send_timeout(
-    timeout: Duration,
-    send: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
-) -> Result<(), SendFailed> {
-    match tokio::time::timeout(timeout, send).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(actix_ws::Closed)) => Err(SendFailed::Closed),
-        Err(_) => Err(SendFailed::TimedOut),
     }
 }
 

@@ -86,6 +86,13 @@ impl OutboxBody {
     }
 }
 
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        self.shared.body_dropped.store(true, Relaxed);
+        self.shared.gone.notify_waiters();
+    }
+}
+
 impl Stream for OutboxBody {
     type Item = Result<Bytes, ConnectionCut>;
 

@@ -164,6 +164,16 @@ pub async fn run_session<H: SocketHandler>(socket: Socket, handler: &mut H) -> E
         Ended::ClosedByServer => {}
         _ => outbox.close(reason),
     }
+    if outbox.was_cut() {
+        // Keep the client's side unread until the connection is gone: a dropped payload
+        // is drained, and a client that keeps writing then keeps the kernel from ever
+        // timing the stuck connection out (each of its segments re-arms the zero-window
+        // probe). Unread, its writes stop, and TCP_USER_TIMEOUT ends the connection.
+        actix_web::rt::spawn(async move {
+            outbox.connection_gone().await;
+            drop(inbound);
+        });
+    }
     ended
 }
 

@@ -1,6 +1,7 @@
 //! A client that keeps sending allowed messages but never reads (its TCP receive window
 //! stays full) is closed within a bounded time, and what it held is released: its place
-//! in `media_signaling_sockets`, its peer and its per-IP slot.
+//! in `media_signaling_sockets` and its peer when its session is cut, its per-IP slot
+//! once the kernel has closed the connection too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -151,7 +152,14 @@ async fn a_client_that_never_reads_is_closed_and_released() {
         server.counts() == (0, 0)
     })
     .await;
-    // ...its per-IP place (the cap is 1) is free again...
+    // ...the connection itself is closed (with what was queued for it): the client's
+    // writes fail...
+    let error = tokio::time::timeout(BOUND, writer)
+        .await
+        .expect("the server never closed the TCP connection")
+        .unwrap();
+    // ...and then its per-IP place (the cap is 1) is free again: while the connection
+    // held the server's buffers it still counted.
     let mut again = Ws::connect_from(http, CLIENT).await;
     again.send(&MediaClientMessage::Ping).await;
     assert_eq!(
@@ -159,12 +167,6 @@ async fn a_client_that_never_reads_is_closed_and_released() {
         Some(MediaServerMessage::Pong)
     );
     again.close().await;
-    // ...and the connection itself is closed (with what was queued for it): the
-    // client's writes fail.
-    let error = tokio::time::timeout(BOUND, writer)
-        .await
-        .expect("the server never closed the TCP connection")
-        .unwrap();
     eprintln!("connection closed after {:?}: {error}", started.elapsed());
     server.stop().await;
 }

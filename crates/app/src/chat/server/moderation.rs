@@ -28,7 +28,11 @@ pub(super) enum Moderated {
 }
 
 impl ChatServer {
-    pub(super) fn chat_delete(&mut self, conn: ConnId, message_id: ChatMessageId) -> Result<(), Refusal> {
+    pub(super) fn chat_delete(
+        &mut self,
+        conn: ConnId,
+        message_id: ChatMessageId,
+    ) -> Result<(), Refusal> {
         let (key, live) = self.moderated_room(conn)?;
         // Not saved yet: withdrawn now, marked deleted once the writer stores it.
         if self.withdraw_pending(live, message_id) {
