@@ -9,27 +9,19 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
-use serde::Serialize;
+use privatehub_protocol::app_api::{ApiError, ApiErrorEnvelope};
 use serde::de::DeserializeOwned;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 /// Builds the JSON error response. Every API error goes through here.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorEnvelope {
-        error: ErrorBody { code, message },
+    HttpResponse::build(status).json(ApiErrorEnvelope {
+        error: ApiError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
     })
 }
 

@@ -3,6 +3,7 @@
 //! This crate is the only place that derives `Serialize`/`Deserialize` for types that
 //! cross a process boundary. It has no I/O dependencies: no tokio, no actix, no diesel.
 
+pub mod app_api;
 pub mod app_socket;
 pub mod internal_api;
 pub mod media_signaling;

@@ -57,6 +57,70 @@ fn app_and_media_never_depend_on_each_other() {
 }
 
 #[test]
+fn the_edge_crate_serves_both_services_and_knows_neither() {
+    for service in ["privatehub-app", "privatehub-media", "privatehub-protocol"] {
+        assert!(!depends_on("edge", service), "edge depends on {service}");
+    }
+    for service in ["app", "media"] {
+        assert!(
+            depends_on(service, "privatehub-edge"),
+            "{service} does not use the edge"
+        );
+        // The WebSocket connection is the edge's, in both.
+        assert!(
+            !depends_on(service, "actix-ws"),
+            "{service} has its own WebSocket loop again"
+        );
+    }
+}
+
+/// ARCHITECTURE.md: protocol is the only crate that derives the wire types.
+#[test]
+fn only_protocol_derives_the_wire_types() {
+    for krate in ["app", "media", "edge"] {
+        for (path, code) in sources_without_tests(&root().join("crates").join(krate).join("src")) {
+            for line in code
+                .lines()
+                .filter(|line| line.trim_start().starts_with("#[derive("))
+            {
+                assert!(
+                    !line.contains("Serialize") && !line.contains("Deserialize"),
+                    "{} derives a wire type ({line}): it belongs in crates/protocol",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// ARCHITECTURE.md: the chat server task never awaits (database work is spawned and
+/// reports back). Only its `run` loop is async; `loading.rs` holds the reads those
+/// spawned tasks run.
+#[test]
+fn the_chat_server_task_never_awaits() {
+    let server = root().join("crates/app/src/chat");
+    let mut files = sources_without_tests(&server.join("server"));
+    files.push((
+        server.join("server.rs"),
+        std::fs::read_to_string(server.join("server.rs")).unwrap(),
+    ));
+    for (path, code) in files {
+        if path.ends_with("loading.rs") {
+            continue;
+        }
+        for line in code.lines().filter(|line| line.contains("async fn")) {
+            let allowed = line.contains("async fn run(") || line.contains("async fn shutdown(");
+            assert!(
+                allowed,
+                "{}: `{}`: the chat server's methods must not await",
+                path.display(),
+                line.trim()
+            );
+        }
+    }
+}
+
+#[test]
 fn the_protocol_crate_has_no_io_dependencies() {
     for io in [
         "tokio",

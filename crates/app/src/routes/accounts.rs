@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-use super::json::{CredentialsRequest, UserJson};
+use super::json::{CredentialsRequest, user_json};
 use crate::auth::client::ClientInfo;
 use crate::auth::hashing::HashingRefusal;
 use crate::auth::rate_limit::RetryAfter;
@@ -149,7 +149,7 @@ pub async fn signup(
     let cookie = session::start_session(&request, &state, &user).await?;
     Ok(HttpResponse::Created()
         .cookie(cookie)
-        .json(UserJson::from(&user)))
+        .json(user_json(&user)))
 }
 
 /// `POST /api/auth/login`.
@@ -208,9 +208,7 @@ pub async fn login(
     };
     attempt.succeeded(Instant::now());
     let cookie = session::start_session(&request, &state, &user).await?;
-    Ok(HttpResponse::Ok()
-        .cookie(cookie)
-        .json(UserJson::from(&user)))
+    Ok(HttpResponse::Ok().cookie(cookie).json(user_json(&user)))
 }
 
 /// `POST /api/auth/logout`: ends the session if there is one (204 either way).
@@ -224,5 +222,5 @@ pub async fn logout(
 
 /// `GET /api/auth/me`.
 pub async fn me(CurrentUser(user): CurrentUser) -> HttpResponse {
-    HttpResponse::Ok().json(UserJson::from(&user))
+    HttpResponse::Ok().json(user_json(&user))
 }

@@ -14,14 +14,14 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     .await;
     match result {
         Ok(()) => HttpResponse::Ok().json(HealthJson {
-            status: "ok",
-            database: "ok",
+            status: "ok".into(),
+            database: "ok".into(),
         }),
         Err(error) => {
             tracing::error!(%error, "health check: database unreachable");
             HttpResponse::ServiceUnavailable().json(HealthJson {
-                status: "unavailable",
-                database: "unreachable",
+                status: "unavailable".into(),
+                database: "unreachable".into(),
             })
         }
     }

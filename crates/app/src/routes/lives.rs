@@ -9,7 +9,7 @@ use privatehub_protocol::app_socket::LiveSummary;
 use privatehub_protocol::{LiveId, MediaRole, MediaTokenClaims, issue_media_token};
 use rand::RngCore;
 
-use super::json::{HistoryQuery, LiveJson, MediaTokenJson, StartLiveRequest, rfc3339};
+use super::json::{HistoryQuery, MediaTokenJson, StartLiveRequest, live_json, rfc3339};
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::db::lives::LiveSource;
 use crate::db::users::UserId;
@@ -18,6 +18,7 @@ use crate::domain::{LiveTitle, LiveTitleError, Username};
 use crate::error::{InternalError, JsonObject, json_error};
 use crate::settings::hex;
 use crate::state::AppState;
+use privatehub_protocol::app_api::LiveJson;
 
 /// Default and largest page of `GET /api/users/{username}/lives`.
 const HISTORY_DEFAULT_LIMIT: u16 = 20;
@@ -83,7 +84,7 @@ pub async fn start(
         None => LiveTitle::default_for(user.username.as_str()),
     };
     let (live, created) = begin_live(&state, user.id, title, LiveSource::Browser).await?;
-    let body = LiveJson::new(&live, state.viewers.current(live.id));
+    let body = live_json(&live, state.viewers.current(live.id));
     if created {
         Ok(HttpResponse::Created().json(body))
     } else {
@@ -136,7 +137,7 @@ pub async fn stop(
             .whip_lives
             .hold_after_end(user.id, std::time::Instant::now());
     }
-    Ok(HttpResponse::Ok().json(LiveJson::new(&live, 0)))
+    Ok(HttpResponse::Ok().json(live_json(&live, 0)))
 }
 
 /// Ends the user's current live (only if it is `only`, when given): records its peak
@@ -179,7 +180,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, LiveError>
     .await?;
     let body: Vec<LiveJson> = current
         .iter()
-        .map(|live| LiveJson::new(live, state.viewers.current(live.id)))
+        .map(|live| live_json(live, state.viewers.current(live.id)))
         .collect();
     Ok(HttpResponse::Ok().json(body))
 }
@@ -190,7 +191,7 @@ pub async fn get_one(
     path: web::Path<String>,
 ) -> Result<HttpResponse, LiveError> {
     let live = current_live_of(&state, &path).await?;
-    Ok(HttpResponse::Ok().json(LiveJson::new(&live, state.viewers.current(live.id))))
+    Ok(HttpResponse::Ok().json(live_json(&live, state.viewers.current(live.id))))
 }
 
 /// `POST /api/lives/{username}/token`: a media token for that user's current live,
@@ -277,7 +278,7 @@ pub async fn history(
         )?)
     })
     .await?;
-    let body: Vec<LiveJson> = past.iter().map(|live| LiveJson::new(live, 0)).collect();
+    let body: Vec<LiveJson> = past.iter().map(|live| live_json(live, 0)).collect();
     Ok(HttpResponse::Ok().json(body))
 }
 
