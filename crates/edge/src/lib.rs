@@ -1,5 +1,7 @@
 //! What both PrivateHub services put between a client and their own logic.
 //!
+//! - [`client_address`]: the client address behind a trusted proxy, and the network
+//!   (IPv4 address, IPv6 /64) that per-client limits count.
 //! - [`connection`]: what is set on every accepted TCP connection (a bound on writes
 //!   a client never takes).
 //! - [`websocket`]: the WebSocket connection (handshake, frame and message limits,
@@ -9,5 +11,6 @@
 //!
 //! The services keep their own message handling; this crate knows no message type.
 
+pub mod client_address;
 pub mod connection;
 pub mod websocket;

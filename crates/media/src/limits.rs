@@ -15,7 +15,7 @@
 //! [`SocketLimiter`] takes time as an argument; the signaling route passes the clock.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,46 +40,11 @@ impl Refused {
     }
 }
 
-/// A client's address and where it came from, which decides whether it may be exempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAddress {
-    /// The TCP peer, proxy headers not trusted.
-    Peer(IpAddr),
-    /// The TCP peer while proxy headers are trusted but none was usable: the proxy
-    /// itself, or a client that reached us past it.
-    UnforwardedPeer(IpAddr),
-    /// The right-most `X-Forwarded-For` entry (proxy headers trusted).
-    Forwarded(IpAddr),
-    /// A client connected straight to a media port (ICE-TCP), never through a proxy:
-    /// limited even on loopback.
-    Direct(IpAddr),
-}
+pub use privatehub_edge::client_address::ClientAddress;
 
-impl ClientAddress {
-    pub fn ip(self) -> IpAddr {
-        match self {
-            ClientAddress::Peer(ip)
-            | ClientAddress::UnforwardedPeer(ip)
-            | ClientAddress::Forwarded(ip)
-            | ClientAddress::Direct(ip) => ip,
-        }
-    }
-
-    /// Only a loopback TCP peer with proxy headers not trusted skips the limits.
-    fn exempt(self) -> bool {
-        matches!(self, ClientAddress::Peer(ip) if ip.to_canonical().is_loopback())
-    }
-}
-
-/// What the limits count: an IPv4 address, or the /64 of an IPv6 address.
-fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
+/// Only a loopback TCP peer with proxy headers not trusted skips the limits.
+fn exempt(client: ClientAddress) -> bool {
+    matches!(client, ClientAddress::Peer(ip) if ip.to_canonical().is_loopback())
 }
 
 #[derive(Debug)]
@@ -91,7 +56,7 @@ struct IpState {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Keyed by [`network`].
+    /// Keyed by the client's network (`ClientAddress::network`).
     ips: HashMap<IpAddr, IpState>,
     last_prune: Option<Instant>,
 }
@@ -140,7 +105,10 @@ impl SocketLimiter {
         client: Option<ClientAddress>,
         now: Instant,
     ) -> Result<SocketSlot, Refused> {
-        let Some(ip) = client.filter(|c| !c.exempt()).map(|c| network(c.ip())) else {
+        let Some(ip) = client
+            .filter(|client| !exempt(*client))
+            .map(|client| client.network().address())
+        else {
             return Ok(SocketSlot { limiter: None });
         };
         if self.max_open == 0 && self.per_second == 0 {
@@ -197,21 +165,11 @@ pub fn client_ip(
     forwarded_for: Option<&str>,
     trust_proxy_headers: bool,
 ) -> Option<ClientAddress> {
-    if !trust_proxy_headers {
-        return peer.map(|p| ClientAddress::Peer(p.ip()));
-    }
-    let forwarded = forwarded_for
-        .and_then(|h| h.rsplit(',').next())
-        .map(str::trim)
-        .and_then(|last| {
-            last.parse::<IpAddr>()
-                .ok()
-                .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
-        });
-    match forwarded {
-        Some(ip) => Some(ClientAddress::Forwarded(ip)),
-        None => peer.map(|p| ClientAddress::UnforwardedPeer(p.ip())),
-    }
+    ClientAddress::of_request(
+        peer.map(|peer| peer.ip()),
+        forwarded_for,
+        trust_proxy_headers,
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header::HeaderMap;
+use privatehub_edge::client_address::rightmost_forwarded;
 
 /// The client as far as this request can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,34 +17,7 @@ pub struct ClientInfo {
     pub https: bool,
 }
 
-/// What per-client limits count: an IPv4 address, or the /64 network of an IPv6 address
-/// (one subscriber usually holds a whole /64, so counting single IPv6 addresses would let
-/// one client look like billions). IPv4-mapped IPv6 addresses count as IPv4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientNetwork(IpAddr);
-
-impl ClientNetwork {
-    pub fn of(ip: IpAddr) -> ClientNetwork {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => ClientNetwork(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                ClientNetwork(IpAddr::V6(std::net::Ipv6Addr::new(
-                    s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-                )))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for ClientNetwork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            IpAddr::V4(v4) => write!(f, "{v4}"),
-            IpAddr::V6(v6) => write!(f, "{v6}/64"),
-        }
-    }
-}
+pub use privatehub_edge::client_address::ClientNetwork;
 
 impl ClientInfo {
     /// The network per-client limits count this client in.
@@ -84,8 +58,7 @@ fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, tls: bool, trust: bool) ->
     let forwarded_ip = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
-        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        .and_then(rightmost_forwarded);
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|value| value.to_str().ok())
@@ -129,16 +102,6 @@ mod tests {
         let trusted = resolve(&h, Some(peer), false, true);
         assert_eq!(trusted.ip, Some("1.2.3.4".parse().unwrap()));
         assert!(trusted.https);
-    }
-
-    #[test]
-    fn networks_group_ipv6_by_64_and_unmap_ipv4() {
-        let of = |raw: &str| ClientNetwork::of(raw.parse().unwrap());
-        assert_eq!(of("2001:db8:1:2::1"), of("2001:db8:1:2:ffff::9"));
-        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
-        assert_eq!(of("::ffff:192.0.2.1"), of("192.0.2.1"));
-        assert_ne!(of("192.0.2.1"), of("192.0.2.2"));
-        assert_eq!(of("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
     }
 
     #[test]
