@@ -154,3 +154,78 @@ impl Stream for Inbound {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_http::ws::Message;
+    use futures_util::StreamExt;
+    use tokio_util::codec::Encoder;
+
+    use super::*;
+
+    /// `messages` as a client sends them (masked), as one request payload.
+    fn inbound(messages: Vec<Message>, limit: usize) -> Inbound {
+        let mut codec = Codec::new().client_mode();
+        let mut wire = BytesMut::new();
+        for message in messages {
+            codec.encode(message, &mut wire).unwrap();
+        }
+        Inbound::new(Payload::from(wire.freeze()), limit)
+    }
+
+    #[tokio::test]
+    async fn continuations_make_one_message_and_controls_pass_between_them() {
+        let mut stream = inbound(
+            vec![
+                Message::Continuation(Item::FirstText("hel".into())),
+                Message::Ping(Bytes::from_static(b"p")),
+                Message::Continuation(Item::Continue("lo ".into())),
+                Message::Continuation(Item::Last("world".into())),
+                Message::Text("next".into()),
+            ],
+            64,
+        );
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Ping(ping))) if ping == "p"));
+        assert!(
+            matches!(stream.next().await, Some(Ok(Incoming::Text(text))) if text == "hello world")
+        );
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Text(text))) if text == "next"));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_in_one_frame_or_in_parts_is_refused() {
+        let mut one_frame = inbound(vec![Message::Text("0123456789".into())], 8);
+        assert_eq!(
+            one_frame.next().await.unwrap().unwrap_err(),
+            InboundError::TooLarge
+        );
+        assert!(one_frame.next().await.is_none(), "nothing after a refusal");
+        let mut parts = inbound(
+            vec![
+                Message::Continuation(Item::FirstText("01234".into())),
+                Message::Continuation(Item::Last("56789".into())),
+            ],
+            8,
+        );
+        assert_eq!(
+            parts.next().await.unwrap().unwrap_err(),
+            InboundError::TooLarge
+        );
+    }
+
+    #[tokio::test]
+    async fn text_that_is_not_utf8_is_malformed() {
+        let mut stream = inbound(
+            vec![
+                Message::Continuation(Item::FirstText(Bytes::from_static(&[0xff, 0xfe]))),
+                Message::Continuation(Item::Last(Bytes::new())),
+            ],
+            64,
+        );
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(InboundError::Malformed(_)))
+        ));
+    }
+}

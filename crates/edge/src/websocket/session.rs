@@ -193,28 +193,51 @@ fn queue_failed(error: OutboxError) -> (Ended, Option<CloseReason>) {
     }
 }
 
-/// Frames in the current one-second window.
+/// The times of the last `limit` frames: a frame is admitted when the oldest of them
+/// is a second old (at most `limit` in any one second).
 struct FrameWindow {
     limit: usize,
-    started: Instant,
-    count: usize,
+    times: std::collections::VecDeque<Instant>,
 }
 
 impl FrameWindow {
     fn new(limit: usize) -> FrameWindow {
         FrameWindow {
             limit,
-            started: Instant::now(),
-            count: 0,
+            times: std::collections::VecDeque::with_capacity(limit),
         }
     }
 
     fn admit(&mut self, now: Instant) -> bool {
-        if now.saturating_duration_since(self.started) >= Duration::from_secs(1) {
-            self.started = now;
-            self.count = 0;
+        while self
+            .times
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(*oldest) >= Duration::from_secs(1))
+        {
+            self.times.pop_front();
         }
-        self.count += 1;
-        self.count <= self.limit
+        if self.times.len() >= self.limit {
+            return false;
+        }
+        self.times.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_the_limit_in_any_second() {
+        let start = Instant::now();
+        let mut window = FrameWindow::new(3);
+        let at = |millis| start + Duration::from_millis(millis);
+        assert!(window.admit(at(0)) && window.admit(at(600)) && window.admit(at(900)));
+        assert!(!window.admit(at(950)), "a fourth within one second");
+        // A fixed window would allow three more right after 1,000 ms.
+        assert!(window.admit(at(1000)));
+        assert!(!window.admit(at(1100)));
+        assert!(window.admit(at(1600)));
     }
 }
