@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use crate::auth::hashing::HashingPool;
 use crate::auth::rate_limit::{LoginRateLimiter, SignupRateLimiter};
-use crate::chat::socket_limit::SocketLimiter;
 use crate::chat::{ChatHandle, ChatServer};
 use crate::db::DbPool;
 use crate::metrics::AppMetrics;
@@ -12,6 +11,7 @@ use crate::settings::Settings;
 use crate::stream_keys::StreamKeySealer;
 use crate::viewers::ViewerCounts;
 use crate::whip::{MediaApi, WhipLives};
+use privatehub_edge::limits::SocketLimiter;
 
 /// Shared application state. Cloning is cheap (everything is behind `Arc`s).
 #[derive(Debug, Clone)]
@@ -65,7 +65,8 @@ impl AppState {
             login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
             signup_limiter: Arc::new(SignupRateLimiter::new(settings.signup_rate_limit)),
             hashing: Arc::new(HashingPool::start(settings.hashing, metrics.clone())?),
-            sockets: SocketLimiter::new(settings.max_sockets_per_ip),
+            // Loopback is not exempt: behind nginx every client would share it.
+            sockets: SocketLimiter::new(settings.max_sockets_per_ip, 0),
             metrics,
             settings: Arc::new(settings),
             viewers,

@@ -2,6 +2,8 @@
 //!
 //! - [`client_address`]: the client address behind a trusted proxy, and the network
 //!   (IPv4 address, IPv6 /64) that per-client limits count.
+//! - [`limits`]: the rate limiters (sliding window, token bucket, sockets per client
+//!   network).
 //! - [`connection`]: what is set on every accepted TCP connection (a bound on writes
 //!   a client never takes).
 //! - [`websocket`]: the WebSocket connection (handshake, frame and message limits,
@@ -13,4 +15,5 @@
 
 pub mod client_address;
 pub mod connection;
+pub mod limits;
 pub mod websocket;

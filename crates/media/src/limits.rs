@@ -14,147 +14,46 @@
 //!
 //! [`SocketLimiter`] takes time as an argument; the signaling route passes the clock.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-/// Entries of IPs with no open socket whose bucket is full again are forgotten this often.
-const PRUNE_EVERY: Duration = Duration::from_secs(10);
-
-/// Why a new socket was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The IP already holds `MEDIA_MAX_SOCKETS_PER_IP` sockets.
-    TooManyOpen,
-    /// The IP opened more than `MEDIA_NEW_SOCKETS_PER_IP_PER_SEC` sockets in the last second.
-    TooFast,
-}
-
-impl Refused {
-    pub fn message(self) -> &'static str {
-        match self {
-            Refused::TooManyOpen => "too many open connections from your address",
-            Refused::TooFast => "too many new connections from your address",
-        }
-    }
-}
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 pub use privatehub_edge::client_address::ClientAddress;
+pub use privatehub_edge::limits::{Refused, SocketSlot};
 
 /// Only a loopback TCP peer with proxy headers not trusted skips the limits.
 fn exempt(client: ClientAddress) -> bool {
     matches!(client, ClientAddress::Peer(ip) if ip.to_canonical().is_loopback())
 }
 
+/// The edge crate's per-network limiter, with the media server's exemption rule.
 #[derive(Debug)]
-struct IpState {
-    open: usize,
-    tokens: f64,
-    at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    /// Keyed by the client's network (`ClientAddress::network`).
-    ips: HashMap<IpAddr, IpState>,
-    last_prune: Option<Instant>,
-}
-
-/// Counts open sockets and recent connections per client network (IPv4 address or IPv6 /64).
-#[derive(Debug)]
-pub struct SocketLimiter {
-    max_open: usize,
-    per_second: u32,
-    inner: Mutex<Inner>,
-}
-
-/// One admitted socket; dropping it frees the IP's place.
-#[derive(Debug)]
-pub struct SocketSlot {
-    limiter: Option<(Arc<SocketLimiter>, IpAddr)>,
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        if let Some((limiter, ip)) = self.limiter.take()
-            && let Some(state) = limiter.lock().ips.get_mut(&ip)
-        {
-            state.open = state.open.saturating_sub(1);
-        }
-    }
-}
+pub struct SocketLimiter(Arc<privatehub_edge::limits::SocketLimiter>);
 
 impl SocketLimiter {
     /// `max_open` / `per_second` of 0 disable that limit.
     pub fn new(max_open: usize, per_second: u32) -> Arc<Self> {
-        Arc::new(SocketLimiter {
-            max_open,
-            per_second,
-            inner: Mutex::new(Inner::default()),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        Arc::new(SocketLimiter(privatehub_edge::limits::SocketLimiter::new(
+            max_open, per_second,
+        )))
     }
 
     /// Admits a new socket from `client` (`None`: unknown address, not limited) at `now`.
     pub fn try_open(
-        self: &Arc<Self>,
+        &self,
         client: Option<ClientAddress>,
         now: Instant,
     ) -> Result<SocketSlot, Refused> {
-        let Some(ip) = client
+        let network = client
             .filter(|client| !exempt(*client))
-            .map(|client| client.network().address())
-        else {
-            return Ok(SocketSlot { limiter: None });
-        };
-        if self.max_open == 0 && self.per_second == 0 {
-            return Ok(SocketSlot { limiter: None });
-        }
-        let capacity = f64::from(self.per_second);
-        let mut inner = self.lock();
-        if inner
-            .last_prune
-            .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_EVERY)
-        {
-            inner.last_prune = Some(now);
-            let full_after = Duration::from_secs(1);
-            inner
-                .ips
-                .retain(|_, s| s.open > 0 || now.saturating_duration_since(s.at) < full_after);
-        }
-        let state = inner.ips.entry(ip).or_insert(IpState {
-            open: 0,
-            tokens: capacity,
-            at: now,
-        });
-        if self.per_second > 0 {
-            let elapsed = now.saturating_duration_since(state.at).as_secs_f64();
-            state.tokens = (state.tokens + elapsed * capacity).min(capacity);
-            state.at = now;
-            if state.tokens < 1.0 {
-                return Err(Refused::TooFast);
-            }
-        }
-        if self.max_open > 0 && state.open >= self.max_open {
-            return Err(Refused::TooManyOpen);
-        }
-        if self.per_second > 0 {
-            state.tokens -= 1.0;
-        }
-        state.open += 1;
-        Ok(SocketSlot {
-            limiter: Some((self.clone(), ip)),
-        })
+            .map(ClientAddress::network);
+        self.0.try_open(network, now)
     }
 
-    /// IPs currently tracked (for tests).
+    /// Networks currently tracked (for tests).
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
-        self.lock().ips.len()
+        self.0.tracked()
     }
 }
 
@@ -174,6 +73,8 @@ pub fn client_ip(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ip(s: &str) -> Option<ClientAddress> {

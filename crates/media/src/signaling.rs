@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytestring::ByteString;
+use privatehub_edge::limits::TokenBucket;
 use privatehub_edge::websocket::{
     self, CloseCode, Ended, Flow, Outbox, OutboxError, Refusal as FrameRefusal, SocketHandler,
     SocketSettings, WebSocketCloseReason as CloseReason,
@@ -139,8 +140,7 @@ async fn run_session(socket: websocket::Socket, state: Arc<AppState>) {
         outbox: socket.outbox.clone(),
         state,
         peer: None,
-        bucket: RATE_BURST,
-        bucket_at: Instant::now(),
+        messages: TokenBucket::new(RATE_BURST, RATE_PER_SECOND, Instant::now()),
         candidates: 0,
         watching: false,
         notify,
@@ -228,8 +228,8 @@ struct Signaling {
     peer: Option<PeerId>,
     /// The peer is a viewer (may send `quality`).
     watching: bool,
-    bucket: f64,
-    bucket_at: Instant,
+    /// Messages the client may send (a burst, then a sustained rate).
+    messages: TokenBucket,
     /// `candidate` messages accepted so far (capped at [`MAX_CANDIDATES`]).
     candidates: usize,
     /// Where the engine sends this session's notices, and the close signal it fires.
@@ -453,16 +453,7 @@ impl Signaling {
     }
 
     fn take_token(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.bucket_at).as_secs_f64() * RATE_PER_SECOND;
-        self.bucket = (self.bucket + refill).min(RATE_BURST);
-        self.bucket_at = now;
-        if self.bucket >= 1.0 {
-            self.bucket -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.messages.try_take(Instant::now())
     }
 
     /// Queues `message`; a full outbox means the client stopped reading.

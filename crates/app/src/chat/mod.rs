@@ -3,17 +3,17 @@
 //! - [`server`]: one task owns every room's state and receives a closed
 //!   [`server::Command`] enum over a channel; [`ChatHandle`] is the cloneable API that
 //!   sends them (the actix "chat-actorless" shape).
-//! - [`session`]: the `/ws` endpoint and one loop per socket: reads client messages,
-//!   forwards them to the server, writes what the server sends back, heartbeats.
-//! - [`rate_limit`]: the sliding window behind the chat's rate limit.
+//! - [`session`]: the `/ws` endpoint, on the edge crate's connection and loop: client
+//!   messages go to the server, which queues what it sends into the socket's outbox.
+//!
+//! The rate limiters (the chat's sliding window, sockets per client network) are the
+//! edge crate's (`privatehub_edge::limits`).
 //!
 //! Wire types are `privatehub_protocol::app_socket`; chat rows live in
 //! `crate::db::chat`.
 
-pub mod rate_limit;
 pub mod server;
 pub mod session;
-pub mod socket_limit;
 pub mod writer;
 
 pub use server::{ChatHandle, ChatServer, ChatUser, ConnId};

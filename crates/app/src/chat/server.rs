@@ -33,7 +33,6 @@ use privatehub_protocol::app_socket::{
 use tokio::sync::mpsc;
 
 use self::storing::PendingMessage;
-use super::rate_limit::SlidingWindow;
 use super::writer::{ChatWriter, PendingWrite, WriteOutcome, WriteQueue};
 use crate::auth::session::SessionKey;
 use crate::db::users::UserId;
@@ -41,6 +40,7 @@ use crate::db::{DbPool, chat};
 use crate::domain::{ChatText, ChatTextError, Username};
 use crate::metrics::AppMetrics;
 use crate::viewers::ViewerCounts;
+use privatehub_edge::limits::SlidingWindow;
 
 /// Messages a signed-in user may post per [`CHAT_RATE_WINDOW`], across all their tabs.
 pub const CHAT_RATE_MAX: usize = 5;

@@ -76,7 +76,7 @@ pub async fn socket(
     let network = ClientInfo::from_request(&request, state.settings.trust_proxy_headers).network();
     // Counted before the upgrade, refused after it: a page cannot read the status of a
     // failed upgrade, but it can read an `error` message.
-    let slot = state.sockets.try_open(network);
+    let slot = state.sockets.try_open(network, Instant::now()).ok();
     let metrics = state.metrics.clone();
     let delivery_metrics = metrics.clone();
     let observer: DeliveryObserver =

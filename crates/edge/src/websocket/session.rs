@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 
 use super::{InboundError, Incoming, Outbox, OutboxError, Socket};
+use crate::limits::SlidingWindow;
 
 /// What the loop does after a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,34 +194,16 @@ fn queue_failed(error: OutboxError) -> (Ended, Option<CloseReason>) {
     }
 }
 
-/// The times of the last `limit` frames: a frame is admitted when the oldest of them
-/// is a second old (at most `limit` in any one second).
-struct FrameWindow {
-    limit: usize,
-    times: std::collections::VecDeque<Instant>,
-}
+/// At most `limit` frames in any one second.
+struct FrameWindow(SlidingWindow);
 
 impl FrameWindow {
     fn new(limit: usize) -> FrameWindow {
-        FrameWindow {
-            limit,
-            times: std::collections::VecDeque::with_capacity(limit),
-        }
+        FrameWindow(SlidingWindow::new(limit, Duration::from_secs(1)))
     }
 
     fn admit(&mut self, now: Instant) -> bool {
-        while self
-            .times
-            .front()
-            .is_some_and(|oldest| now.saturating_duration_since(*oldest) >= Duration::from_secs(1))
-        {
-            self.times.pop_front();
-        }
-        if self.times.len() >= self.limit {
-            return false;
-        }
-        self.times.push_back(now);
-        true
+        self.0.try_acquire(now).is_ok()
     }
 }
 
