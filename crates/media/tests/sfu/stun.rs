@@ -3,30 +3,27 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use privatehub_protocol::stun::{Class, Message, MessageBuilder, attribute, method};
+
 use crate::helpers::spawn_server;
 
-fn binding_request(transaction: [u8; 12]) -> Vec<u8> {
-    let mut b = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
-    b.extend_from_slice(&transaction);
-    b
+/// A plain Binding Request, built with the one STUN codec (`privatehub_protocol::stun`).
+pub(crate) fn binding_request(transaction: [u8; 12]) -> Vec<u8> {
+    MessageBuilder::new(method::BINDING, Class::Request, &transaction).finish()
 }
 
-fn decode_xor_mapped(resp: &[u8]) -> SocketAddr {
-    assert_eq!(&resp[0..2], &[0x01, 0x01], "binding success");
-    let mut at = 20;
-    while at + 4 <= resp.len() {
-        let attr = u16::from_be_bytes([resp[at], resp[at + 1]]);
-        let len = u16::from_be_bytes([resp[at + 2], resp[at + 3]]) as usize;
-        if attr == 0x0020 {
-            let v = &resp[at + 4..at + 4 + len];
-            assert_eq!(v[1], 0x01, "IPv4");
-            let port = u16::from_be_bytes([v[2], v[3]]) ^ 0x2112;
-            let ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ 0x2112_A442;
-            return SocketAddr::from((std::net::Ipv4Addr::from(ip), port));
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    panic!("no XOR-MAPPED-ADDRESS");
+/// The XOR-MAPPED-ADDRESS of a Binding Success Response.
+pub(crate) fn decode_xor_mapped(response: &[u8]) -> SocketAddr {
+    let message = Message::parse(response).expect("a STUN message");
+    assert_eq!(
+        (message.method, message.class),
+        (method::BINDING, Class::Success),
+        "binding success"
+    );
+    message
+        .xor_address(attribute::XOR_MAPPED_ADDRESS)
+        .expect("a well-formed address")
+        .expect("an XOR-MAPPED-ADDRESS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
