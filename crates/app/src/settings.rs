@@ -327,21 +327,11 @@ fn parse_ranged(
     min: u64,
     max: u64,
 ) -> Result<u64, SettingsError> {
-    match raw.trim().parse::<u64>() {
-        Ok(value) if (min..=max).contains(&value) => Ok(value),
-        _ => Err(invalid(
-            variable,
-            format!("expected a whole number from {min} to {max}"),
-        )),
-    }
+    privatehub_edge::env::parse_ranged(raw, min, max).map_err(|message| invalid(variable, message))
 }
 
 fn parse_bool(raw: &str) -> Result<bool, String> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".to_owned()),
-    }
+    privatehub_edge::env::parse_bool(raw).map_err(str::to_owned)
 }
 
 /// Accepts `sqlite://path`, `sqlite:path` or a plain path.

@@ -2,6 +2,7 @@
 //!
 //! - [`client_address`]: the client address behind a trusted proxy, and the network
 //!   (IPv4 address, IPv6 /64) that per-client limits count.
+//! - [`env`]: reading booleans and bounded numbers from settings values.
 //! - [`limits`]: the rate limiters (sliding window, token bucket, sockets per client
 //!   network).
 //! - [`connection`]: what is set on every accepted TCP connection (a bound on writes
@@ -15,5 +16,6 @@
 
 pub mod client_address;
 pub mod connection;
+pub mod env;
 pub mod limits;
 pub mod websocket;

@@ -399,11 +399,7 @@ fn parse_ip(variable: &'static str, value: &str) -> Result<IpAddr, ConfigError> 
 }
 
 fn parse_bool(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(variable, value, "expected true or false")),
-    }
+    privatehub_edge::env::parse_bool(value).map_err(|reason| invalid(variable, value, reason))
 }
 
 /// An IP literal, or a host name resolved once (IPv4 preferred).
