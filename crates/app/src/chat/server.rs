@@ -86,9 +86,12 @@ struct Room {
     sent_count: Option<u32>,
 }
 
+/// Members of a room on one worker, as its fan-out task gets them.
+type WorkerMembers = Arc<[(ConnId, Outbox)]>;
+
 /// A room's members as each worker's fan-out task gets them.
 struct MembersByWorker {
-    groups: Vec<(Fanout, Arc<[(ConnId, Outbox)]>)>,
+    groups: Vec<(Fanout, WorkerMembers)>,
     without_worker: Vec<ConnId>,
 }
 

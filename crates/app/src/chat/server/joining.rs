@@ -17,7 +17,7 @@ use crate::error::InternalError;
 pub(super) enum Loaded {
     Room {
         key: String,
-        result: Result<Option<Room>, InternalError>,
+        result: Result<Option<Box<Room>>, InternalError>,
     },
     /// A moderation write finished (see `moderation.rs`).
     Moderation(super::moderation::Moderated),
@@ -58,7 +58,9 @@ impl ChatServer {
         let pool = self.pool.clone();
         let loaded = self.loaded_sender.clone();
         tokio::spawn(async move {
-            let result = load_room(&pool, channel).await;
+            let result = load_room(&pool, channel)
+                .await
+                .map(|room| room.map(Box::new));
             let _ = loaded.send(Loaded::Room { key, result });
         });
     }
@@ -77,7 +79,7 @@ impl ChatServer {
         }
     }
 
-    fn room_loaded(&mut self, key: String, result: Result<Option<Room>, InternalError>) {
+    fn room_loaded(&mut self, key: String, result: Result<Option<Box<Room>>, InternalError>) {
         let mut waiting = self.rooms_loading.remove(&key).unwrap_or_default();
         if waiting.stale
             && let Ok(Some(room)) = &result
@@ -103,7 +105,7 @@ impl ChatServer {
             Ok(Some(room)) => {
                 // A live may have started or ended while it loaded: the room in memory
                 // is the one kept up to date, so a room already there wins.
-                self.rooms.entry(key.clone()).or_insert(room);
+                self.rooms.entry(key.clone()).or_insert(*room);
                 for conn in still_waiting {
                     self.enter(conn, &key);
                 }

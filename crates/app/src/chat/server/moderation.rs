@@ -11,6 +11,10 @@ use crate::db::{self, chat};
 use crate::domain::Username;
 use crate::error::InternalError;
 
+/// What a ban's write found: the user, and the ids of their messages it deleted (`None`:
+/// the owner tried to ban themselves); `None` if there is no such user.
+type BanOutcome = Option<(User, Option<Vec<i64>>)>;
+
 /// A moderation write finished; applied by [`ChatServer::moderated`].
 pub(super) enum Moderated {
     Deleted {
@@ -23,7 +27,7 @@ pub(super) enum Moderated {
         conn: ConnId,
         key: String,
         live: LiveId,
-        result: Result<Option<(User, Option<Vec<i64>>)>, InternalError>,
+        result: Result<BanOutcome, InternalError>,
     },
 }
 
@@ -135,7 +139,7 @@ impl ChatServer {
         &mut self,
         key: &str,
         live: LiveId,
-        result: Result<Option<(User, Option<Vec<i64>>)>, InternalError>,
+        result: Result<BanOutcome, InternalError>,
     ) -> Result<(), Refusal> {
         let outcome = result.map_err(|error| {
             tracing::error!(%error, "banning a chat user failed");
