@@ -42,26 +42,31 @@ pub struct AppMetrics {
     pub chat_delivery: DeliveryHistogram,
 }
 
-/// Upper bounds (seconds) of the delivery-delay histogram.
-const DELIVERY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Upper bounds (seconds) of the delivery-delay histogram (fine around 100 ms, the
+/// chat's delivery target).
+const DELIVERY_BUCKETS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.25, 0.5, 1.0, 5.0,
+];
 
-/// A Prometheus histogram of socket delivery delays.
+/// A Prometheus histogram of socket delivery delays. Each observation adds to one
+/// bucket (its first bound at or above it; rendering sums them): one atomic per
+/// delivery, not one per bound.
 #[derive(Debug, Default)]
 pub struct DeliveryHistogram {
-    buckets: [AtomicU64; DELIVERY_BUCKETS.len()],
-    count: AtomicU64,
+    /// Observations above the previous bound and at most this one; the last slot holds
+    /// those above every bound.
+    buckets: [AtomicU64; DELIVERY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 impl DeliveryHistogram {
     pub fn observe(&self, took: std::time::Duration) {
         let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(DELIVERY_BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
+        let slot = DELIVERY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DELIVERY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }
@@ -72,14 +77,12 @@ impl DeliveryHistogram {
             out,
             "# HELP {name} Time from a message being queued for a socket to the socket taking it.\n# TYPE {name} histogram"
         );
+        let mut cumulative = 0;
         for (bucket, bound) in self.buckets.iter().zip(DELIVERY_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
-            );
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Relaxed);
+        let count = cumulative + self.buckets[DELIVERY_BUCKETS.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");

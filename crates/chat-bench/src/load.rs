@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::client::{Client, Storm, client, unix_micros};
 use crate::plan::Plan;
-use crate::probe::probe_health;
+use crate::probe::{delivery_histogram, probe_health};
 use crate::report::{Report, Samples, StormFigures, proc_sample};
 
 /// What to run.
@@ -173,11 +173,13 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     let end = send_started + options.warmup + options.duration;
     let mut round_robin = vec![0usize; lives];
     let mut stall = None;
+    let mut histogram_from = Vec::new();
     while Instant::now() < end && sent < planned_messages - 16 {
         if sent == warmup_messages {
             tally.counted_from.store(sent, Relaxed);
             measured_from = Some((Instant::now(), options.app_pid.map(proc_sample)));
             tool_from = Some(proc_sample(std::process::id()));
+            histogram_from = delivery_histogram(target).await;
             if let Some((database, hold)) = options.stall_database.clone() {
                 let wait = options.duration.saturating_sub(hold) / 2;
                 stall = Some(tokio::spawn(hold_write_lock(database, wait, hold)));
@@ -208,6 +210,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     while Instant::now() < drain_deadline && delivered(&tally, counted_from, sent) < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let histogram_to = delivery_histogram(target).await;
     // Read before the storm and the stop: closing sockets lower the count watchers see.
     let viewer_counts: Vec<u32> = tally
         .viewer_counts
@@ -272,6 +275,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         server_errors: tally.errors.load(Relaxed),
         first_server_error: first_error,
         stall_seconds: options.stall_database.map(|(_, hold)| hold.as_secs_f64()),
+        app_histogram: crate::report::histogram_delta(&histogram_from, &histogram_to),
         storm,
     }))
 }

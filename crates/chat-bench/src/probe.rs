@@ -1,5 +1,6 @@
-//! `/healthz` every 100 ms over a fresh connection, as a monitor would: whether the app
-//! stays responsive while thousands of sockets come back at once.
+//! What the tool asks the app over plain HTTP: `/healthz` every 100 ms over a fresh
+//! connection, as a monitor would (is the app responsive while thousands of sockets come
+//! back at once?), and the app's own delivery histogram from `/metrics`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,14 +33,44 @@ pub(crate) async fn probe_health(
 }
 
 async fn get_health(app: SocketAddr) -> anyhow::Result<()> {
+    get(app, "/healthz").await.map(|_| ())
+}
+
+/// `GET path`; the body of a `200`.
+async fn get(app: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(app).await?;
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {app}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {app}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     anyhow::ensure!(
         response.starts_with(b"HTTP/1.1 200"),
-        "healthz did not answer 200"
+        "{path} did not answer 200"
     );
-    Ok(())
+    let text = String::from_utf8_lossy(&response);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned())
+}
+
+/// The app's `app_chat_delivery_seconds` buckets now: (upper bound, cumulative count),
+/// `+Inf` last. Empty if `/metrics` cannot be read.
+pub(crate) async fn delivery_histogram(app: SocketAddr) -> Vec<(f64, u64)> {
+    let Ok(metrics) = get(app, "/metrics").await else {
+        return Vec::new();
+    };
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("app_chat_delivery_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
 }

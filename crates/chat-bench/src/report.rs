@@ -83,6 +83,8 @@ pub struct Inputs {
     pub first_server_error: Option<String>,
     pub stall_seconds: Option<f64>,
     pub storm: Option<StormFigures>,
+    /// The app's own delivery histogram over the window: (bound, cumulative count).
+    pub app_histogram: Vec<(f64, u64)>,
 }
 
 /// The run's report (`--out` writes it as JSON).
@@ -121,6 +123,25 @@ pub struct Report {
     pub stall_seconds: Option<f64>,
     /// The reconnect storm after the window, if one was asked for.
     pub storm: Option<StormFigures>,
+    /// Inside the app (`app_chat_delivery_seconds`, from the broadcast to the socket's
+    /// connection taking the message, without the tool's share of the cores): the share
+    /// of the window's chat deliveries taken within 100 ms, and the histogram bound
+    /// below which 99 % were.
+    pub app_delivered_within_100ms_pct: Option<f64>,
+    pub app_delivery_p99_at_most_ms: Option<f64>,
+}
+
+/// The window's increase of each cumulative bucket.
+pub fn histogram_delta(from: &[(f64, u64)], to: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    to.iter()
+        .map(|(bound, count)| {
+            let before = from
+                .iter()
+                .find(|(earlier, _)| earlier == bound)
+                .map_or(0, |(_, count)| *count);
+            (*bound, count.saturating_sub(before))
+        })
+        .collect()
 }
 
 /// A reconnect storm: every socket dropped and came back within `spread_seconds`.
@@ -236,6 +257,27 @@ impl Report {
             stored_ack_max_ms: percentile_us(&acks, 1.0),
             stall_seconds: inputs.stall_seconds,
             storm: inputs.storm,
+            app_delivered_within_100ms_pct: histogram_share(&inputs.app_histogram, 0.1),
+            app_delivery_p99_at_most_ms: histogram_bound(&inputs.app_histogram, 0.99),
         }
     }
+}
+
+/// The share (%) of observations at most `bound` seconds.
+fn histogram_share(histogram: &[(f64, u64)], bound: f64) -> Option<f64> {
+    let total = histogram.last()?.1;
+    let within = histogram.iter().find(|(upper, _)| *upper == bound)?.1;
+    (total > 0).then(|| within as f64 * 100.0 / total as f64)
+}
+
+/// The smallest bucket bound (ms) with at least `fraction` of the observations.
+fn histogram_bound(histogram: &[(f64, u64)], fraction: f64) -> Option<f64> {
+    let total = histogram.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    histogram
+        .iter()
+        .find(|(_, count)| *count as f64 >= fraction * total as f64)
+        .map(|(bound, _)| bound * 1000.0)
 }

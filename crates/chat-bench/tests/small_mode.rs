@@ -58,6 +58,12 @@ async fn every_message_reaches_every_socket_of_its_room() {
         report.stored_ack_max_ms >= 500.0,
         "no acknowledgement waited for the lock: the stall did not happen? {report:?}"
     );
+    // The app's own delivery histogram was read over the window.
+    assert!(
+        report.app_delivered_within_100ms_pct.is_some()
+            && report.app_delivery_p99_at_most_ms.is_some(),
+        "{report:?}"
+    );
     let storm = report.storm.as_ref().expect("storm figures");
     assert_eq!(
         (storm.sockets, storm.rejoined, storm.lost),
