@@ -297,26 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn new_sockets_per_second_are_limited_and_idle_networks_forgotten() {
-        let limiter = SocketLimiter::new(0, 2);
-        let start = Instant::now();
-        for _ in 0..2 {
-            drop(limiter.try_open(network("192.0.2.1"), start).unwrap());
+    fn new_sockets_per_second_are_limited_and_quiet_networks_forgotten() {
+        let limiter = SocketLimiter::new(0, 5);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            drop(limiter.try_open(network("192.0.2.1"), t0).unwrap());
         }
         assert_eq!(
-            limiter.try_open(network("192.0.2.1"), start).unwrap_err(),
+            limiter.try_open(network("192.0.2.1"), t0).unwrap_err(),
             Refused::TooFast
         );
-        assert!(
-            limiter
-                .try_open(network("192.0.2.1"), start + Duration::from_secs(1))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .try_open(network("192.0.2.9"), start + Duration::from_secs(30))
-                .is_ok()
-        );
-        assert_eq!(limiter.tracked(), 1, "the idle network is forgotten");
+        // Refusals do not use tokens: 200 ms later there is exactly one more.
+        let t1 = t0 + Duration::from_millis(200);
+        assert!(limiter.try_open(network("192.0.2.1"), t1).is_ok());
+        assert!(limiter.try_open(network("192.0.2.1"), t1).is_err());
+        assert!(limiter.try_open(network("192.0.2.9"), t1).is_ok());
+        let later = t0 + Duration::from_secs(30);
+        assert!(limiter.try_open(network("192.0.2.3"), later).is_ok());
+        assert_eq!(limiter.tracked(), 1, "the quiet networks are forgotten");
     }
 }
