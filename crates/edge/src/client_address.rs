@@ -36,6 +36,23 @@ impl ClientAddress {
         }
     }
 
+    /// [`ClientAddress::of_request`] for an actix request (its peer and its
+    /// `X-Forwarded-For`).
+    pub fn of_http_request(
+        request: &actix_web::HttpRequest,
+        trust_proxy_headers: bool,
+    ) -> Option<ClientAddress> {
+        let forwarded_for = request
+            .headers()
+            .get(actix_web::http::header::X_FORWARDED_FOR)
+            .and_then(|value| value.to_str().ok());
+        ClientAddress::of_request(
+            request.peer_addr().map(|peer| peer.ip()),
+            forwarded_for,
+            trust_proxy_headers,
+        )
+    }
+
     pub fn ip(self) -> IpAddr {
         match self {
             ClientAddress::Peer(ip)
@@ -118,9 +135,21 @@ mod tests {
             Some(ClientAddress::Forwarded(ip("203.0.113.9")))
         );
         assert_eq!(
-            ClientAddress::of_request(peer, Some("garbage"), true),
-            Some(ClientAddress::UnforwardedPeer(ip("127.0.0.1")))
+            ClientAddress::of_request(peer, Some("2001:db8::1"), true),
+            Some(ClientAddress::Forwarded(ip("2001:db8::1")))
         );
+        assert_eq!(
+            ClientAddress::of_request(peer, Some("::1"), true),
+            Some(ClientAddress::Forwarded(ip("::1"))),
+            "a forwarded loopback is still a forwarded address"
+        );
+        for unusable in [Some("garbage"), None] {
+            assert_eq!(
+                ClientAddress::of_request(peer, unusable, true),
+                Some(ClientAddress::UnforwardedPeer(ip("127.0.0.1")))
+            );
+        }
+        assert_eq!(ClientAddress::of_request(None, None, false), None);
     }
 
     #[test]

@@ -95,8 +95,9 @@ fn template() -> &'static RtcTemplate {
     TEMPLATE.get_or_init(|| RtcTemplate::generate().expect("a DTLS certificate"))
 }
 
-/// Text as the server receives it: WebSocket text frames are UTF-8 (actix-ws checks), so
-/// invalid bytes are replaced rather than dropped, which keeps every input useful.
+/// Text as the server receives it: WebSocket text frames are UTF-8 (the edge crate's
+/// inbound decoding checks), so invalid bytes are replaced rather than dropped, which
+/// keeps every input useful.
 fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(data)
 }

@@ -14,7 +14,6 @@
 //!
 //! [`SocketLimiter`] takes time as an argument; the signaling route passes the clock.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,20 +54,6 @@ impl SocketLimiter {
     pub fn tracked(&self) -> usize {
         self.0.tracked()
     }
-}
-
-/// The client address of a request: the peer address, or with `trust_proxy_headers` the
-/// right-most parseable `X-Forwarded-For` entry (falling back to the peer address).
-pub fn client_ip(
-    peer: Option<SocketAddr>,
-    forwarded_for: Option<&str>,
-    trust_proxy_headers: bool,
-) -> Option<ClientAddress> {
-    ClientAddress::of_request(
-        peer.map(|peer| peer.ip()),
-        forwarded_for,
-        trust_proxy_headers,
-    )
 }
 
 #[cfg(test)]
@@ -148,32 +133,5 @@ mod tests {
             "IPv4-mapped IPv6 is the same IPv4 client"
         );
         assert_eq!(limiter.tracked(), 3);
-    }
-
-    #[test]
-    fn client_ip_trusts_forwarded_for_only_when_told() {
-        let peer: Option<SocketAddr> = Some("127.0.0.1:5555".parse().unwrap());
-        let local = "127.0.0.1".parse().unwrap();
-        let xff = Some("6.6.6.6, 203.0.113.7");
-        assert_eq!(client_ip(peer, xff, false), ip("127.0.0.1"));
-        assert_eq!(client_ip(peer, xff, true), forwarded("203.0.113.7"));
-        assert_eq!(
-            client_ip(peer, Some("2001:db8::1"), true),
-            forwarded("2001:db8::1")
-        );
-        assert_eq!(
-            client_ip(peer, Some("198.51.100.4:1234"), true),
-            forwarded("198.51.100.4")
-        );
-        assert_eq!(client_ip(peer, Some("::1"), true), forwarded("::1"));
-        assert_eq!(
-            client_ip(peer, Some("garbage"), true),
-            Some(ClientAddress::UnforwardedPeer(local))
-        );
-        assert_eq!(
-            client_ip(peer, None, true),
-            Some(ClientAddress::UnforwardedPeer(local))
-        );
-        assert_eq!(client_ip(None, None, false), None);
     }
 }

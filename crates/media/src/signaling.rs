@@ -37,6 +37,7 @@ use secrecy::ExposeSecret;
 
 use crate::AppState;
 use crate::engine::{NoticeSender, PrepareError, notice_channel};
+use crate::limits::ClientAddress;
 use crate::sfu::layers::LayerChoice;
 use crate::sfu::{PeerId, RemoveReason, Role};
 use privatehub_protocol::media_signaling::MAX_RID_CHARS;
@@ -77,13 +78,7 @@ pub async fn ws_route(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = crate::limits::client_ip(
-        req.peer_addr(),
-        req.headers()
-            .get(actix_web::http::header::X_FORWARDED_FOR)
-            .and_then(|h| h.to_str().ok()),
-        state.settings.trust_proxy_headers,
-    );
+    let client = ClientAddress::of_http_request(&req, state.settings.trust_proxy_headers);
     // Counted before the upgrade, refused after it: a browser cannot read an HTTP status
     // of a failed WebSocket upgrade, but it can read an `error` message.
     let slot = state.socket_limiter.try_open(client, Instant::now());

@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
 use crate::AppState;
-use crate::limits::SocketSlot;
+use crate::limits::{ClientAddress, SocketSlot};
 
 /// Suggested wait before retrying a refused or failed request.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -182,14 +182,7 @@ fn method_not_allowed(allow: &'static str, message: &str) -> HttpResponse {
 /// Counts the request against the client's limits (the same as `/ws` sockets); the
 /// slot is held for the session's lifetime.
 pub fn admit(request: &HttpRequest, state: &AppState) -> Result<SocketSlot, Problem> {
-    let client = crate::limits::client_ip(
-        request.peer_addr(),
-        request
-            .headers()
-            .get(header::X_FORWARDED_FOR)
-            .and_then(|h| h.to_str().ok()),
-        state.settings.trust_proxy_headers,
-    );
+    let client = ClientAddress::of_http_request(&request, state.settings.trust_proxy_headers);
     state
         .socket_limiter
         .try_open(client, Instant::now())
