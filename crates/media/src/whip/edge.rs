@@ -182,7 +182,7 @@ fn method_not_allowed(allow: &'static str, message: &str) -> HttpResponse {
 /// Counts the request against the client's limits (the same as `/ws` sockets); the
 /// slot is held for the session's lifetime.
 pub fn admit(request: &HttpRequest, state: &AppState) -> Result<SocketSlot, Problem> {
-    let client = ClientAddress::of_http_request(&request, state.settings.trust_proxy_headers);
+    let client = ClientAddress::of_http_request(request, state.settings.trust_proxy_headers);
     state
         .socket_limiter
         .try_open(client, Instant::now())
