@@ -17,9 +17,9 @@ use tokio_util::codec::Encoder;
 
 use super::{DeliveryObserver, Frame, Shared};
 
-/// Past this size a buffer is not kept for the next frames (one large message must
-/// not leave every idle socket holding its size).
-const KEPT_BUFFER_BYTES: usize = 16 * 1024;
+/// Past this size a buffer is not kept for the next frames: one large message (an SDP
+/// answer, a history) must not leave every idle socket holding its size; chat lines fit.
+const KEPT_BUFFER_BYTES: usize = 2 * 1024;
 /// Encoded bytes handed over at once; the rest waits for the next poll.
 const CHUNK_BYTES: usize = 64 * 1024;
 

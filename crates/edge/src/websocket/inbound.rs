@@ -13,6 +13,9 @@ use bytestring::ByteString;
 use futures_util::Stream;
 use tokio_util::codec::Decoder;
 
+/// Past this size the read buffer is not kept once it is empty.
+const KEPT_BUFFER_BYTES: usize = 2 * 1024;
+
 /// One message from the client.
 #[derive(Debug)]
 pub enum Incoming {
@@ -132,7 +135,13 @@ impl Stream for Inbound {
         }
         loop {
             match this.next_buffered() {
-                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(Some(message)) => {
+                    // A large message (an SDP offer) must not leave its size behind.
+                    if this.buffer.is_empty() && this.buffer.capacity() > KEPT_BUFFER_BYTES {
+                        this.buffer = BytesMut::new();
+                    }
+                    return Poll::Ready(Some(Ok(message)));
+                }
                 Ok(None) => {}
                 Err(error) => {
                     this.failed = true;
