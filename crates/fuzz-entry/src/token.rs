@@ -94,6 +94,7 @@ fn derived_claims(rest: &[u8]) {
         exp,
         iss,
         aud,
+        record: flags & 16 != 0,
     };
     let token = issue_media_token(&claims, FUZZ_TOKEN_SECRET).expect("signing never fails");
     let verified = verify_media_token(&token, FUZZ_TOKEN_SECRET);

@@ -135,6 +135,13 @@ pub struct WhipAuthorized {
     pub username: String,
     /// Bumped by every rotation: a session holding an older one must end.
     pub key_generation: i64,
+    /// The creator records their lives (absent from versions before recordings: yes).
+    #[serde(default = "yes")]
+    pub record: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Media → app, `POST /internal/v1/whip/start`: the offer was accepted, start the

@@ -8,6 +8,7 @@ pub mod app_socket;
 pub mod internal_api;
 pub mod media_signaling;
 pub mod media_token;
+pub mod recordings;
 pub mod stun;
 pub mod turn_credentials;
 

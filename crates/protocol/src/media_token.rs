@@ -103,6 +103,14 @@ pub struct MediaTokenClaims {
     /// Always [`AUDIENCE`].
     #[serde(default)]
     pub aud: String,
+    /// Publish: the media server records the live (the creator's setting; tokens of
+    /// versions before recordings lack it and mean yes).
+    #[serde(default = "yes")]
+    pub record: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl MediaTokenClaims {
@@ -124,7 +132,14 @@ impl MediaTokenClaims {
             exp: now_unix + ttl_seconds,
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
+            record: true,
         }
+    }
+
+    /// The same claims with recording switched on or off.
+    pub fn with_record(mut self, record: bool) -> Self {
+        self.record = record;
+        self
     }
 }
 

@@ -136,6 +136,7 @@ pub async fn whip_authorize(
         return Err(InternalApiError::InvalidStreamKey);
     }
     Ok(HttpResponse::Ok().json(WhipAuthorized {
+        record: true,
         user_id: user.0,
         username: username.to_string(),
         key_generation: stored.generation,
