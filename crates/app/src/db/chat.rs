@@ -110,6 +110,42 @@ pub fn recent_messages(
         .collect())
 }
 
+/// The live's messages that are not deleted, sent from `from_ms` to `to_ms` (both
+/// included), oldest first, at most `limit`: the chat beside a replay.
+pub fn messages_between(
+    connection: &mut SqliteConnection,
+    live: LiveId,
+    from_ms: i64,
+    to_ms: i64,
+    limit: i64,
+) -> QueryResult<Vec<StoredMessage>> {
+    chat_messages::table
+        .inner_join(users::table)
+        .filter(chat_messages::live_id.eq(live.0))
+        .filter(chat_messages::deleted_at_ms.is_null())
+        .filter(chat_messages::sent_at_ms.between(from_ms, to_ms))
+        .order((chat_messages::sent_at_ms.asc(), chat_messages::id.asc()))
+        .limit(limit)
+        .select((
+            chat_messages::id,
+            users::username,
+            chat_messages::body,
+            chat_messages::sent_at_ms,
+        ))
+        .load::<(i64, String, String, i64)>(connection)
+        .map(|rows| {
+            rows.into_iter()
+                .map(|(id, username, body, sent_at_ms)| StoredMessage {
+                    id,
+                    live_id: live,
+                    username,
+                    body,
+                    sent_at_ms,
+                })
+                .collect()
+        })
+}
+
 /// Marks one message of the live deleted. `false` if there was no such message.
 pub fn delete_message(
     connection: &mut SqliteConnection,

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod lives;
+pub mod recordings;
 pub mod schema;
 pub mod sessions;
 pub mod stream_keys;

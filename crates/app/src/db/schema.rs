@@ -7,6 +7,7 @@ diesel::table! {
         username -> Text,
         password_hash -> Text,
         created_at -> BigInt,
+        record_lives -> Bool,
     }
 }
 
@@ -61,11 +62,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    recordings (id) {
+        id -> Text,
+        live_id -> BigInt,
+        user_id -> BigInt,
+        started_at_ms -> BigInt,
+        duration_ms -> BigInt,
+        bytes -> BigInt,
+        container -> Text,
+        state -> Text,
+        deleted_at_ms -> Nullable<BigInt>,
+        updated_at_ms -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(chat_messages -> users (user_id));
 diesel::joinable!(chat_messages -> lives (live_id));
 diesel::joinable!(lives -> users (user_id));
 diesel::joinable!(stream_keys -> users (user_id));
+diesel::joinable!(recordings -> lives (live_id));
+diesel::joinable!(recordings -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -73,5 +91,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     lives,
     chat_messages,
     chat_bans,
-    stream_keys
+    stream_keys,
+    recordings
 );

@@ -40,16 +40,20 @@ pub fn find_user_by_session(
             users::username,
             users::password_hash,
             users::created_at,
+            users::record_lives,
         ))
-        .first::<(i64, String, String, i64)>(connection)
+        .first::<(i64, String, String, i64, bool)>(connection)
         .optional()
         .map(|row| {
-            row.map(|(id, username, password_hash, created_at)| User {
-                id: UserId(id),
-                username: Username::from_trusted(username),
-                password_hash,
-                created_at,
-            })
+            row.map(
+                |(id, username, password_hash, created_at, record_lives)| User {
+                    id: UserId(id),
+                    username: Username::from_trusted(username),
+                    password_hash,
+                    created_at,
+                    record_lives,
+                },
+            )
         })
 }
 

@@ -18,6 +18,8 @@ pub struct User {
     pub username: Username,
     pub password_hash: String,
     pub created_at: i64,
+    /// The media server records their lives (replays); on unless they turned it off.
+    pub record_lives: bool,
 }
 
 #[derive(Queryable, Selectable)]
@@ -27,6 +29,7 @@ struct UserRow {
     username: String,
     password_hash: String,
     created_at: i64,
+    record_lives: bool,
 }
 
 impl From<UserRow> for User {
@@ -36,6 +39,7 @@ impl From<UserRow> for User {
             username: Username::from_trusted(row.username),
             password_hash: row.password_hash,
             created_at: row.created_at,
+            record_lives: row.record_lives,
         }
     }
 }
@@ -103,4 +107,16 @@ pub fn find_by_id(connection: &mut SqliteConnection, user: UserId) -> QueryResul
         .first(connection)
         .optional()
         .map(|row| row.map(User::from))
+}
+
+/// Turns the recording of the user's lives on or off (for lives published from now on).
+pub fn set_record_lives(
+    connection: &mut SqliteConnection,
+    user: UserId,
+    enabled: bool,
+) -> QueryResult<()> {
+    diesel::update(users::table.filter(users::id.eq(user.0)))
+        .set(users::record_lives.eq(enabled))
+        .execute(connection)
+        .map(drop)
 }
