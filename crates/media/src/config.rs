@@ -9,6 +9,8 @@ use privatehub_protocol::media_token::media_token_secret_problem;
 use secrecy::SecretString;
 
 mod ports;
+mod recordings;
+pub use recordings::RecordingSettings;
 pub use ports::{DEFAULT_RTC_PORT, RtcUdpPorts};
 
 /// Where the shared token secret is read from when `MEDIA_TOKEN_SECRET` is unset. The app
@@ -117,6 +119,8 @@ pub struct MediaSettings {
     /// `TURN_URLS`, `TURN_SECRET` (or `TURN_SECRET_FILE`), `TURN_CREDENTIAL_TTL_SECONDS`:
     /// the site's coturn, announced with fresh credentials in WHIP and WHEP answers.
     pub turn: Option<privatehub_protocol::TurnConfig>,
+    /// `MEDIA_RECORDINGS*`: recording lives, where, and how long they are kept.
+    pub recordings: RecordingSettings,
 }
 
 /// Which viewers' `Rtc`s run str0m's bandwidth estimator (TWCC feedback from the
@@ -164,6 +168,10 @@ impl MediaSettings {
             whip_grace: std::time::Duration::from_secs(DEFAULT_WHIP_GRACE_SECONDS),
             whip_whep_origins: vec!["*".into()],
             turn: None,
+            recordings: RecordingSettings {
+                enabled: false,
+                ..RecordingSettings::for_tests(std::path::PathBuf::from("recordings"))
+            },
         }
     }
 
@@ -338,7 +346,9 @@ impl MediaSettings {
                 .map(|value| value.trim().to_owned())
                 .filter(|value| !value.is_empty())
         })?;
+        let recordings = RecordingSettings::from_lookup(&get)?;
         Ok(MediaSettings {
+            recordings,
             turn,
             app_internal_url,
             whip_grace: std::time::Duration::from_secs(whip_grace_seconds),

@@ -225,6 +225,7 @@ pub struct Engine {
     next_peer: AtomicU64,
     next_generation: AtomicU64,
     template: RtcTemplate,
+    recorder: Option<crate::recording::Recorder>,
 }
 
 impl Engine {
@@ -232,6 +233,7 @@ impl Engine {
         settings: &MediaSettings,
         metrics: Arc<Metrics>,
         workers: Vec<WorkerHandle>,
+        recorder: Option<crate::recording::Recorder>,
     ) -> anyhow::Result<Self> {
         let template = RtcTemplate::generate()?;
         Ok(Engine {
@@ -244,6 +246,7 @@ impl Engine {
             next_peer: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             template,
+            recorder,
         })
     }
 
@@ -320,6 +323,7 @@ impl Engine {
             estimating,
             simulcast: role == Role::Publisher && offer_sends_simulcast(offer_sdp),
             relay_addrs: crate::sfu::relay_candidate_addresses(offer_sdp),
+            record: false,
         };
         Ok((new_peer, answer, worker))
     }
@@ -466,8 +470,21 @@ impl Engine {
     }
 
     /// Connection state reports from the workers.
+    /// The recorder wants a keyframe of `live`'s `layer`: every worker asks the
+    /// publisher it holds (one does; throttled like viewers' requests).
+    pub fn request_keyframe(&self, live: LiveId, layer: crate::sfu::layers::LayerKey) {
+        for worker in &self.workers {
+            let _ = worker.commands.send(Command::WantKeyframe { live, layer });
+        }
+    }
+
     pub fn on_core_output(&self, output: &CoreOutput) {
         match output {
+            CoreOutput::Record(packet) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.offer(crate::recording::RecorderInput::Packet(packet.clone()));
+                }
+            }
             CoreOutput::Connected {
                 peer,
                 live,
@@ -529,7 +546,17 @@ impl Engine {
                     entry.notify.send(quality_message(report));
                 }
             }
-            CoreOutput::Removed { peer, reason, .. } => {
+            CoreOutput::Removed {
+                peer,
+                reason,
+                role,
+                live,
+            } => {
+                if *role == Role::Publisher
+                    && let Some(recorder) = &self.recorder
+                {
+                    recorder.offer(crate::recording::RecorderInput::PublisherLeft(*live));
+                }
                 self.forget_peer(&mut self.registry(), *peer, *reason);
             }
             _ => {}
@@ -647,7 +674,7 @@ mod tests {
             receivers.push(Some(rx));
         }
         let metrics = Arc::new(Metrics::default());
-        (Engine::new(&settings, metrics, handles).unwrap(), receivers)
+        (Engine::new(&settings, metrics, handles, None).unwrap(), receivers)
     }
 
     #[test]

@@ -161,7 +161,39 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         });
     }
     drop(inbound_senders);
-    let engine = Arc::new(Engine::new(&settings, metrics.clone(), handles)?);
+    let (keyframes_tx, mut keyframes_rx) = unbounded_channel();
+    let recorder = if settings.recordings.enabled {
+        let dir = &settings.recordings.dir;
+        Some(
+            crate::recording::Recorder::start(
+                settings.recordings.clone(),
+                metrics.clone(),
+                keyframes_tx,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot open the recordings directory {} (MEDIA_RECORDINGS_DIR)",
+                    dir.display()
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let engine = Arc::new(Engine::new(
+        &settings,
+        metrics.clone(),
+        handles,
+        recorder.clone(),
+    )?);
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some((live, layer)) = keyframes_rx.recv().await {
+                engine.request_keyframe(live, layer);
+            }
+        });
+    }
     let tcp_task = tcp_listener.map(|listener| {
         tokio::spawn(crate::tcp::serve(
             listener,
@@ -183,6 +215,7 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
     let state = web::Data::new(AppState {
         rtc_ports: ports.clone(),
         rtc_tcp_port: tcp_announced.map(|a| a.port()),
+        recorder,
         settings: settings.clone(),
         engine: engine.clone(),
         metrics,
@@ -202,6 +235,9 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
     tokio::spawn(crate::whip::report_whip_sessions(
         state.clone().into_inner(),
     ));
+    tokio::spawn(crate::recording::sync::report_recordings(
+        state.clone().into_inner(),
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -209,6 +245,14 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics_route))
             .configure(crate::whip::configure)
+            .route(
+                "/recordings/{file}",
+                web::get().to(crate::recording::serve::recording_file),
+            )
+            .route(
+                "/recordings/{file}",
+                web::head().to(crate::recording::serve::recording_file),
+            )
             .service(
                 web::scope("/internal/v1")
                     .app_data(
@@ -218,6 +262,10 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
                     .route(
                         "/publishers/end",
                         web::post().to(crate::whip::end_publishes),
+                    )
+                    .route(
+                        "/recordings/delete",
+                        web::post().to(crate::recording::serve::delete_recordings),
                     ),
             )
     })

@@ -11,6 +11,7 @@
 //! - `signaling`: the `/ws` session.
 //! - `whip`: WHIP ingest and WHEP playback over HTTP, and the internal API with the app.
 //! - `limits`: per-client-IP limits on `/ws` sockets (open at once, new per second).
+//! - `recording`: lives recorded to WebM files, served to replay-token holders.
 //! - `http`: `/healthz`, `/metrics` and server start-up.
 //! - [`metrics`]: counters rendered for Prometheus.
 
@@ -21,6 +22,7 @@ pub mod config;
 mod engine;
 mod http;
 mod limits;
+mod recording;
 pub mod metrics;
 pub mod sfu;
 mod signaling;
@@ -53,4 +55,6 @@ pub(crate) struct AppState {
     /// The UDP ports bound (one when shared) and the ICE-TCP port, for `/healthz`.
     pub rtc_ports: Vec<u16>,
     pub rtc_tcp_port: Option<u16>,
+    /// Recordings (none when `MEDIA_RECORDINGS` is off).
+    pub recorder: Option<recording::Recorder>,
 }

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+mod recording;
 mod transport;
+pub use recording::RecordingMetrics;
 pub use transport::{ConnectedOver, IceFailure, TcpRefusal, TransportMetrics};
 
 /// Upper bounds (seconds) of the peer set-up time histogram buckets.
@@ -120,6 +122,8 @@ pub struct Metrics {
     estimate_sum_bits: AtomicU64,
     /// Connections by transport, ICE failures, the ICE-TCP listener.
     pub transport: TransportMetrics,
+    /// Recordings (see `recording/`).
+    pub recording: RecordingMetrics,
 }
 
 impl Metrics {
@@ -342,6 +346,7 @@ impl Metrics {
             );
         }
         self.transport.render(&mut out);
+        self.recording.render(&mut out);
         if let Some(rss) = resident_memory_bytes() {
             let name = "process_resident_memory_bytes";
             let _ = writeln!(

@@ -401,7 +401,7 @@ impl Signaling {
         }
         let live = claims.live_id;
         let prepared = crate::whip::build_peer(&self.state, role, live, offer.sdp).await;
-        let (new_peer, answer, worker) = prepared.map_err(|error| match error {
+        let (mut new_peer, answer, worker) = prepared.map_err(|error| match error {
             PrepareError::ServerFull | PrepareError::LiveFull => {
                 Refusal::new(MediaErrorCode::ServerFull, error.to_string(), true)
             }
@@ -415,6 +415,7 @@ impl Signaling {
                 Refusal::new(MediaErrorCode::Internal, "peer set-up failed", true)
             }
         })?;
+        new_peer.record = role == Role::Publisher && claims.record;
         let peer = new_peer.id;
         let adaptive = new_peer.estimating;
         tracing::debug!(%peer, %live, ?role, worker, adaptive, sub = %claims.sub, "peer prepared");

@@ -360,7 +360,7 @@ mod tests {
     async fn a_read_error_is_skipped_not_the_end_of_the_batch() {
         let settings = MediaSettings::for_tests("worker-test-secret-0123456789abcdef", 40000, 1);
         let metrics = Arc::new(Metrics::default());
-        let engine = Engine::new(&settings, metrics.clone(), Vec::new()).unwrap();
+        let engine = Engine::new(&settings, metrics.clone(), Vec::new(), None).unwrap();
         let announced = "127.0.0.1:40000".parse().unwrap();
         let mut core = WorkerCore::new(announced, CoreConfig::default(), metrics);
         let mut buf = vec![0u8; 2048];

@@ -112,6 +112,8 @@ pub struct NewPeer {
     pub simulcast: bool,
     /// Addresses of relay candidates in the offer (see [`relay_candidate_addresses`]).
     pub relay_addrs: Vec<SocketAddr>,
+    /// Publisher: its packets are recorded (each one is also a [`CoreOutput::Record`]).
+    pub record: bool,
 }
 
 /// Most relay candidate addresses remembered per peer.
@@ -141,6 +143,8 @@ pub enum Command {
         peer: PeerId,
         candidate: Candidate,
     },
+    /// The recorder wants a keyframe: asked of the live's publisher if it is here.
+    WantKeyframe { live: LiveId, layer: LayerKey },
     /// The viewer picked a quality in the player's menu.
     SetLayerChoice {
         peer: PeerId,
@@ -186,6 +190,8 @@ pub enum CoreOutput {
     },
     /// Deliver to every other worker.
     ToOtherWorkers(WorkerMessage),
+    /// A packet of a publisher whose live is recorded.
+    Record(Arc<Packet>),
     /// Deliver to one other worker.
     ToWorker {
         worker: usize,
@@ -392,6 +398,11 @@ impl WorkerCore {
                 });
             }
             Command::SetLayerChoice { peer, choice } => self.set_layer_choice(now, peer, choice),
+            Command::WantKeyframe { live, layer } => {
+                if self.rooms.get(&live).is_some_and(|room| room.publisher.is_some()) {
+                    self.actions.push_back(Action::WantKeyframe(live, layer));
+                }
+            }
             Command::Shutdown => {
                 let ids: Vec<PeerId> = self.peers.keys().copied().collect();
                 for id in ids {

@@ -64,6 +64,8 @@ pub(super) struct Peer {
     /// Addresses of the client's relay (TURN) candidates, from its offer and trickle
     /// (bounded): media from one of them went through a TURN server.
     pub relay_addrs: Vec<SocketAddr>,
+    /// Publisher: its packets go to the recorder too.
+    pub record: bool,
     pub offered_at: Instant,
     pub connect_deadline: Instant,
     pub connected: bool,
@@ -122,6 +124,7 @@ impl Peer {
             local_ufrag: new_peer.local_ufrag,
             addrs: Vec::new(),
             relay_addrs: new_peer.relay_addrs,
+            record: new_peer.record && new_peer.role == Role::Publisher,
             offered_at: new_peer.offered_at,
             connect_deadline,
             connected: false,
@@ -386,6 +389,9 @@ impl Peer {
         out.push_back(CoreOutput::ToOtherWorkers(WorkerMessage::Packet(
             packet.clone(),
         )));
+        if self.record {
+            out.push_back(CoreOutput::Record(packet.clone()));
+        }
         actions.push_back(Action::Deliver {
             packet,
             from: 0,

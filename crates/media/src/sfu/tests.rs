@@ -291,6 +291,7 @@ impl Harness {
                 estimating,
                 simulcast: !rids.is_empty(),
                 relay_addrs: Vec::new(),
+                record: false,
             })),
         );
         self.clients.push(Client {
@@ -454,6 +455,7 @@ impl Harness {
             let mut delivered = 0;
             while let Some(output) = self.core.poll_output() {
                 match output {
+                    CoreOutput::Record(_) => {}
                     CoreOutput::Transmit {
                         destination,
                         contents,

@@ -155,6 +155,14 @@ impl AppApi {
         self.post("whip/sync", &WhipSyncRequest { sessions }).await
     }
 
+    pub async fn sync_recordings(
+        &self,
+        recordings: Vec<privatehub_protocol::recordings::RecordingReport>,
+    ) -> Result<privatehub_protocol::recordings::RecordingsSyncResponse, AppApiError> {
+        let body = privatehub_protocol::recordings::RecordingsSyncRequest { recordings };
+        self.post("recordings/sync", &body).await
+    }
+
     pub async fn current_live(&self, username: &str) -> Result<CurrentLive, AppApiError> {
         // Usernames are letters, digits, `_` and `-`; anything else cannot be a user.
         if username.is_empty()

@@ -256,6 +256,7 @@ async fn whip_post(
         }
     };
     new_peer.live = started.live_id;
+    new_peer.record = authorized.record;
     let publisher = WhipPublisher {
         user_id: authorized.user_id,
         username: authorized.username,

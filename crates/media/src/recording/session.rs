@@ -1,0 +1,369 @@
+//! The recording of one live: which packets are kept (the top simulcast layer, one
+//! publisher generation at a time), the frames on one timeline, interleaved in time
+//! order and written a cluster at a time (at most a second each, so a kill loses at
+//! most about a second).
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use privatehub_protocol::LiveId;
+use privatehub_protocol::recordings::{RecordingReport, RecordingState};
+use str0m::format::Codec;
+use str0m::media::MediaKind;
+
+use super::frames::{Frame, Timeline, Vp8Assembler};
+use super::webm::{AUDIO_TRACK, Block, Tracks, VIDEO_TRACK, WebmFile};
+use crate::sfu::Packet;
+use crate::sfu::layers::LayerKey;
+
+/// Longest a cluster spans.
+const CLUSTER_SPAN_MS: u64 = 1_000;
+/// A track silent this long no longer holds the other back in the interleaving.
+const TRACK_IDLE: Duration = Duration::from_secs(1);
+/// Video waited for before a file with audio only is begun.
+const AUDIO_ONLY_AFTER: Duration = Duration::from_secs(3);
+/// A keyframe requested at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// Most blocks waiting to be written (before the header, or held by interleaving).
+const MAX_QUEUED_BLOCKS: usize = 3_000;
+/// The layer recorded is replaced when silent this long.
+const LAYER_SILENT: Duration = Duration::from_secs(1);
+
+/// What a recording asks of the rest of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    Keyframe(LiveId, LayerKey),
+}
+
+/// The simulcast layer recorded: the largest picture, switched at a keyframe.
+#[derive(Debug, Default)]
+struct LayerPick {
+    chosen: Option<LayerKey>,
+    /// Per layer: last packet, picture area from its latest keyframe.
+    seen: Vec<(LayerKey, Instant, u32)>,
+}
+
+enum Admit {
+    Skip,
+    Same,
+    Switched,
+}
+
+impl LayerPick {
+    fn admit(&mut self, packet: &Packet) -> Admit {
+        let at = packet.received_at;
+        let area = packet.dimensions.map(|(w, h)| u32::from(w) * u32::from(h));
+        if let Some(entry) = self.seen.iter_mut().find(|(layer, ..)| *layer == packet.layer) {
+            entry.1 = at;
+            if let Some(area) = area {
+                entry.2 = area;
+            }
+        } else if self.seen.len() < 8 {
+            self.seen.push((packet.layer, at, area.unwrap_or(0)));
+        } else {
+            return Admit::Skip;
+        }
+        let area_of = |layer: LayerKey, seen: &[(LayerKey, Instant, u32)]| {
+            seen.iter().find(|(l, ..)| *l == layer).map_or(0, |e| e.2)
+        };
+        match self.chosen {
+            Some(chosen) if chosen == packet.layer => Admit::Same,
+            Some(chosen) => {
+                let silent = self.seen.iter().find(|(l, ..)| *l == chosen).is_none_or(|e| {
+                    at.saturating_duration_since(e.1) >= LAYER_SILENT
+                });
+                let larger = area_of(packet.layer, &self.seen) > area_of(chosen, &self.seen);
+                if packet.keyframe && (larger || silent) {
+                    self.chosen = Some(packet.layer);
+                    Admit::Switched
+                } else {
+                    Admit::Skip
+                }
+            }
+            None if packet.keyframe => {
+                self.chosen = Some(packet.layer);
+                Admit::Switched
+            }
+            None => Admit::Skip,
+        }
+    }
+}
+
+/// A recording being written.
+pub struct LiveRecording {
+    pub report: RecordingReport,
+    started_at: Instant,
+    generation: u64,
+    layers: LayerPick,
+    video: Vp8Assembler,
+    video_clock: Timeline,
+    audio_clock: Timeline,
+    file: Option<WebmFile>,
+    /// The picture size of the first keyframe, for the file's header.
+    header_video: Option<(u16, u16)>,
+    /// Blocks not yet written, in time order.
+    queue: Vec<Block>,
+    /// Per track (video, audio): its newest block's time and arrival.
+    latest: [Option<(u64, Instant)>; 2],
+    cluster: Vec<Block>,
+    cluster_start_ms: u64,
+    seen_audio: bool,
+    seen_video: bool,
+    pub last_packet_at: Instant,
+    pub publisher_left_at: Option<Instant>,
+    last_keyframe_request: Option<Instant>,
+    unsupported_logged: bool,
+    /// A write failed: nothing more is written.
+    pub stopped: bool,
+}
+
+impl LiveRecording {
+    pub fn new(report: RecordingReport, first: &Packet) -> Self {
+        LiveRecording {
+            report,
+            started_at: first.received_at,
+            generation: first.generation,
+            layers: LayerPick::default(),
+            video: Vp8Assembler::new(),
+            video_clock: Timeline::new(90_000),
+            audio_clock: Timeline::new(48_000),
+            file: None,
+            header_video: None,
+            queue: Vec::new(),
+            latest: [None, None],
+            cluster: Vec::new(),
+            cluster_start_ms: 0,
+            seen_audio: false,
+            seen_video: false,
+            last_packet_at: first.received_at,
+            publisher_left_at: None,
+            last_keyframe_request: None,
+            unsupported_logged: false,
+            stopped: false,
+        }
+    }
+
+    /// Takes one packet of the live. `Err` is a write error: the recording stopped.
+    pub fn push(&mut self, dir: &Path, packet: Arc<Packet>, wants: &mut Vec<Want>) -> io::Result<()> {
+        if self.stopped || packet.generation < self.generation {
+            return Ok(());
+        }
+        let now = packet.received_at;
+        self.last_packet_at = now;
+        self.publisher_left_at = None;
+        if packet.generation > self.generation {
+            // A new publisher: its own numbering and clock, continuing the timeline.
+            self.generation = packet.generation;
+            self.layers = LayerPick::default();
+            self.video = Vp8Assembler::new();
+            self.video_clock.re_anchor();
+            self.audio_clock.re_anchor();
+        }
+        let arrival_ms = now.saturating_duration_since(self.started_at).as_millis() as i64;
+        match (packet.kind, packet.params.spec().codec) {
+            (MediaKind::Audio, Codec::Opus) => {
+                self.seen_audio = true;
+                let at_ms = self.audio_clock.place(packet.rtp_time, arrival_ms);
+                self.enqueue(Block {
+                    track: AUDIO_TRACK,
+                    at_ms,
+                    keyframe: true,
+                    data: packet.payload.to_vec(),
+                });
+            }
+            (MediaKind::Video, Codec::Vp8) => {
+                self.seen_video = true;
+                let layer = packet.layer;
+                match self.layers.admit(&packet) {
+                    Admit::Skip => {}
+                    Admit::Same => self.video_packet(packet, arrival_ms),
+                    Admit::Switched => {
+                        self.video = Vp8Assembler::new();
+                        self.video_packet(packet, arrival_ms);
+                    }
+                }
+                let wanted_layer = self.layers.chosen.unwrap_or(layer);
+                if (self.video.wants_keyframe || self.layers.chosen.is_none())
+                    && self
+                        .last_keyframe_request
+                        .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_REQUEST_INTERVAL)
+                {
+                    self.last_keyframe_request = Some(now);
+                    wants.push(Want::Keyframe(self.report.live_id, wanted_layer));
+                }
+            }
+            (_, codec) => {
+                if !self.unsupported_logged {
+                    self.unsupported_logged = true;
+                    tracing::warn!(
+                        live = %self.report.live_id,
+                        ?codec,
+                        "recording: this codec is not recorded yet (VP8 and Opus are); the live goes on"
+                    );
+                }
+            }
+        }
+        self.begin_file(dir, now)?;
+        self.release(now, false)
+    }
+
+    fn video_packet(&mut self, packet: Arc<Packet>, arrival_ms: i64) {
+        let mut frames: Vec<Frame> = Vec::new();
+        let started_at = self.started_at;
+        self.video.push(packet, &mut frames);
+        for frame in frames {
+            let frame_arrival = frame.received_at.saturating_duration_since(started_at).as_millis() as i64;
+            let at_ms = self.video_clock.place(frame.rtp_time, frame_arrival.min(arrival_ms));
+            if self.file.is_none() && frame.keyframe && self.header_video.is_none() {
+                self.header_video = Some(frame.dimensions.unwrap_or((640, 360)));
+            }
+            self.enqueue(Block {
+                track: VIDEO_TRACK,
+                at_ms,
+                keyframe: frame.keyframe,
+                data: frame.data,
+            });
+        }
+    }
+
+    fn enqueue(&mut self, block: Block) {
+        let slot = usize::from(block.track == AUDIO_TRACK);
+        self.latest[slot] = Some((block.at_ms, self.last_packet_at));
+        if self.queue.len() >= MAX_QUEUED_BLOCKS {
+            self.queue.remove(0);
+        }
+        let at = self.queue.partition_point(|queued| queued.at_ms <= block.at_ms);
+        self.queue.insert(at, block);
+    }
+
+    /// Creates the file once its tracks are known: at the first video keyframe (with
+    /// audio if any came), or with audio only when no video came for a while.
+    fn begin_file(&mut self, dir: &Path, now: Instant) -> io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let waited = now.saturating_duration_since(self.started_at);
+        let tracks = match self.header_video {
+            Some(size) if self.seen_audio || waited >= Duration::from_secs(1) => Tracks {
+                video: Some(size),
+                audio: self.seen_audio,
+            },
+            None if self.seen_audio && !self.seen_video && waited >= AUDIO_ONLY_AFTER => Tracks {
+                video: None,
+                audio: true,
+            },
+            _ => return Ok(()),
+        };
+        if tracks.video.is_some() {
+            // Frames before the first keyframe cannot be decoded.
+            let first_key = self
+                .queue
+                .iter()
+                .position(|b| b.track == VIDEO_TRACK && b.keyframe)
+                .unwrap_or(0);
+            let key_ms = self.queue.get(first_key).map_or(0, |b| b.at_ms);
+            self.queue.retain(|b| b.track != VIDEO_TRACK || b.at_ms >= key_ms);
+        }
+        if !tracks.audio {
+            self.queue.retain(|b| b.track != AUDIO_TRACK);
+        }
+        let path = dir.join(format!("{}.webm", self.report.id));
+        self.file = Some(self.stop_on_error(WebmFile::create(&path, tracks))?);
+        tracing::info!(live = %self.report.live_id, recording = %self.report.id, video = ?tracks.video, audio = tracks.audio, "recording started");
+        Ok(())
+    }
+
+    fn stop_on_error<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            self.stopped = true;
+            self.report.state = RecordingState::Stopped;
+        }
+        result
+    }
+
+    /// Writes the queued blocks every track has moved past (all of them with `all`).
+    pub fn release(&mut self, now: Instant, all: bool) -> io::Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let watermark = if all {
+            u64::MAX
+        } else {
+            self.latest
+                .iter()
+                .flatten()
+                .filter(|(_, at)| now.saturating_duration_since(*at) < TRACK_IDLE)
+                .map(|(ms, _)| *ms)
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        let ready = self.queue.partition_point(|b| b.at_ms <= watermark);
+        let blocks: Vec<Block> = self.queue.drain(..ready).collect();
+        for block in blocks {
+            let starts_cluster = !self.cluster.is_empty()
+                && ((block.track == VIDEO_TRACK && block.keyframe)
+                    || block.at_ms >= self.cluster_start_ms + CLUSTER_SPAN_MS);
+            if starts_cluster {
+                self.write_cluster()?;
+            }
+            if self.cluster.is_empty() {
+                self.cluster_start_ms = block.at_ms;
+            }
+            self.cluster.push(block);
+        }
+        if all {
+            self.write_cluster()?;
+        }
+        Ok(())
+    }
+
+    fn write_cluster(&mut self) -> io::Result<()> {
+        let blocks = std::mem::take(&mut self.cluster);
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let has_video = self.header_video.is_some();
+        let blocks: Vec<Block> = blocks
+            .into_iter()
+            .filter(|b| b.track != VIDEO_TRACK || has_video)
+            .collect();
+        let result = file.append_cluster(self.cluster_start_ms, &blocks);
+        self.report.bytes = file.len();
+        self.report.duration_ms = file.duration_ms() as i64;
+        self.stop_on_error(result)
+    }
+
+    /// Writes what is left (unless a write failed) and closes the file: seek index,
+    /// duration. Nothing is written after it; the report is final.
+    pub fn finish_file(&mut self, now: Instant) {
+        if !self.stopped
+            && let Err(error) = self.release(now, true)
+        {
+            tracing::error!(recording = %self.report.id, %error, "recording: the last cluster could not be written");
+        }
+        self.stopped = true;
+        if let Some(file) = self.file.take() {
+            let duration = file.duration_ms();
+            match file.close() {
+                Ok(bytes) => {
+                    self.report.bytes = bytes;
+                    self.report.duration_ms = duration as i64;
+                }
+                Err(error) => {
+                    tracing::error!(recording = %self.report.id, %error, "recording: could not be closed (it plays, without a seek index until the next start-up)");
+                    self.report.state = RecordingState::Stopped;
+                }
+            }
+        }
+        if self.report.state == RecordingState::Recording {
+            self.report.state = RecordingState::Finished;
+        }
+    }
+
+    /// Whether the file was begun (a recording that never got a header leaves nothing).
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+}
