@@ -74,12 +74,14 @@ pub async fn api_errors_as_json(
 
 /// Security headers on every response. The CSP allows scripts, styles and
 /// connections only to this site, plus connections to the media server
-/// (HTTP and WebSocket) for the player and broadcaster.
+/// (HTTP and WebSocket) for the player and broadcaster, and media from it (the
+/// replay page's `<video>` plays recordings the media server serves).
 pub fn security_headers(settings: &Settings) -> DefaultHeaders {
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         media-src 'self' blob: mediastream:; connect-src 'self' {} {} {}; font-src 'self'; \
+         media-src 'self' blob: mediastream: {}; connect-src 'self' {} {} {}; font-src 'self'; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        settings.media_origin,
         settings.public_origin.websocket_origin(),
         settings.media_origin,
         settings.media_origin.websocket_origin(),

@@ -424,6 +424,19 @@ impl Settings {
     pub fn media_token_secret_bytes(&self) -> &[u8] {
         self.media_token_secret.expose_secret().as_bytes()
     }
+
+    /// The media server's HTTP base as browsers reach it, for the files it serves
+    /// (recordings): `MEDIA_PUBLIC_URL`, a `ws://` or `wss://` one as `http://` or
+    /// `https://`.
+    pub fn media_http_base(&self) -> String {
+        let url = &self.media_public_url;
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        match scheme.to_ascii_lowercase().as_str() {
+            "ws" => format!("http://{rest}"),
+            "wss" => format!("https://{rest}"),
+            _ => url.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +468,23 @@ mod tests {
         assert_eq!(s.media_token_ttl, Duration::from_secs(300));
         assert!(!s.trust_proxy_headers);
         assert_eq!(s.media_token_secret_bytes(), SECRET.as_bytes());
+        assert_eq!(s.media_http_base(), "http://localhost:5050");
+    }
+
+    #[test]
+    fn the_media_http_base_is_the_public_url_over_http() {
+        for (public, base) in [
+            ("wss://sfu.example.com/", "https://sfu.example.com"),
+            ("WS://sfu.example.com:5050", "http://sfu.example.com:5050"),
+            (
+                "https://sfu.example.com/media",
+                "https://sfu.example.com/media",
+            ),
+        ] {
+            let s =
+                settings(&[("MEDIA_TOKEN_SECRET", SECRET), ("MEDIA_PUBLIC_URL", public)]).unwrap();
+            assert_eq!(s.media_http_base(), base, "{public}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The app's side of WHIP ingest: which WHIP-published lives the media server still
 //! reports, the sweep that ends the ones it no longer does, and the client for the media
-//! server's internal API.
+//! server's internal API (ending publishes, deleting recordings).
 //!
 //! The media server reports every WHIP publish it holds every few seconds
 //! (`/internal/v1/whip/sync`) and says at once when one ends (`/internal/v1/whip/ended`).
@@ -15,6 +15,7 @@ use privatehub_protocol::LiveId;
 use privatehub_protocol::internal_api::{
     EndPublishesRequest, EndPublishesResponse, InternalCaller, issue_internal_token,
 };
+use privatehub_protocol::recordings::RecordingsDeleteRequest;
 
 use crate::db::users::UserId;
 use crate::db::{self, lives};
@@ -191,24 +192,48 @@ impl MediaApi {
         secret: &[u8],
         request: &EndPublishesRequest,
     ) -> Result<usize, MediaApiError> {
-        let path = "/internal/v1/publishers/end";
+        let response = self
+            .post(secret, "/internal/v1/publishers/end", request)
+            .await?;
+        let body: EndPublishesResponse = response
+            .json()
+            .await
+            .map_err(|error| MediaApiError(error.to_string()))?;
+        Ok(body.ended)
+    }
+
+    /// Asks the media server to delete these recordings now (answered 204). Best
+    /// effort: every sync answer repeats the request until they are reported deleted.
+    pub async fn delete_recordings(
+        &self,
+        secret: &[u8],
+        request: &RecordingsDeleteRequest,
+    ) -> Result<(), MediaApiError> {
+        self.post(secret, "/internal/v1/recordings/delete", request)
+            .await
+            .map(drop)
+    }
+
+    /// POSTs `body` to `path` with a fresh internal token; a non-2xx answer is an error.
+    async fn post(
+        &self,
+        secret: &[u8],
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, MediaApiError> {
         let token = issue_internal_token(InternalCaller::App, secret, path)
             .map_err(|error| MediaApiError(error.to_string()))?;
         let response = self
             .client
             .post(format!("{}{path}", self.base_url))
             .bearer_auth(token)
-            .json(request)
+            .json(body)
             .send()
             .await
             .map_err(|error| MediaApiError(error.without_url().to_string()))?;
         if !response.status().is_success() {
             return Err(MediaApiError(format!("status {}", response.status())));
         }
-        let body: EndPublishesResponse = response
-            .json()
-            .await
-            .map_err(|error| MediaApiError(error.to_string()))?;
-        Ok(body.ended)
+        Ok(response)
     }
 }

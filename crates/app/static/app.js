@@ -74,6 +74,14 @@
     }
   });
 
+  // Dates and times (a video's start), likewise.
+  document.querySelectorAll('time[data-format=datetime]').forEach(function (element) {
+    const date = new Date(element.getAttribute('datetime'));
+    if (!Number.isNaN(date.getTime())) {
+      element.textContent = date.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+    }
+  });
+
   document.querySelectorAll('[data-action=logout]').forEach(function (button) {
     button.addEventListener('click', async function () {
       button.disabled = true;

@@ -1,4 +1,5 @@
-// The stream settings page: reveal, copy and rotate the WHIP stream key.
+// The stream settings page: reveal, copy and rotate the WHIP stream key, and turn the
+// recording of lives on or off.
 // The key is only fetched when the owner asks to see or copy it.
 
 const keyInput = document.getElementById('stream-key');
@@ -63,5 +64,29 @@ rotateButton.addEventListener('click', async function () {
     say('Could not rotate the key: ' + error.message, 'error');
   } finally {
     rotateButton.disabled = false;
+  }
+});
+
+// Recording of lives (replays): saved as soon as it is ticked or unticked.
+const recordLives = document.getElementById('record-lives');
+const recordStatus = document.getElementById('record-lives-status');
+
+recordLives.addEventListener('change', async function () {
+  const wanted = recordLives.checked;
+  recordLives.disabled = true;
+  try {
+    const body = await window.PrivateHub.api('PUT', '/api/account/recording', { enabled: wanted });
+    recordLives.checked = body.enabled;
+    recordStatus.textContent = body.enabled
+      ? 'Your next lives will be recorded.'
+      : 'Your next lives will not be recorded.';
+    recordStatus.dataset.kind = '';
+  } catch (error) {
+    recordLives.checked = !wanted;
+    recordStatus.textContent = 'Could not save the setting: ' + error.message;
+    recordStatus.dataset.kind = 'error';
+  } finally {
+    recordStatus.hidden = false;
+    recordLives.disabled = false;
   }
 });

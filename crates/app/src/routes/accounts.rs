@@ -1,4 +1,5 @@
-//! `/api/auth/*`: sign up, log in, log out, who am I.
+//! `/api/auth/*`: sign up, log in, log out, who am I; `/api/account/*`: the account's
+//! settings (recording of lives).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
+use super::app_api_pending::{RecordingSettingJson, RecordingSettingRequest};
 use super::json::{CredentialsRequest, user_json};
 use crate::auth::client::ClientInfo;
 use crate::auth::hashing::HashingRefusal;
@@ -14,7 +16,7 @@ use crate::auth::rate_limit::RetryAfter;
 use crate::auth::{CurrentUser, session};
 use crate::db::{self, users};
 use crate::domain::{Password, PasswordError, Username, UsernameError};
-use crate::error::{InternalError, JsonObject, json_error};
+use crate::error::{InternalError, JsonObject, RequestError, json_error};
 use crate::log_field::LogField;
 use crate::state::AppState;
 
@@ -223,4 +225,23 @@ pub async fn logout(
 /// `GET /api/auth/me`.
 pub async fn me(CurrentUser(user): CurrentUser) -> HttpResponse {
     HttpResponse::Ok().json(user_json(&user))
+}
+
+/// `PUT /api/account/recording` `{"enabled": bool}`: whether the media server records the
+/// caller's lives from their next publish on (replays). Answers the setting now.
+pub async fn set_recording(
+    state: web::Data<AppState>,
+    CurrentUser(user): CurrentUser,
+    body: JsonObject<serde_json::Map<String, serde_json::Value>>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let RecordingSettingRequest { enabled } =
+        RecordingSettingRequest::from_object(&body.into_inner())
+            .map_err(RequestError::InvalidBody)?;
+    let user_id = user.id;
+    db::run(&state.pool, move |connection| {
+        users::set_record_lives(connection, user_id, enabled).map_err(InternalError::from)
+    })
+    .await?;
+    tracing::info!(username = %user.username, enabled, "recording of lives set");
+    Ok(HttpResponse::Ok().json(RecordingSettingJson { enabled }.to_json()))
 }

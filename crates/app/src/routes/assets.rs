@@ -35,6 +35,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../static/live-page.js"),
     ),
     (
+        "replay-page.js",
+        JS,
+        include_str!("../../static/replay-page.js"),
+    ),
+    (
         "media-client.js",
         JS,
         include_str!("../../static/media-client.js"),

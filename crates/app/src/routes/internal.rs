@@ -1,6 +1,7 @@
 //! `/internal/v1/...`: the internal API the media server calls (see `docs/protocol.md`,
-//! "Internal API"). Authenticated by an internal token from the media server, never
-//! by cookies, so these paths skip the CSRF check; nginx does not expose them.
+//! "Internal API" and "Recordings"). Authenticated by an internal token from the media
+//! server, never by cookies, so these paths skip the CSRF check; nginx does not expose
+//! them.
 
 use std::future::{Ready, ready};
 use std::time::Instant;
@@ -13,10 +14,13 @@ use privatehub_protocol::internal_api::{
     WhipEndedResponse, WhipStartRequest, WhipStarted, WhipSyncRequest, WhipSyncResponse,
     verify_internal_token,
 };
+use privatehub_protocol::recordings::{
+    MAX_RECORDINGS_PER_SYNC, RecordingsSyncRequest, RecordingsSyncResponse,
+};
 
 use crate::db::lives::LiveSource;
 use crate::db::users::UserId;
-use crate::db::{self, lives, stream_keys};
+use crate::db::{self, lives, recordings, stream_keys, users};
 use crate::domain::LiveTitle;
 use crate::error::{InternalError, json_error};
 use crate::routes::lives::{LiveError, begin_live, current_live_of, finish_live};
@@ -34,6 +38,8 @@ pub enum InternalApiError {
         "the live was taken over in the browser or just ended on the site: stop streaming in OBS, or wait a minute"
     )]
     TakenOver,
+    #[error("at most {MAX_RECORDINGS_PER_SYNC} recordings per sync")]
+    TooManyRecordings,
     #[error(transparent)]
     Live(#[from] LiveError),
     #[error(transparent)]
@@ -47,6 +53,7 @@ impl ResponseError for InternalApiError {
                 StatusCode::UNAUTHORIZED
             }
             InternalApiError::TakenOver => StatusCode::CONFLICT,
+            InternalApiError::TooManyRecordings => StatusCode::BAD_REQUEST,
             InternalApiError::Live(inner) => inner.status_code(),
             InternalApiError::Internal(inner) => inner.status_code(),
         }
@@ -62,6 +69,9 @@ impl ResponseError for InternalApiError {
             }
             InternalApiError::TakenOver => {
                 json_error(self.status_code(), "live_taken_over", &self.to_string())
+            }
+            InternalApiError::TooManyRecordings => {
+                json_error(self.status_code(), "too_many_recordings", &self.to_string())
             }
             InternalApiError::Live(inner) => inner.error_response(),
             InternalApiError::Internal(inner) => inner.error_response(),
@@ -116,10 +126,15 @@ pub async fn whip_authorize(
     let presented = body.into_inner().stream_key;
     let hash = lookup_hash(&presented);
     let found = db::run(&state.pool, move |connection| {
-        stream_keys::find_by_hash(connection, &hash).map_err(InternalError::from)
+        let Some((stored, username)) = stream_keys::find_by_hash(connection, &hash)? else {
+            return Ok(None);
+        };
+        let record = users::find_by_id(connection, UserId(stored.user_id))?
+            .is_some_and(|user| user.record_lives);
+        Ok::<_, InternalError>(Some((stored, username, record)))
     })
     .await?;
-    let Some((stored, username)) = found else {
+    let Some((stored, username, record)) = found else {
         return Err(InternalApiError::InvalidStreamKey);
     };
     // The hash found the row; the key itself is what must match, in constant time.
@@ -136,7 +151,7 @@ pub async fn whip_authorize(
         return Err(InternalApiError::InvalidStreamKey);
     }
     Ok(HttpResponse::Ok().json(WhipAuthorized {
-        record: true,
+        record,
         user_id: user.0,
         username: username.to_string(),
         key_generation: stored.generation,
@@ -231,6 +246,32 @@ pub async fn whip_sync(
     })
     .await?;
     Ok(HttpResponse::Ok().json(WhipSyncResponse { revoked }))
+}
+
+/// `POST /internal/v1/recordings/sync`: recordings that changed on the media server.
+/// Stores them (a report of a live unknown here is skipped) and answers the recordings
+/// their creators deleted that the media server has not reported deleted yet.
+pub async fn recordings_sync(
+    _caller: FromMediaServer,
+    state: web::Data<AppState>,
+    body: web::Json<RecordingsSyncRequest>,
+) -> Result<HttpResponse, InternalApiError> {
+    let reports = body.into_inner().recordings;
+    if reports.len() > MAX_RECORDINGS_PER_SYNC {
+        return Err(InternalApiError::TooManyRecordings);
+    }
+    let now_ms = db::now_unix().saturating_mul(1000);
+    let limit = i64::try_from(MAX_RECORDINGS_PER_SYNC).unwrap_or(i64::MAX);
+    let (skipped, delete) = db::run(&state.pool, move |connection| {
+        let skipped = recordings::store_reports(connection, &reports, now_ms)?;
+        let delete = recordings::pending_deletions(connection, limit)?;
+        Ok::<_, InternalError>((skipped, delete))
+    })
+    .await?;
+    for report in skipped {
+        tracing::warn!(recording = %report.id, live_id = %report.live_id, "a recording of a live this app does not know: skipped");
+    }
+    Ok(HttpResponse::Ok().json(RecordingsSyncResponse { delete }))
 }
 
 /// `GET /internal/v1/lives/{username}`: the user's current live (for WHEP).

@@ -202,7 +202,7 @@ pub async fn token(
     path: web::Path<String>,
 ) -> Result<HttpResponse, LiveError> {
     let live = current_live_of(&state, &path).await?;
-    let (subject, role) = match &viewer {
+    let (subject, role, record) = match &viewer {
         Some(viewer) if viewer.id == live.user_id => {
             // The browser publishes (again, e.g. after a network drop): the live is its,
             // so the sweep of WHIP lives no media server reports leaves it alone.
@@ -215,13 +215,18 @@ pub async fn token(
                 })
                 .await?;
             }
-            (viewer.username.to_string(), MediaRole::Publish)
+            // The media server records the live unless its owner turned that off.
+            (
+                viewer.username.to_string(),
+                MediaRole::Publish,
+                viewer.record_lives,
+            )
         }
-        Some(viewer) => (viewer.username.to_string(), MediaRole::Watch),
+        Some(viewer) => (viewer.username.to_string(), MediaRole::Watch, false),
         None => {
             let mut bytes = [0u8; 8];
             rand::rng().fill_bytes(&mut bytes);
-            (format!("anon:{}", hex(&bytes)), MediaRole::Watch)
+            (format!("anon:{}", hex(&bytes)), MediaRole::Watch, false)
         }
     };
     let now = SystemTime::now()
@@ -236,7 +241,8 @@ pub async fn token(
         role,
         now,
         settings.media_token_ttl.as_secs(),
-    );
+    )
+    .with_record(record);
     let token = issue_media_token(&claims, settings.media_token_secret_bytes())
         .map_err(|error| InternalError(format!("media token: {error}")))?;
     // The label lands in coturn's log: the role and live, not who the viewer is. coturn

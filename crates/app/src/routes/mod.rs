@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource. [`configure`] is the whole route table.
 
 pub mod accounts;
+pub mod app_api_pending;
 pub mod assets;
 pub mod health;
 pub mod internal;
@@ -8,6 +9,7 @@ pub mod json;
 pub mod lives;
 pub mod pages;
 pub mod stream_keys;
+pub mod videos;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
@@ -27,6 +29,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(web::resource("/auth/login").route(web::post().to(accounts::login)))
                 .service(web::resource("/auth/logout").route(web::post().to(accounts::logout)))
                 .service(web::resource("/auth/me").route(web::get().to(accounts::me)))
+                .service(
+                    web::resource("/account/recording")
+                        .route(web::put().to(accounts::set_recording)),
+                )
                 .service(web::resource("/lives").route(web::get().to(lives::list)))
                 .service(web::resource("/lives/start").route(web::post().to(lives::start)))
                 .service(web::resource("/lives/stop").route(web::post().to(lives::stop)))
@@ -41,6 +47,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/me/stream-key/rotate")
                         .route(web::post().to(stream_keys::rotate)),
+                )
+                .service(
+                    web::resource("/videos/{id}")
+                        .route(web::get().to(videos::get_one))
+                        .route(web::delete().to(videos::delete)),
                 )
                 .default_service(web::to(not_found)),
         )
@@ -58,6 +69,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(web::resource("/whip/ended").route(web::post().to(internal::whip_ended)))
                 .service(web::resource("/whip/sync").route(web::post().to(internal::whip_sync)))
                 .service(
+                    web::resource("/recordings/sync")
+                        .route(web::post().to(internal::recordings_sync)),
+                )
+                .service(
                     web::resource("/lives/{username}").route(web::get().to(internal::current_live)),
                 ),
         )
@@ -67,9 +82,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(web::resource("/login").route(get_or_head().to(pages::login)))
         .service(web::resource("/settings/stream").route(get_or_head().to(pages::stream_settings)))
         .service(web::resource("/{username}/live").route(get_or_head().to(pages::live)))
-        .service(
-            web::resource("/{username}/start-live").route(get_or_head().to(pages::start_live)),
-        );
+        .service(web::resource("/{username}/start-live").route(get_or_head().to(pages::start_live)))
+        .service(web::resource("/{username}/videos").route(get_or_head().to(pages::videos)))
+        .service(web::resource("/{username}/videos/{id}").route(get_or_head().to(pages::replay)));
 }
 
 /// GET, and HEAD (answered with the same headers and no body) for pages and probes.

@@ -6,9 +6,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use privatehub_protocol::recordings::{RecordingId, RecordingState};
 
 use super::json::rfc3339;
 use crate::auth::MaybeUser;
+use crate::db::recordings::{self, Recording};
 use crate::db::{self, lives, users};
 use crate::domain::Username;
 use crate::error::InternalError;
@@ -83,6 +85,69 @@ struct StartLivePage {
 struct StreamSettingsPage {
     viewer: Option<String>,
     whip_url: String,
+    record_lives: bool,
+}
+
+/// A recording as the pages show it.
+pub struct VideoCard {
+    pub id: String,
+    pub title: String,
+    /// RFC 3339, shown in the visitor's time zone by `app.js`.
+    pub started_at: String,
+    /// The same in UTC for people (`2026-11-25 12:00 UTC`), until the script runs.
+    pub started_at_text: String,
+    /// `h:mm:ss`.
+    pub duration: String,
+    /// Still being recorded (the live goes on).
+    pub recording_now: bool,
+}
+
+impl VideoCard {
+    fn new(recording: &Recording) -> VideoCard {
+        let started_at = rfc3339(recording.started_at_ms.div_euclid(1000));
+        VideoCard {
+            id: recording.id.to_string(),
+            title: recording.title.clone(),
+            started_at_text: started_at
+                .get(..16)
+                .map(|minutes| format!("{} UTC", minutes.replace('T', " ")))
+                .unwrap_or_default(),
+            started_at,
+            duration: clock_duration(recording.duration_ms),
+            recording_now: recording.state == RecordingState::Recording,
+        }
+    }
+}
+
+/// A duration as `h:mm:ss` (`0:04:05`, `12:00:00`).
+pub fn clock_duration(ms: i64) -> String {
+    let seconds = ms.max(0) / 1000;
+    format!(
+        "{}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[derive(Template)]
+#[template(path = "videos.html")]
+struct VideosPage {
+    viewer: Option<String>,
+    channel: String,
+    videos: Vec<VideoCard>,
+    /// The viewer is the channel's owner and has recording turned off.
+    recording_off: bool,
+}
+
+#[derive(Template)]
+#[template(path = "replay.html")]
+struct ReplayPage {
+    viewer: Option<String>,
+    channel: String,
+    video: VideoCard,
+    /// The viewer created this video (and may delete it).
+    is_owner: bool,
 }
 
 #[derive(Template)]
@@ -250,19 +315,109 @@ pub async fn start_live(
     ))
 }
 
-/// `GET /settings/stream`: the signed-in user's WHIP URL and stream key, for OBS. The
-/// key itself is fetched by `static/stream-settings.js` when revealed or copied.
+/// `GET /settings/stream`: the signed-in user's WHIP URL and stream key, for OBS, and
+/// whether their lives are recorded. The key itself is fetched by
+/// `static/stream-settings.js` when revealed or copied.
 pub async fn stream_settings(state: web::Data<AppState>, viewer: MaybeUser) -> HttpResponse {
-    if viewer.0.is_none() {
+    let Some(user) = &viewer.0 else {
         return HttpResponse::SeeOther()
             .insert_header((LOCATION, "/login?next=/settings/stream"))
             .finish();
-    }
+    };
     render(
         StatusCode::OK,
         &StreamSettingsPage {
             viewer: viewer_name(&viewer),
             whip_url: format!("{}/whip", state.settings.media_public_url),
+            record_lives: user.record_lives,
         },
     )
+}
+
+/// `GET /{username}/videos`: the channel's past lives that have a recording, newest
+/// first.
+pub async fn videos(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, InternalError> {
+    let viewer_id = viewer.0.as_ref().map(|user| user.id);
+    let viewer = viewer_name(&viewer);
+    let Ok(username) = Username::parse(&path) else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
+    };
+    let found = db::run(&state.pool, move |connection| {
+        let Some(owner) = users::find_by_username(connection, &username)? else {
+            return Ok(None);
+        };
+        let listed =
+            recordings::list_visible_by_user(connection, owner.id, recordings::MAX_LISTED)?;
+        Ok::<_, InternalError>(Some((owner, listed)))
+    })
+    .await?;
+    let Some((owner, listed)) = found else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such user", viewer));
+    };
+    let recording_off = viewer_id == Some(owner.id) && !owner.record_lives;
+    Ok(render(
+        StatusCode::OK,
+        &VideosPage {
+            viewer,
+            channel: owner.username.to_string(),
+            videos: listed.iter().map(VideoCard::new).collect(),
+            recording_off,
+        },
+    ))
+}
+
+/// `GET /{username}/videos/{id}`: the replay page (the player and the chat replay are
+/// `static/replay-page.js`). 404 unless the id is one of the channel's visible videos.
+pub async fn replay(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, InternalError> {
+    let viewer_id = viewer.0.as_ref().map(|user| user.id);
+    let viewer = viewer_name(&viewer);
+    let (raw_username, raw_id) = path.into_inner();
+    let (Ok(username), Ok(id)) = (Username::parse(&raw_username), RecordingId::parse(&raw_id))
+    else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such video", viewer));
+    };
+    let found = db::run(&state.pool, move |connection| {
+        recordings::find_visible(connection, &id).map_err(InternalError::from)
+    })
+    .await?;
+    let Some(recording) = found.filter(|recording| {
+        recording
+            .username
+            .as_str()
+            .eq_ignore_ascii_case(username.as_str())
+    }) else {
+        return Ok(error_page(StatusCode::NOT_FOUND, "No such video", viewer));
+    };
+    Ok(render(
+        StatusCode::OK,
+        &ReplayPage {
+            viewer,
+            channel: recording.username.to_string(),
+            is_owner: viewer_id == Some(recording.user_id),
+            video: VideoCard::new(&recording),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_a_clock() {
+        assert_eq!(clock_duration(0), "0:00:00");
+        assert_eq!(clock_duration(999), "0:00:00");
+        assert_eq!(clock_duration(245_000), "0:04:05");
+        assert_eq!(clock_duration(3_723_000), "1:02:03");
+        assert_eq!(clock_duration(43_200_000), "12:00:00");
+        assert_eq!(clock_duration(-5), "0:00:00");
+    }
 }
