@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(store_reports(connection, &[first], 1).unwrap(), []);
         assert_eq!(listed(connection, alice), [(a.clone(), 1_000)]);
         let later = report('a', live, 60_000, RecordingState::Finished);
-        store_reports(connection, &[later.clone()], 2).unwrap();
+        store_reports(connection, std::slice::from_ref(&later), 2).unwrap();
         let found = find_visible(connection, &later.id).unwrap().unwrap();
         assert_eq!(
             (found.duration_ms, found.state),
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(listed(connection, alice), []);
         // The media server still reports the file: it is asked again, and not shown.
         store_reports(connection, std::slice::from_ref(&recording), 3).unwrap();
-        assert_eq!(pending_deletions(connection, 10).unwrap(), [id.clone()]);
+        assert_eq!(pending_deletions(connection, 10).unwrap(), [id]);
         assert_eq!(listed(connection, alice), []);
         let gone = report('a', live, 1_000, RecordingState::Deleted);
         store_reports(connection, &[gone], 4).unwrap();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use privatehub_app::{Application, Settings, state::AppState};
+use privatehub_protocol::internal_api::{InternalCaller, issue_internal_token};
 use reqwest::{Client, Response, redirect};
 use serde_json::Value;
 
@@ -167,6 +168,18 @@ impl TestApp {
             .expect("count")
             .n
     }
+}
+
+/// A call to the app's internal API as `caller` would make it.
+pub async fn internal(app: &TestApp, caller: InternalCaller, path: &str, body: Value) -> Response {
+    let token = issue_internal_token(caller, app.secret.as_bytes(), path).unwrap();
+    client()
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Asserts the standard error body and returns the message.

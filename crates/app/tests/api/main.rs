@@ -9,6 +9,7 @@ mod helpers;
 mod lives;
 mod pages;
 mod rate_limit;
+mod recordings;
 mod sessions;
 mod socket_client;
 mod sockets;

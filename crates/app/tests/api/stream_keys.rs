@@ -6,7 +6,7 @@ use diesel::sql_types::Text;
 use privatehub_protocol::internal_api::{InternalCaller, issue_internal_token};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, client, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, client, internal, spawn_app, spawn_app_with};
 
 async fn stream_key(app: &TestApp, user: &reqwest::Client) -> Value {
     let response = app.get(user, "/api/me/stream-key").await;
@@ -25,23 +25,6 @@ async fn rotate(app: &TestApp, user: &reqwest::Client) -> Value {
         .await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
-}
-
-/// A call to the app's internal API as `caller` would make it.
-async fn internal(
-    app: &TestApp,
-    caller: InternalCaller,
-    path: &str,
-    body: Value,
-) -> reqwest::Response {
-    let token = issue_internal_token(caller, app.secret.as_bytes(), path).unwrap();
-    client()
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn authorize(app: &TestApp, key: &str) -> reqwest::Response {
