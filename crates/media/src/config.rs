@@ -10,8 +10,8 @@ use secrecy::SecretString;
 
 mod ports;
 mod recordings;
-pub use recordings::RecordingSettings;
 pub use ports::{DEFAULT_RTC_PORT, RtcUdpPorts};
+pub use recordings::RecordingSettings;
 
 /// Where the shared token secret is read from when `MEDIA_TOKEN_SECRET` is unset. The app
 /// creates this file in development so both services share one secret.

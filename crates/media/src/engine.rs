@@ -674,7 +674,10 @@ mod tests {
             receivers.push(Some(rx));
         }
         let metrics = Arc::new(Metrics::default());
-        (Engine::new(&settings, metrics, handles, None).unwrap(), receivers)
+        (
+            Engine::new(&settings, metrics, handles, None).unwrap(),
+            receivers,
+        )
     }
 
     #[test]

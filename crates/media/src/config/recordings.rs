@@ -47,8 +47,10 @@ impl RecordingSettings {
             Some((var, value)) => parse_bool(var, &value)?,
             None => true,
         };
-        let dir = get(&["MEDIA_RECORDINGS_DIR"])
-            .map_or_else(|| PathBuf::from(DEFAULT_RECORDINGS_DIR), |(_, v)| PathBuf::from(v));
+        let dir = get(&["MEDIA_RECORDINGS_DIR"]).map_or_else(
+            || PathBuf::from(DEFAULT_RECORDINGS_DIR),
+            |(_, v)| PathBuf::from(v),
+        );
         let max_age_days: u64 = parse_num(get(&["MEDIA_RECORDINGS_MAX_AGE_DAYS"]), 0)?;
         if max_age_days > 36_500 {
             return Err(invalid(
@@ -61,7 +63,11 @@ impl RecordingSettings {
         let min_free_mb: u64 =
             parse_num(get(&["MEDIA_RECORDINGS_MIN_FREE_MB"]), DEFAULT_MIN_FREE_MB)?;
         if max_total_mb > u64::MAX >> 21 || min_free_mb > u64::MAX >> 21 {
-            return Err(invalid("MEDIA_RECORDINGS_MAX_TOTAL_MB", max_total_mb, "too large"));
+            return Err(invalid(
+                "MEDIA_RECORDINGS_MAX_TOTAL_MB",
+                max_total_mb,
+                "too large",
+            ));
         }
         Ok(RecordingSettings {
             enabled,

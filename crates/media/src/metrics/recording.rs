@@ -27,7 +27,11 @@ impl RecordingMetrics {
             self.in_progress.load(Relaxed)
         );
         let counters: [(&str, &str, &AtomicU64); 8] = [
-            ("media_recordings_started_total", "Recordings begun.", &self.started),
+            (
+                "media_recordings_started_total",
+                "Recordings begun.",
+                &self.started,
+            ),
             (
                 "media_recording_bytes_written_total",
                 "Bytes of recordings written.",

@@ -8,7 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use privatehub_protocol::recordings::{RecordingContainer, RecordingId, RecordingReport, RecordingState};
+use privatehub_protocol::recordings::{
+    RecordingContainer, RecordingId, RecordingReport, RecordingState,
+};
 
 #[derive(Default)]
 struct Index {
@@ -32,7 +34,10 @@ impl Catalog {
         let mut index = Index::default();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.ends_with(".json.tmp") {
                 let _ = std::fs::remove_file(&path);
                 continue;
@@ -43,12 +48,16 @@ impl Catalog {
             let Ok(id) = RecordingId::parse(stem) else {
                 continue;
             };
-            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<RecordingReport>(&bytes)) {
+            match std::fs::read(&path)
+                .map(|bytes| serde_json::from_slice::<RecordingReport>(&bytes))
+            {
                 Ok(Ok(report)) if report.id == id => {
                     index.unsent.insert(id.clone());
                     index.reports.insert(id, report);
                 }
-                _ => tracing::warn!(path = %path.display(), "recordings: an unreadable report was skipped"),
+                _ => {
+                    tracing::warn!(path = %path.display(), "recordings: an unreadable report was skipped")
+                }
             }
         }
         Ok(Catalog {
@@ -197,13 +206,19 @@ mod tests {
     fn reports_survive_a_restart_and_are_all_sent_again() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path()).unwrap();
-        catalog.update(report(1, 10, 100, RecordingState::Finished)).unwrap();
+        catalog
+            .update(report(1, 10, 100, RecordingState::Finished))
+            .unwrap();
         let sent = catalog.unsent(10);
         assert_eq!(sent.len(), 1);
         catalog.mark_sent(&sent);
         assert!(catalog.unsent(10).is_empty());
         std::fs::write(dir.path().join("junk.json"), b"{").unwrap();
-        std::fs::write(dir.path().join(format!("{}.json", "ab".repeat(16))), b"not json").unwrap();
+        std::fs::write(
+            dir.path().join(format!("{}.json", "ab".repeat(16))),
+            b"not json",
+        )
+        .unwrap();
         let reopened = Catalog::open(dir.path()).unwrap();
         assert_eq!(reopened.unsent(10), sent);
     }
@@ -212,15 +227,26 @@ mod tests {
     fn retention_takes_the_oldest_closed_recordings_first() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(dir.path()).unwrap();
-        catalog.update(report(1, 1_000, 400, RecordingState::Finished)).unwrap();
-        catalog.update(report(2, 2_000, 400, RecordingState::Stopped)).unwrap();
-        catalog.update(report(3, 3_000, 400, RecordingState::Finished)).unwrap();
-        catalog.update(report(4, 500, 400, RecordingState::Recording)).unwrap();
+        catalog
+            .update(report(1, 1_000, 400, RecordingState::Finished))
+            .unwrap();
+        catalog
+            .update(report(2, 2_000, 400, RecordingState::Stopped))
+            .unwrap();
+        catalog
+            .update(report(3, 3_000, 400, RecordingState::Finished))
+            .unwrap();
+        catalog
+            .update(report(4, 500, 400, RecordingState::Recording))
+            .unwrap();
         let by_size = catalog.retention_victims(4_000, None, Some(1_000));
         let ids: Vec<LiveId> = by_size.iter().map(|r| r.live_id).collect();
         assert_eq!(ids, vec![LiveId(1), LiveId(2)], "never the one in progress");
         let by_age = catalog.retention_victims(4_000, Some(2_500), None);
-        assert_eq!(by_age.iter().map(|r| r.live_id).collect::<Vec<_>>(), vec![LiveId(1)]);
+        assert_eq!(
+            by_age.iter().map(|r| r.live_id).collect::<Vec<_>>(),
+            vec![LiveId(1)]
+        );
         assert!(catalog.retention_victims(4_000, None, None).is_empty());
     }
 }

@@ -40,7 +40,7 @@ use crate::sfu::layers::LayerKey;
 /// seconds of a few lives.
 const INPUT_CAPACITY: usize = 8_192;
 /// A recording whose publisher left closes when none is back this soon.
-const CLOSE_AFTER_LEFT: Duration = Duration::from_secs(10);
+const CLOSE_AFTER_LEFT: Duration = Duration::from_secs(5);
 /// A recording that got no packet this long closes.
 const CLOSE_AFTER_SILENCE: Duration = Duration::from_secs(30);
 /// How often progress (duration, size) is put in the report.
@@ -246,9 +246,7 @@ impl RecorderThread {
             }
         });
         let had_file = entry.recording.has_file();
-        let result = entry
-            .recording
-            .push(self.catalog.dir(), packet, wants);
+        let result = entry.recording.push(self.catalog.dir(), packet, wants);
         if !had_file && entry.recording.has_file() {
             self.metrics.recording.started.fetch_add(1, Relaxed);
             self.metrics.recording.in_progress.fetch_add(1, Relaxed);
@@ -297,7 +295,9 @@ impl RecorderThread {
                 .bytes_written
                 .fetch_add(bytes - entry.last_bytes.min(bytes), Relaxed);
             entry.last_bytes = bytes;
-            if recording.has_file() && now.saturating_duration_since(entry.last_report) >= REPORT_EVERY {
+            if recording.has_file()
+                && now.saturating_duration_since(entry.last_report) >= REPORT_EVERY
+            {
                 entry.last_report = now;
                 let _ = self.catalog.update(recording.report.clone());
             }
@@ -364,7 +364,10 @@ impl RecorderThread {
             return;
         }
         self.remove_file(report);
-        self.metrics.recording.deleted_on_request.fetch_add(1, Relaxed);
+        self.metrics
+            .recording
+            .deleted_on_request
+            .fetch_add(1, Relaxed);
     }
 
     fn remove_file(&self, mut report: RecordingReport) {
@@ -395,7 +398,10 @@ impl RecorderThread {
         for report in victims {
             tracing::info!(recording = %report.id, started_at_ms = report.started_at_ms, "retention: deleting the oldest recording");
             self.remove_file(report);
-            self.metrics.recording.retention_deletions.fetch_add(1, Relaxed);
+            self.metrics
+                .recording
+                .retention_deletions
+                .fetch_add(1, Relaxed);
         }
     }
 
@@ -422,7 +428,10 @@ impl RecorderThread {
                 self.finish(live, now);
             }
         } else if !low && self.low_space {
-            tracing::info!(free_bytes = free, "recordings resume: free space is back above the floor");
+            tracing::info!(
+                free_bytes = free,
+                "recordings resume: free space is back above the floor"
+            );
         }
         self.low_space = low;
     }

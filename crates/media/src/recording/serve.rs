@@ -6,9 +6,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use privatehub_protocol::internal_api::{InternalCaller, verify_internal_token};
-use privatehub_protocol::recordings::{
-    RecordingId, RecordingsDeleteRequest, verify_replay_token,
-};
+use privatehub_protocol::recordings::{RecordingId, RecordingsDeleteRequest, verify_replay_token};
 use secrecy::ExposeSecret;
 
 use super::RecorderInput;
@@ -80,7 +78,13 @@ pub async fn recording_file(
         Err(_) => return not_found(),
     };
     let mut response = file
-        .set_content_type(report.container.mime_type().parse().expect("a valid MIME type"))
+        .set_content_type(
+            report
+                .container
+                .mime_type()
+                .parse()
+                .expect("a valid MIME type"),
+        )
         .disable_content_disposition()
         .into_response(&request);
     // Private to the token's holder; a recording in progress grows, so no long caching.

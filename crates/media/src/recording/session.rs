@@ -55,7 +55,11 @@ impl LayerPick {
     fn admit(&mut self, packet: &Packet) -> Admit {
         let at = packet.received_at;
         let area = packet.dimensions.map(|(w, h)| u32::from(w) * u32::from(h));
-        if let Some(entry) = self.seen.iter_mut().find(|(layer, ..)| *layer == packet.layer) {
+        if let Some(entry) = self
+            .seen
+            .iter_mut()
+            .find(|(layer, ..)| *layer == packet.layer)
+        {
             entry.1 = at;
             if let Some(area) = area {
                 entry.2 = area;
@@ -71,9 +75,11 @@ impl LayerPick {
         match self.chosen {
             Some(chosen) if chosen == packet.layer => Admit::Same,
             Some(chosen) => {
-                let silent = self.seen.iter().find(|(l, ..)| *l == chosen).is_none_or(|e| {
-                    at.saturating_duration_since(e.1) >= LAYER_SILENT
-                });
+                let silent = self
+                    .seen
+                    .iter()
+                    .find(|(l, ..)| *l == chosen)
+                    .is_none_or(|e| at.saturating_duration_since(e.1) >= LAYER_SILENT);
                 let larger = area_of(packet.layer, &self.seen) > area_of(chosen, &self.seen);
                 if packet.keyframe && (larger || silent) {
                     self.chosen = Some(packet.layer);
@@ -146,7 +152,12 @@ impl LiveRecording {
     }
 
     /// Takes one packet of the live. `Err` is a write error: the recording stopped.
-    pub fn push(&mut self, dir: &Path, packet: Arc<Packet>, wants: &mut Vec<Want>) -> io::Result<()> {
+    pub fn push(
+        &mut self,
+        dir: &Path,
+        packet: Arc<Packet>,
+        wants: &mut Vec<Want>,
+    ) -> io::Result<()> {
         if self.stopped || packet.generation < self.generation {
             return Ok(());
         }
@@ -186,9 +197,9 @@ impl LiveRecording {
                 }
                 let wanted_layer = self.layers.chosen.unwrap_or(layer);
                 if (self.video.wants_keyframe || self.layers.chosen.is_none())
-                    && self
-                        .last_keyframe_request
-                        .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_REQUEST_INTERVAL)
+                    && self.last_keyframe_request.is_none_or(|at| {
+                        now.saturating_duration_since(at) >= KEYFRAME_REQUEST_INTERVAL
+                    })
                 {
                     self.last_keyframe_request = Some(now);
                     wants.push(Want::Keyframe(self.report.live_id, wanted_layer));
@@ -214,8 +225,13 @@ impl LiveRecording {
         let started_at = self.started_at;
         self.video.push(packet, &mut frames);
         for frame in frames {
-            let frame_arrival = frame.received_at.saturating_duration_since(started_at).as_millis() as i64;
-            let at_ms = self.video_clock.place(frame.rtp_time, frame_arrival.min(arrival_ms));
+            let frame_arrival = frame
+                .received_at
+                .saturating_duration_since(started_at)
+                .as_millis() as i64;
+            let at_ms = self
+                .video_clock
+                .place(frame.rtp_time, frame_arrival.min(arrival_ms));
             if self.file.is_none() && frame.keyframe && self.header_video.is_none() {
                 self.header_video = Some(frame.dimensions.unwrap_or((640, 360)));
             }
@@ -234,7 +250,9 @@ impl LiveRecording {
         if self.queue.len() >= MAX_QUEUED_BLOCKS {
             self.queue.remove(0);
         }
-        let at = self.queue.partition_point(|queued| queued.at_ms <= block.at_ms);
+        let at = self
+            .queue
+            .partition_point(|queued| queued.at_ms <= block.at_ms);
         self.queue.insert(at, block);
     }
 
@@ -264,7 +282,8 @@ impl LiveRecording {
                 .position(|b| b.track == VIDEO_TRACK && b.keyframe)
                 .unwrap_or(0);
             let key_ms = self.queue.get(first_key).map_or(0, |b| b.at_ms);
-            self.queue.retain(|b| b.track != VIDEO_TRACK || b.at_ms >= key_ms);
+            self.queue
+                .retain(|b| b.track != VIDEO_TRACK || b.at_ms >= key_ms);
         }
         if !tracks.audio {
             self.queue.retain(|b| b.track != AUDIO_TRACK);

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use webm_iterable::WebmWriter;
 use webm_iterable::WriteOptions;
-use webm_iterable::matroska_spec::{MatroskaSpec, Master};
+use webm_iterable::matroska_spec::{Master, MatroskaSpec};
 
 /// Track numbers; fixed, so the repair pass knows them without parsing Tracks.
 pub const VIDEO_TRACK: u64 = 1;
@@ -107,7 +107,10 @@ fn encode_in_segment(tags: &[MatroskaSpec]) -> io::Result<Vec<u8>> {
     Ok(bytes[opening..].to_vec())
 }
 
-fn master(tag: fn(Master<MatroskaSpec>) -> MatroskaSpec, children: Vec<MatroskaSpec>) -> MatroskaSpec {
+fn master(
+    tag: fn(Master<MatroskaSpec>) -> MatroskaSpec,
+    children: Vec<MatroskaSpec>,
+) -> MatroskaSpec {
     tag(Master::Full(children))
 }
 
@@ -168,7 +171,10 @@ fn head(closed: Option<(u64, u64)>) -> io::Result<Vec<u8>> {
             )
         })
         .collect();
-    out.extend(encode_in_segment(&[master(MatroskaSpec::SeekHead, seek_entries)])?);
+    out.extend(encode_in_segment(&[master(
+        MatroskaSpec::SeekHead,
+        seek_entries,
+    )])?);
     if out.len() + 9 > HEAD_RESERVE {
         return Err(io::Error::other("the WebM head outgrew its reserved space"));
     }
@@ -217,9 +223,7 @@ fn tracks_element(tracks: Tracks) -> io::Result<Vec<u8>> {
                 MatroskaSpec::TrackType(2),
                 MatroskaSpec::CodecID("A_OPUS".into()),
                 MatroskaSpec::CodecPrivate(opus_head()),
-                MatroskaSpec::CodecDelay(
-                    u64::from(OPUS_PRE_SKIP) * 1_000_000_000 / 48_000,
-                ),
+                MatroskaSpec::CodecDelay(u64::from(OPUS_PRE_SKIP) * 1_000_000_000 / 48_000),
                 MatroskaSpec::SeekPreRoll(OPUS_SEEK_PRE_ROLL_NS),
                 master(
                     MatroskaSpec::Audio,
@@ -330,7 +334,12 @@ impl WebmFile {
             });
         }
         self.len += bytes.len() as u64;
-        self.last_ms = blocks.iter().map(|b| b.at_ms).max().unwrap_or(start_ms).max(self.last_ms);
+        self.last_ms = blocks
+            .iter()
+            .map(|b| b.at_ms)
+            .max()
+            .unwrap_or(start_ms)
+            .max(self.last_ms);
         Ok(())
     }
 
@@ -357,7 +366,10 @@ fn close_file(
     file.write_all_at(&cues_bytes, len)?;
     let end = len + cues_bytes.len() as u64;
     file.set_len(end)?;
-    file.write_all_at(&head(Some((duration_ms, len - segment_data_at)))?, segment_data_at)?;
+    file.write_all_at(
+        &head(Some((duration_ms, len - segment_data_at)))?,
+        segment_data_at,
+    )?;
     file.write_all_at(&size_field(end - segment_data_at), segment_data_at - 8)?;
     file.sync_data()?;
     Ok(end)
@@ -467,8 +479,12 @@ fn scan(bytes: &[u8]) -> Option<Scan> {
     };
     let mut has_video = false;
     while at < bytes.len() {
-        let Some((id, id_len)) = read_id(bytes, at) else { break };
-        let Some((Some(size), size_len)) = read_size(bytes, at + id_len) else { break };
+        let Some((id, id_len)) = read_id(bytes, at) else {
+            break;
+        };
+        let Some((Some(size), size_len)) = read_size(bytes, at + id_len) else {
+            break;
+        };
         let body = at + id_len + size_len;
         let end = body.saturating_add(size as usize);
         if end > bytes.len() {
@@ -479,7 +495,9 @@ fn scan(bytes: &[u8]) -> Option<Scan> {
                 let blocks = cluster_blocks(&bytes[body..end])?;
                 if let Some((start_ms, first_track, first_key, last_ms)) = blocks {
                     has_video |= first_track == VIDEO_TRACK;
-                    if (first_track == VIDEO_TRACK && first_key) || (!has_video && first_track == AUDIO_TRACK) {
+                    if (first_track == VIDEO_TRACK && first_key)
+                        || (!has_video && first_track == AUDIO_TRACK)
+                    {
                         scan.cues.push(Cue {
                             at_ms: start_ms,
                             cluster_position: (at - segment_data_at) as u64,
@@ -536,9 +554,24 @@ mod tests {
 
     fn blocks(from_ms: u64) -> Vec<Block> {
         vec![
-            Block { track: VIDEO_TRACK, at_ms: from_ms, keyframe: true, data: vec![1; 500] },
-            Block { track: AUDIO_TRACK, at_ms: from_ms + 10, keyframe: true, data: vec![2; 80] },
-            Block { track: VIDEO_TRACK, at_ms: from_ms + 33, keyframe: false, data: vec![3; 200] },
+            Block {
+                track: VIDEO_TRACK,
+                at_ms: from_ms,
+                keyframe: true,
+                data: vec![1; 500],
+            },
+            Block {
+                track: AUDIO_TRACK,
+                at_ms: from_ms + 10,
+                keyframe: true,
+                data: vec![2; 80],
+            },
+            Block {
+                track: VIDEO_TRACK,
+                at_ms: from_ms + 33,
+                keyframe: false,
+                data: vec![3; 200],
+            },
         ]
     }
 
@@ -546,7 +579,10 @@ mod tests {
     fn a_cut_file_is_repaired_to_its_last_whole_cluster() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.webm");
-        let tracks = Tracks { video: Some((640, 360)), audio: true };
+        let tracks = Tracks {
+            video: Some((640, 360)),
+            audio: true,
+        };
         let mut file = WebmFile::create(&path, tracks).unwrap();
         file.append_cluster(0, &blocks(0)).unwrap();
         file.append_cluster(1000, &blocks(1000)).unwrap();
@@ -576,15 +612,31 @@ mod tests {
     fn a_closed_file_declares_its_size_and_seeks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.webm");
-        let mut file = WebmFile::create(&path, Tracks { video: None, audio: true }).unwrap();
-        let audio = |at_ms| Block { track: AUDIO_TRACK, at_ms, keyframe: true, data: vec![0; 60] };
+        let mut file = WebmFile::create(
+            &path,
+            Tracks {
+                video: None,
+                audio: true,
+            },
+        )
+        .unwrap();
+        let audio = |at_ms| Block {
+            track: AUDIO_TRACK,
+            at_ms,
+            keyframe: true,
+            data: vec![0; 60],
+        };
         file.append_cluster(0, &[audio(0), audio(20)]).unwrap();
         file.append_cluster(40, &[audio(40)]).unwrap();
         let end = file.close().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, end);
         let scan = scan(&bytes).unwrap();
-        assert_eq!(scan.cues.len(), 2, "audio-only: every cluster is a seek point");
+        assert_eq!(
+            scan.cues.len(),
+            2,
+            "audio-only: every cluster is a seek point"
+        );
         assert_eq!(scan.last_ms, 40);
         let (size, _) = read_size(&bytes, scan.segment_data_at as usize - 8).unwrap();
         assert_eq!(size, Some(end - scan.segment_data_at));

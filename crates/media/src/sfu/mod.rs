@@ -144,7 +144,10 @@ pub enum Command {
         candidate: Candidate,
     },
     /// The recorder wants a keyframe: asked of the live's publisher if it is here.
-    WantKeyframe { live: LiveId, layer: LayerKey },
+    WantKeyframe {
+        live: LiveId,
+        layer: LayerKey,
+    },
     /// The viewer picked a quality in the player's menu.
     SetLayerChoice {
         peer: PeerId,
@@ -399,7 +402,11 @@ impl WorkerCore {
             }
             Command::SetLayerChoice { peer, choice } => self.set_layer_choice(now, peer, choice),
             Command::WantKeyframe { live, layer } => {
-                if self.rooms.get(&live).is_some_and(|room| room.publisher.is_some()) {
+                if self
+                    .rooms
+                    .get(&live)
+                    .is_some_and(|room| room.publisher.is_some())
+                {
                     self.actions.push_back(Action::WantKeyframe(live, layer));
                 }
             }

@@ -10,6 +10,7 @@ mod limits;
 mod load;
 mod media_flow;
 mod memory;
+mod recording;
 mod slow_reader;
 mod stun;
 mod transports;

@@ -1,0 +1,242 @@
+//! Recording: a bot's live is written to a WebM file that an independent tool (ffprobe)
+//! reads with the expected codecs and duration; the file is served only with a valid
+//! replay token (ranges for seeking); a file cut short mid-recording is repaired by the
+//! next start-up.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use privatehub_media::MediaSettings;
+use privatehub_media::config::RecordingSettings;
+use privatehub_protocol::MediaRole;
+use privatehub_protocol::recordings::{
+    RecordingId, RecordingReport, RecordingState, issue_replay_token,
+};
+
+use crate::bot::{Bot, BotRole};
+use crate::helpers::{SECRET, get_text, metric, spawn_server_with, token};
+
+const LIVE: i64 = 71;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn reports(dir: &Path) -> Vec<RecordingReport> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            found.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+        }
+    }
+    found
+}
+
+async fn wait_for_report(
+    dir: &Path,
+    what: &str,
+    check: impl Fn(&RecordingReport) -> bool,
+) -> RecordingReport {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(report) = reports(dir).into_iter().find(|r| check(r)) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording {what} in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// ffprobe's view of a file: (codec names, duration in seconds).
+fn probe(path: &Path) -> (Vec<String>, f64) {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (scripts/test installs Debian's ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut codecs: Vec<String> = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    codecs.sort();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    (codecs, duration)
+}
+
+fn settings(dir: PathBuf, rtc_min_port: u16) -> MediaSettings {
+    MediaSettings {
+        recordings: RecordingSettings::for_tests(dir),
+        ..MediaSettings::for_tests(SECRET, rtc_min_port, 2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_is_recorded_served_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server_with(settings(dir.path().to_owned(), 42140)).await;
+    let http = server.http_addr;
+
+    let publisher = Bot::start(
+        http,
+        &token(LIVE, MediaRole::Publish),
+        BotRole::Publisher { tag: 7 },
+    )
+    .await;
+    let began = Instant::now();
+    let recording = wait_for_report(dir.path(), "begun", |r| {
+        r.state == RecordingState::Recording
+    })
+    .await;
+    let media = dir.path().join(format!("{}.webm", recording.id));
+    // Mid-recording, the file as a kill -9 would leave it: copied while being written.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cut = tempfile::tempdir().unwrap();
+    let cut_media = cut.path().join(format!("{}.webm", recording.id));
+    std::fs::copy(&media, &cut_media).unwrap();
+    std::fs::write(
+        cut.path().join(format!("{}.json", recording.id)),
+        serde_json::to_vec(&recording).unwrap(),
+    )
+    .unwrap();
+    let cut_at = began.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let published_for = began.elapsed().as_secs_f64();
+    drop(publisher);
+
+    let finished = wait_for_report(dir.path(), "finished", |r| {
+        r.state == RecordingState::Finished
+    })
+    .await;
+    assert_eq!(finished.id, recording.id);
+    let (codecs, duration) = probe(&media);
+    assert_eq!(codecs, vec!["opus", "vp8"]);
+    assert!(
+        (duration - published_for).abs() < 1.0,
+        "ffprobe says {duration:.2} s for a live of {published_for:.2} s"
+    );
+    assert!((finished.duration_ms as f64 / 1000.0 - duration).abs() < 0.2);
+    let text = get_text(http, "/metrics").await;
+    assert_eq!(metric(&text, "media_recordings_started_total"), 1.0);
+    assert_eq!(metric(&text, "media_recordings_in_progress"), 0.0);
+    assert!(metric(&text, "media_recording_bytes_written_total") >= finished.bytes as f64);
+
+    // Serving: only with a token for this recording, ranges for seeking.
+    let client = reqwest::Client::new();
+    let url =
+        |id: &RecordingId, token: &str| format!("http://{http}/recordings/{id}.webm?token={token}");
+    let good = issue_replay_token(&finished.id, SECRET.as_bytes(), now_unix(), 600).unwrap();
+    let whole = client.get(url(&finished.id, &good)).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "video/webm");
+    assert_eq!(whole.bytes().await.unwrap(), std::fs::read(&media).unwrap());
+    let range = client
+        .get(url(&finished.id, &good))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.bytes().await.unwrap().len(), 100);
+    let no_token = client
+        .get(format!("http://{http}/recordings/{}.webm", finished.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let expired =
+        issue_replay_token(&finished.id, SECRET.as_bytes(), now_unix() - 700, 600).unwrap();
+    assert_eq!(
+        client
+            .get(url(&finished.id, &expired))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let other = RecordingId::from_random([9; 16]);
+    let for_other = issue_replay_token(&other, SECRET.as_bytes(), now_unix(), 600).unwrap();
+    assert_eq!(
+        client
+            .get(url(&finished.id, &for_other))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let forged = issue_replay_token(
+        &finished.id,
+        b"another-secret-entirely-0000000000",
+        now_unix(),
+        600,
+    )
+    .unwrap();
+    assert_eq!(
+        client
+            .get(url(&finished.id, &forged))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    for trick in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2E%2E",
+        "x.webm",
+        "../../etc/passwd",
+    ] {
+        let status = client
+            .get(format!("http://{http}/recordings/{trick}?token={good}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{trick}");
+    }
+    server.stop().await;
+
+    // The cut copy, opened by a fresh server: closed at start-up, playable to the cut.
+    let repaired_server = spawn_server_with(settings(cut.path().to_owned(), 42150)).await;
+    let repaired = wait_for_report(cut.path(), "repaired", |r| {
+        r.state == RecordingState::Finished
+    })
+    .await;
+    let (codecs, duration) = probe(&cut_media);
+    assert_eq!(codecs, vec!["opus", "vp8"]);
+    assert!(
+        (duration - cut_at).abs() < 2.0,
+        "repaired: ffprobe says {duration:.2} s, the copy was taken at {cut_at:.2} s"
+    );
+    assert!((repaired.duration_ms as f64 / 1000.0 - duration).abs() < 0.2);
+    let text = get_text(repaired_server.http_addr, "/metrics").await;
+    assert_eq!(metric(&text, "media_recordings_repaired_total"), 1.0);
+    repaired_server.stop().await;
+}
