@@ -253,7 +253,10 @@ mod tests {
         ] {
             assert_eq!(RecordingId::parse(bad), Err(BadRecordingId), "{bad}");
         }
-        assert_eq!(RecordingId::from_random([0xab; 16]).as_str(), "ab".repeat(16));
+        assert_eq!(
+            RecordingId::from_random([0xab; 16]).as_str(),
+            "ab".repeat(16)
+        );
         assert!(serde_json::from_str::<RecordingId>("\"../x\"").is_err());
     }
 
@@ -267,7 +270,12 @@ mod tests {
         );
         assert!(verify_replay_token(&token, SECRET, &id('b'), 1_030).is_err());
         assert_eq!(
-            verify_replay_token(&token, b"another-secret-of-enough-length-0000", &id('a'), 1_030),
+            verify_replay_token(
+                &token,
+                b"another-secret-of-enough-length-0000",
+                &id('a'),
+                1_030
+            ),
             Err(MediaTokenError::BadSignature)
         );
         assert!(verify_replay_token("not.a.token", SECRET, &id('a'), 1_030).is_err());
