@@ -345,6 +345,8 @@ impl RecorderThread {
     fn close(&mut self, live: LiveId, now: Instant) {
         self.finish(live, now);
         self.lives.remove(&live);
+        // A closed recording may take the total over the limit: apply it now.
+        self.apply_retention();
     }
 
     fn delete(&mut self, id: &RecordingId) {

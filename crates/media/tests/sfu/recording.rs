@@ -240,3 +240,122 @@ async fn a_live_is_recorded_served_and_repaired() {
     assert_eq!(metric(&text, "media_recordings_repaired_total"), 1.0);
     repaired_server.stop().await;
 }
+
+/// Publishes on `live` for `seconds` and waits until its recording is closed.
+async fn record_for(
+    http: std::net::SocketAddr,
+    dir: &Path,
+    live: i64,
+    seconds: u64,
+) -> RecordingReport {
+    let publisher = Bot::start(
+        http,
+        &token(live, MediaRole::Publish),
+        BotRole::Publisher { tag: 3 },
+    )
+    .await;
+    let id = wait_for_report(dir, "begun", |r| r.live_id.0 == live).await.id;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    drop(publisher);
+    wait_for_report(dir, "closed", |r| r.id == id && r.state != RecordingState::Recording).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_oldest_recording_over_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server_with(settings(dir.path().to_owned(), 42160)).await;
+    let first = record_for(server.http_addr, dir.path(), 81, 2).await;
+    server.stop().await;
+    assert_eq!(first.state, RecordingState::Finished);
+
+    // Room for one and a half of them: the second one closing takes the total over.
+    let limited = MediaSettings {
+        recordings: RecordingSettings {
+            max_total_bytes: Some(first.bytes * 3 / 2),
+            ..RecordingSettings::for_tests(dir.path().to_owned())
+        },
+        ..MediaSettings::for_tests(SECRET, 42170, 2)
+    };
+    let server = spawn_server_with(limited).await;
+    let second = record_for(server.http_addr, dir.path(), 82, 2).await;
+    let gone = wait_for_report(dir.path(), "deleted by retention", |r| {
+        r.id == first.id && r.state == RecordingState::Deleted
+    })
+    .await;
+    assert_eq!(gone.bytes, 0);
+    assert!(!dir.path().join(format!("{}.webm", first.id)).exists());
+    assert!(dir.path().join(format!("{}.webm", second.id)).exists(), "the newest is kept");
+    let text = get_text(server.http_addr, "/metrics").await;
+    assert_eq!(metric(&text, "media_recording_retention_deletions_total"), 1.0);
+    server.stop().await;
+}
+
+/// A tmpfs of `bytes` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill a disk: run the suite as root (scripts/test does on CI)"
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_recording_and_the_live_goes_on() {
+    let disk = SmallDisk::mount(160 * 1024);
+    let server = spawn_server_with(settings(disk.dir.path().to_owned(), 42180)).await;
+    let http = server.http_addr;
+    let publisher = Bot::start(
+        http,
+        &token(91, MediaRole::Publish),
+        BotRole::Publisher { tag: 5 },
+    )
+    .await;
+    let viewer = Bot::start(http, &token(91, MediaRole::Watch), BotRole::Viewer).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = get_text(http, "/metrics").await;
+        if metric(&text, "media_recording_write_errors_total") >= 1.0 {
+            assert_eq!(metric(&text, "media_recordings_in_progress"), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the small disk never filled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The live goes on for its viewer.
+    let before = viewer.stats().video_frames;
+    viewer
+        .wait_for("video after the disk filled", Duration::from_secs(10), |s| {
+            s.video_frames >= before + 30
+        })
+        .await;
+    // What was written plays.
+    let media = std::fs::read_dir(disk.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "webm"))
+        .expect("the recording's file");
+    let (codecs, duration) = probe(&media);
+    assert_eq!(codecs, vec!["opus", "vp8"]);
+    assert!(duration > 0.5, "{duration}");
+    drop(publisher);
+    drop(viewer);
+    server.stop().await;
+}
