@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::media_token::MediaRole;
+use crate::recordings::{RecordingContainer, RecordingId, RecordingState};
 use crate::turn_credentials::IceServer;
 
 /// `POST /api/auth/signup` and `/api/auth/login`.
@@ -119,5 +120,113 @@ mod tests {
     #[test]
     fn unknown_fields_in_requests_are_refused() {
         assert!(serde_json::from_str::<StartLiveRequest>(r#"{"title":"x","admin":true}"#).is_err());
+    }
+}
+
+/// `PUT /api/account/recording`: whether the creator's lives are recorded (replays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettingRequest {
+    pub enabled: bool,
+}
+
+/// Answer of `PUT /api/account/recording`: the setting now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingSettingJson {
+    pub enabled: bool,
+}
+
+/// `GET /api/videos/{id}`: a recording to play, where to fetch it, and its live's chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VideoJson {
+    pub id: RecordingId,
+    /// The creator.
+    pub username: String,
+    /// The live's title.
+    pub title: String,
+    /// When the recording's first packet was written, Unix milliseconds.
+    pub started_at_ms: i64,
+    /// Its length (so far, while `state` is `recording`).
+    pub duration_ms: i64,
+    pub state: RecordingState,
+    pub container: RecordingContainer,
+    /// For `<source type>`: `video/webm` or `video/mp4`.
+    pub mime_type: String,
+    /// The file on the media server with a replay token in its query.
+    pub url: String,
+    /// When the token in `url` expires, Unix seconds: fetch this again before then.
+    pub url_expires_at: u64,
+    /// The live's chat over the recording (from 5 s before to 5 s after), oldest first.
+    pub chat: Vec<ReplayChatJson>,
+}
+
+/// One chat message beside a replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayChatJson {
+    pub id: i64,
+    pub username: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_setting_request_allows_one_boolean_field() {
+        let read = |text| serde_json::from_str::<RecordingSettingRequest>(text).ok();
+        assert_eq!(
+            read(r#"{"enabled":false}"#),
+            Some(RecordingSettingRequest { enabled: false })
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"enabled":"yes"}"#,
+            r#"{"enabled":1}"#,
+            r#"{"enabled":null}"#,
+            r#"{"enabled":true,"admin":true}"#,
+        ] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_video_has_the_documented_shape() {
+        let video = VideoJson {
+            id: RecordingId::parse(&"ab".repeat(16)).unwrap(),
+            username: "alice".into(),
+            title: "Sunday show".into(),
+            started_at_ms: 1_764_590_700_000,
+            duration_ms: 3_723_000,
+            state: RecordingState::Finished,
+            container: RecordingContainer::Mp4,
+            mime_type: "video/mp4".into(),
+            url: "https://sfu.example/recordings/x.mp4?token=t".into(),
+            url_expires_at: 1_764_598_023,
+            chat: vec![ReplayChatJson {
+                id: 7,
+                username: "bob".into(),
+                body: "<b>hi</b>".into(),
+                sent_at_ms: 1_764_590_701_000,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&video).unwrap(),
+            json!({
+                "id": "ab".repeat(16),
+                "username": "alice",
+                "title": "Sunday show",
+                "started_at_ms": 1_764_590_700_000_i64,
+                "duration_ms": 3_723_000,
+                "state": "finished",
+                "container": "mp4",
+                "mime_type": "video/mp4",
+                "url": "https://sfu.example/recordings/x.mp4?token=t",
+                "url_expires_at": 1_764_598_023,
+                "chat": [{"id": 7, "username": "bob", "body": "<b>hi</b>", "sent_at_ms": 1_764_590_701_000_i64}],
+            })
+        );
     }
 }

@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-use super::app_api_pending::{RecordingSettingJson, RecordingSettingRequest};
 use super::json::{CredentialsRequest, user_json};
 use crate::auth::client::ClientInfo;
 use crate::auth::hashing::HashingRefusal;
@@ -16,9 +15,10 @@ use crate::auth::rate_limit::RetryAfter;
 use crate::auth::{CurrentUser, session};
 use crate::db::{self, users};
 use crate::domain::{Password, PasswordError, Username, UsernameError};
-use crate::error::{InternalError, JsonObject, RequestError, json_error};
+use crate::error::{InternalError, JsonObject, json_error};
 use crate::log_field::LogField;
 use crate::state::AppState;
+use privatehub_protocol::app_api::{RecordingSettingJson, RecordingSettingRequest};
 
 /// Why an account request failed.
 #[derive(Debug, thiserror::Error)]
@@ -232,16 +232,14 @@ pub async fn me(CurrentUser(user): CurrentUser) -> HttpResponse {
 pub async fn set_recording(
     state: web::Data<AppState>,
     CurrentUser(user): CurrentUser,
-    body: JsonObject<serde_json::Map<String, serde_json::Value>>,
+    body: JsonObject<RecordingSettingRequest>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let RecordingSettingRequest { enabled } =
-        RecordingSettingRequest::from_object(&body.into_inner())
-            .map_err(RequestError::InvalidBody)?;
+    let RecordingSettingRequest { enabled } = body.into_inner();
     let user_id = user.id;
     db::run(&state.pool, move |connection| {
         users::set_record_lives(connection, user_id, enabled).map_err(InternalError::from)
     })
     .await?;
     tracing::info!(username = %user.username, enabled, "recording of lives set");
-    Ok(HttpResponse::Ok().json(RecordingSettingJson { enabled }.to_json()))
+    Ok(HttpResponse::Ok().json(RecordingSettingJson { enabled }))
 }

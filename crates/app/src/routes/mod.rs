@@ -1,7 +1,6 @@
 //! HTTP routes, one module per resource. [`configure`] is the whole route table.
 
 pub mod accounts;
-pub mod app_api_pending;
 pub mod assets;
 pub mod health;
 pub mod internal;

@@ -13,13 +13,13 @@ use privatehub_protocol::recordings::{
     MAX_REPLAY_TOKEN_SECONDS, RecordingId, RecordingsDeleteRequest, issue_replay_token,
 };
 
-use super::app_api_pending::{ReplayChatJson, VideoJson};
 use crate::auth::CurrentUser;
 use crate::db::recordings::{CreatorDeletion, Recording};
 use crate::db::{self, chat, recordings};
 use crate::error::{InternalError, json_error};
 use crate::settings::Settings;
 use crate::state::AppState;
+use privatehub_protocol::app_api::{ReplayChatJson, VideoJson};
 
 /// How long a replay URL outlives the video's length: time to pause, seek and re-watch.
 const REPLAY_URL_SLACK_SECONDS: u64 = 3600;
@@ -113,7 +113,7 @@ pub async fn get_one(
     // The URL carries a token: no cache may keep it.
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(body.to_json()))
+        .json(body))
 }
 
 /// `DELETE /api/videos/{id}`: its creator deletes it. It is gone from the app at once;

@@ -254,10 +254,15 @@ async fn record_for(
         BotRole::Publisher { tag: 3 },
     )
     .await;
-    let id = wait_for_report(dir, "begun", |r| r.live_id.0 == live).await.id;
+    let id = wait_for_report(dir, "begun", |r| r.live_id.0 == live)
+        .await
+        .id;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     drop(publisher);
-    wait_for_report(dir, "closed", |r| r.id == id && r.state != RecordingState::Recording).await
+    wait_for_report(dir, "closed", |r| {
+        r.id == id && r.state != RecordingState::Recording
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,9 +289,15 @@ async fn retention_deletes_the_oldest_recording_over_the_size_limit() {
     .await;
     assert_eq!(gone.bytes, 0);
     assert!(!dir.path().join(format!("{}.webm", first.id)).exists());
-    assert!(dir.path().join(format!("{}.webm", second.id)).exists(), "the newest is kept");
+    assert!(
+        dir.path().join(format!("{}.webm", second.id)).exists(),
+        "the newest is kept"
+    );
     let text = get_text(server.http_addr, "/metrics").await;
-    assert_eq!(metric(&text, "media_recording_retention_deletions_total"), 1.0);
+    assert_eq!(
+        metric(&text, "media_recording_retention_deletions_total"),
+        1.0
+    );
     server.stop().await;
 }
 
@@ -313,7 +324,9 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -342,9 +355,11 @@ async fn a_full_disk_stops_the_recording_and_the_live_goes_on() {
     // The live goes on for its viewer.
     let before = viewer.stats().video_frames;
     viewer
-        .wait_for("video after the disk filled", Duration::from_secs(10), |s| {
-            s.video_frames >= before + 30
-        })
+        .wait_for(
+            "video after the disk filled",
+            Duration::from_secs(10),
+            |s| s.video_frames >= before + 30,
+        )
         .await;
     // What was written plays.
     let media = std::fs::read_dir(disk.dir.path())
