@@ -1,5 +1,6 @@
-//! From forwarded RTP packets to coded frames on a recording's timeline: VP8 frames put
-//! back together from their packets (RFC 7741), in sequence order, waiting a little for
+//! From forwarded RTP packets to coded frames on a recording's timeline: VP8 frames
+//! (RFC 7741) and H.264 access units (RFC 6184, as length-prefixed NAL units for MP4) put
+//! back together from their packets, in sequence order, waiting a little for
 //! retransmissions; and RTP timestamps mapped to milliseconds since the recording began.
 
 use std::collections::BTreeMap;
@@ -24,7 +25,32 @@ pub struct Frame {
     pub keyframe: bool,
     pub received_at: Instant,
     pub dimensions: Option<(u16, u16)>,
+    /// H.264: the sequence and picture parameter sets the frame carried.
+    pub parameter_sets: Option<(Vec<u8>, Vec<u8>)>,
     pub data: Vec<u8>,
+}
+
+/// The video codecs recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodec {
+    #[default]
+    Vp8,
+    H264,
+}
+
+impl VideoCodec {
+    /// Whether a packet may be the first of a frame.
+    fn starts_frame(self, payload: &[u8]) -> bool {
+        match self {
+            VideoCodec::Vp8 => vp8_descriptor(payload).is_some_and(|(_, starts)| starts),
+            VideoCodec::H264 => match payload.first().map(|b| b & 0x1F) {
+                Some(1..=24) => true,
+                // FU-A: its start bit.
+                Some(28) => payload.get(1).is_some_and(|header| header & 0x80 != 0),
+                _ => false,
+            },
+        }
+    }
 }
 
 /// The VP8 payload descriptor's length and whether the packet starts a frame (S set,
@@ -50,10 +76,11 @@ pub fn vp8_descriptor(payload: &[u8]) -> Option<(usize, bool)> {
     (len < payload.len()).then_some((len, starts))
 }
 
-/// Puts VP8 frames together from one stream's packets (one simulcast layer, one
+/// Puts video frames together from one stream's packets (one simulcast layer, one
 /// publisher: start a new one when either changes).
 #[derive(Debug, Default)]
-pub struct Vp8Assembler {
+pub struct FrameAssembler {
+    codec: VideoCodec,
     held: BTreeMap<u64, Arc<Packet>>,
     /// The sequence number the next frame starts at, once in step.
     next: Option<u64>,
@@ -64,11 +91,12 @@ pub struct Vp8Assembler {
     pub packets_lost: u64,
 }
 
-impl Vp8Assembler {
-    pub fn new() -> Self {
-        Vp8Assembler {
+impl FrameAssembler {
+    pub fn new(codec: VideoCodec) -> Self {
+        FrameAssembler {
+            codec,
             wants_keyframe: true,
-            ..Vp8Assembler::default()
+            ..FrameAssembler::default()
         }
     }
 
@@ -126,7 +154,7 @@ impl Vp8Assembler {
     /// Drops held packets up to the first one that starts a frame; false if none does.
     fn find_start(&mut self) -> bool {
         while let Some((&seq, packet)) = self.held.first_key_value() {
-            if vp8_descriptor(&packet.payload).is_some_and(|(_, starts)| starts) {
+            if self.codec.starts_frame(&packet.payload) {
                 self.next = Some(seq);
                 return true;
             }
@@ -152,25 +180,98 @@ impl Vp8Assembler {
     }
 
     fn take_frame(&mut self, first: u64, last: u64) -> Option<Frame> {
-        let mut data = Vec::new();
-        let mut head: Option<Arc<Packet>> = None;
+        let mut packets = Vec::with_capacity((last - first + 1) as usize);
         for seq in first..=last {
-            let packet = self.held.remove(&seq)?;
-            let (skip, _) = vp8_descriptor(&packet.payload)?;
-            data.extend_from_slice(&packet.payload[skip..]);
-            head.get_or_insert(packet);
+            packets.push(self.held.remove(&seq)?);
         }
-        let head = head?;
-        // The VP8 frame tag: bit 0 clear on a keyframe (RFC 6386 section 9.1).
-        let keyframe = data.first().is_some_and(|tag| tag & 0x01 == 0);
-        Some(Frame {
+        let head = packets.first()?.clone();
+        let mut frame = Frame {
             rtp_time: head.rtp_time,
-            keyframe,
+            keyframe: false,
             received_at: head.received_at,
             dimensions: head.dimensions,
-            data,
-        })
+            parameter_sets: None,
+            data: Vec::new(),
+        };
+        match self.codec {
+            VideoCodec::Vp8 => {
+                for packet in &packets {
+                    let (skip, _) = vp8_descriptor(&packet.payload)?;
+                    frame.data.extend_from_slice(&packet.payload[skip..]);
+                }
+                // The VP8 frame tag: bit 0 clear on a keyframe (RFC 6386 section 9.1).
+                frame.keyframe = frame.data.first().is_some_and(|tag| tag & 0x01 == 0);
+            }
+            VideoCodec::H264 => {
+                let nal_units = h264_nal_units(&packets)?;
+                let mut sps = None;
+                let mut pps = None;
+                for unit in &nal_units {
+                    match unit.first().map(|b| b & 0x1F) {
+                        Some(5) => frame.keyframe = true,
+                        Some(7) => sps = Some(unit.clone()),
+                        Some(8) => pps = Some(unit.clone()),
+                        Some(9) => continue, // access unit delimiter: not kept in MP4
+                        _ => {}
+                    }
+                    frame
+                        .data
+                        .extend_from_slice(&(unit.len() as u32).to_be_bytes());
+                    frame.data.extend_from_slice(unit);
+                }
+                if let (Some(sps), Some(pps)) = (sps, pps) {
+                    frame.dimensions = super::h264::picture_size(&sps);
+                    frame.parameter_sets = Some((sps, pps));
+                }
+            }
+        }
+        Some(frame)
     }
+}
+
+/// The NAL units of one access unit's packets: single units, STAP-A aggregates and
+/// FU-A fragments (RFC 6184 section 5.6-5.8); `None` if a fragment is missing.
+fn h264_nal_units(packets: &[Arc<Packet>]) -> Option<Vec<Vec<u8>>> {
+    let mut units = Vec::new();
+    let mut fragment: Option<Vec<u8>> = None;
+    for packet in packets {
+        let payload = &packet.payload[..];
+        let kind = payload.first()? & 0x1F;
+        match kind {
+            1..=23 => units.push(payload.to_vec()),
+            24 => {
+                let mut rest = &payload[1..];
+                while rest.len() >= 2 {
+                    let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    let unit = rest.get(2..2 + size)?;
+                    if !unit.is_empty() {
+                        units.push(unit.to_vec());
+                    }
+                    rest = &rest[2 + size..];
+                }
+            }
+            28 => {
+                let indicator = payload[0];
+                let header = *payload.get(1)?;
+                let body = payload.get(2..)?;
+                if header & 0x80 != 0 {
+                    let mut unit = vec![(indicator & 0xE0) | (header & 0x1F)];
+                    unit.extend_from_slice(body);
+                    fragment = Some(unit);
+                } else {
+                    fragment.as_mut()?.extend_from_slice(body);
+                }
+                if header & 0x40 != 0 {
+                    units.push(fragment.take()?);
+                }
+            }
+            _ => {}
+        }
+    }
+    if fragment.is_some() {
+        return None; // a fragmented unit without its end
+    }
+    Some(units)
 }
 
 /// Maps one track's RTP timestamps to milliseconds on the recording's timeline, anchored

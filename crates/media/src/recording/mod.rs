@@ -1,17 +1,22 @@
 //! Recording lives as they are forwarded, without decoding: the publisher's packets go
 //! (bounded, never blocking a media worker) to one recorder thread that puts frames
-//! together and writes WebM files; the catalog tells the app what exists, the HTTP
+//! together and writes WebM or MP4 files; the catalog tells the app what exists, the HTTP
 //! handler serves files to holders of a replay token.
 //!
-//! - `frames.rs`: VP8 frames from packets, RTP time to milliseconds;
+//! - `frames.rs`: VP8 frames and H.264 access units from packets, RTP time to
+//!   milliseconds; `h264.rs`: the picture size in a sequence parameter set;
 //! - `session.rs`: one live's recording (layer, interleaving, clusters);
-//! - `webm.rs`: the file format, and the repair of files cut short;
+//! - `file.rs`, `webm.rs`, `mp4.rs`: the containers (WebM for VP8, fragmented MP4 for
+//!   H.264), and the repair of files cut short;
 //! - `catalog.rs`: the directory's reports and the retention choice;
 //! - `serve.rs`: `GET /recordings/{id}.webm?token=` and the app's delete call;
 //! - `sync.rs`: the reports sent to the app.
 
 mod catalog;
+mod file;
 mod frames;
+mod h264;
+mod mp4;
 pub mod serve;
 mod session;
 pub mod sync;
@@ -127,7 +132,7 @@ fn repair_left_open(catalog: &Catalog, metrics: &Metrics) {
             continue;
         }
         let path = catalog.media_path(&report.id, report.container);
-        match webm::repair(&path) {
+        match file::repair(&path, report.container) {
             Ok(repaired) => {
                 tracing::info!(
                     recording = %report.id,

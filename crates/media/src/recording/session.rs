@@ -13,8 +13,10 @@ use privatehub_protocol::recordings::{RecordingReport, RecordingState};
 use str0m::format::Codec;
 use str0m::media::MediaKind;
 
-use super::frames::{Frame, Timeline, Vp8Assembler};
-use super::webm::{AUDIO_TRACK, Block, Tracks, VIDEO_TRACK, WebmFile};
+use super::file::{RecordingFile, VideoHeader};
+use super::frames::{Frame, FrameAssembler, Timeline, VideoCodec};
+use super::mp4::H264Track;
+use super::webm::{AUDIO_TRACK, Block, VIDEO_TRACK};
 use crate::sfu::Packet;
 use crate::sfu::layers::LayerKey;
 
@@ -103,12 +105,14 @@ pub struct LiveRecording {
     started_at: Instant,
     generation: u64,
     layers: LayerPick,
-    video: Vp8Assembler,
+    video: FrameAssembler,
+    /// The live's video codec, from its first video packet (it picks the container).
+    video_codec: Option<VideoCodec>,
     video_clock: Timeline,
     audio_clock: Timeline,
-    file: Option<WebmFile>,
-    /// The picture size of the first keyframe, for the file's header.
-    header_video: Option<(u16, u16)>,
+    file: Option<RecordingFile>,
+    /// The first keyframe's picture size (and H.264 parameter sets), for the header.
+    header_video: Option<VideoHeader>,
     /// Blocks not yet written, in time order.
     queue: Vec<Block>,
     /// Per track (video, audio): its newest block's time and arrival.
@@ -132,7 +136,8 @@ impl LiveRecording {
             started_at: first.received_at,
             generation: first.generation,
             layers: LayerPick::default(),
-            video: Vp8Assembler::new(),
+            video: FrameAssembler::new(VideoCodec::Vp8),
+            video_codec: None,
             video_clock: Timeline::new(90_000),
             audio_clock: Timeline::new(48_000),
             file: None,
@@ -168,7 +173,7 @@ impl LiveRecording {
             // A new publisher: its own numbering and clock, continuing the timeline.
             self.generation = packet.generation;
             self.layers = LayerPick::default();
-            self.video = Vp8Assembler::new();
+            self.video = FrameAssembler::new(self.video_codec.unwrap_or_default());
             self.video_clock.re_anchor();
             self.audio_clock.re_anchor();
         }
@@ -184,14 +189,34 @@ impl LiveRecording {
                     data: packet.payload.to_vec(),
                 });
             }
-            (MediaKind::Video, Codec::Vp8) => {
+            (MediaKind::Video, codec @ (Codec::Vp8 | Codec::H264)) => {
+                let codec = if codec == Codec::H264 {
+                    VideoCodec::H264
+                } else {
+                    VideoCodec::Vp8
+                };
+                match self.video_codec {
+                    None => {
+                        self.video_codec = Some(codec);
+                        self.video = FrameAssembler::new(codec);
+                        if codec == VideoCodec::H264 {
+                            self.report.container =
+                                privatehub_protocol::recordings::RecordingContainer::Mp4;
+                        }
+                    }
+                    Some(known) if known != codec => {
+                        // A publisher with another codec cannot continue this file.
+                        return Ok(());
+                    }
+                    Some(_) => {}
+                }
                 self.seen_video = true;
                 let layer = packet.layer;
                 match self.layers.admit(&packet) {
                     Admit::Skip => {}
                     Admit::Same => self.video_packet(packet, arrival_ms),
                     Admit::Switched => {
-                        self.video = Vp8Assembler::new();
+                        self.video = FrameAssembler::new(codec);
                         self.video_packet(packet, arrival_ms);
                     }
                 }
@@ -211,7 +236,7 @@ impl LiveRecording {
                     tracing::warn!(
                         live = %self.report.live_id,
                         ?codec,
-                        "recording: this codec is not recorded yet (VP8 and Opus are); the live goes on"
+                        "recording: this codec is not recorded (VP8, H.264 and Opus are); the live goes on"
                     );
                 }
             }
@@ -233,7 +258,19 @@ impl LiveRecording {
                 .video_clock
                 .place(frame.rtp_time, frame_arrival.min(arrival_ms));
             if self.file.is_none() && frame.keyframe && self.header_video.is_none() {
-                self.header_video = Some(frame.dimensions.unwrap_or((640, 360)));
+                let (width, height) = frame.dimensions.unwrap_or((640, 360));
+                self.header_video = match (self.video_codec, frame.parameter_sets.clone()) {
+                    (Some(VideoCodec::H264), Some((sps, pps))) => {
+                        Some(VideoHeader::H264(H264Track {
+                            width,
+                            height,
+                            sps,
+                            pps,
+                        }))
+                    }
+                    (Some(VideoCodec::H264), None) => None, // an IDR without its parameter sets
+                    _ => Some(VideoHeader::Vp8 { width, height }),
+                };
             }
             self.enqueue(Block {
                 track: VIDEO_TRACK,
@@ -263,34 +300,44 @@ impl LiveRecording {
             return Ok(());
         }
         let waited = now.saturating_duration_since(self.started_at);
-        let tracks = match self.header_video {
-            Some(size) if self.seen_audio || waited >= Duration::from_secs(1) => Tracks {
-                video: Some(size),
-                audio: self.seen_audio,
-            },
-            None if self.seen_audio && !self.seen_video && waited >= AUDIO_ONLY_AFTER => Tracks {
-                video: None,
-                audio: true,
-            },
+        let video = match &self.header_video {
+            Some(header) if self.seen_audio || waited >= Duration::from_secs(1) => {
+                Some(header.clone())
+            }
+            None if self.seen_audio && !self.seen_video && waited >= AUDIO_ONLY_AFTER => None,
             _ => return Ok(()),
         };
-        if tracks.video.is_some() {
+        let audio = self.seen_audio;
+        if video.is_some() {
             // Frames before the first keyframe cannot be decoded.
-            let first_key = self
+            let key_ms = self
                 .queue
                 .iter()
-                .position(|b| b.track == VIDEO_TRACK && b.keyframe)
-                .unwrap_or(0);
-            let key_ms = self.queue.get(first_key).map_or(0, |b| b.at_ms);
+                .find(|b| b.track == VIDEO_TRACK && b.keyframe)
+                .map_or(0, |b| b.at_ms);
             self.queue
                 .retain(|b| b.track != VIDEO_TRACK || b.at_ms >= key_ms);
+        } else {
+            self.report.container = privatehub_protocol::recordings::RecordingContainer::Webm;
         }
-        if !tracks.audio {
+        if !audio {
             self.queue.retain(|b| b.track != AUDIO_TRACK);
         }
-        let path = dir.join(format!("{}.webm", self.report.id));
-        self.file = Some(self.stop_on_error(WebmFile::create(&path, tracks))?);
-        tracing::info!(live = %self.report.live_id, recording = %self.report.id, video = ?tracks.video, audio = tracks.audio, "recording started");
+        let path = dir.join(format!(
+            "{}.{}",
+            self.report.id,
+            self.report.container.extension()
+        ));
+        let created = RecordingFile::create(&path, video.as_ref(), audio);
+        self.file = Some(self.stop_on_error(created)?);
+        tracing::info!(
+            live = %self.report.live_id,
+            recording = %self.report.id,
+            container = ?self.report.container,
+            video = ?video.as_ref().map(VideoHeader::size),
+            audio,
+            "recording started"
+        );
         Ok(())
     }
 
