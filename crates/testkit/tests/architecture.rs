@@ -174,6 +174,31 @@ fn the_sfu_core_reads_no_clock_socket_or_channel() {
 }
 
 #[test]
+fn no_file_is_written_on_a_media_worker() {
+    let media = root().join("crates/media/src");
+    let mut files = sources_without_tests(&media.join("sfu"));
+    for name in ["worker.rs", "udp_batch.rs", "engine.rs"] {
+        let path = media.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        files.push((path, text.split("#[cfg(test)]").next().unwrap_or("").to_owned()));
+    }
+    for (path, code) in files {
+        for forbidden in ["std::fs", "File::", "OpenOptions", "write_all("] {
+            assert!(
+                !code.contains(forbidden),
+                "{} uses {forbidden}: recordings are written by the recorder thread, never on a media worker",
+                path.display()
+            );
+        }
+    }
+    let recorder = std::fs::read_to_string(media.join("recording/mod.rs")).unwrap();
+    assert!(
+        recorder.contains("try_send("),
+        "the workers hand packets to the recorder without waiting"
+    );
+}
+
+#[test]
 fn argon2_runs_only_behind_the_hashing_pool() {
     let app = root().join("crates/app/src");
     for (path, code) in sources_without_tests(&app) {
