@@ -168,6 +168,10 @@ struct Harness {
     forwarded_to_viewers: u64,
     /// Every quality report for a viewer.
     qualities: Vec<(PeerId, QualityReport)>,
+    /// Publishers added from now on are recorded.
+    record_publishers: bool,
+    /// Every packet handed to the recorder.
+    recorded: Vec<Arc<Packet>>,
 }
 
 fn vp8_frame(keyframe: bool, tag: u8) -> Vec<u8> {
@@ -215,6 +219,8 @@ impl Harness {
             stalls: Vec::new(),
             forwarded_to_viewers: 0,
             qualities: Vec::new(),
+            record_publishers: false,
+            recorded: Vec::new(),
         }
     }
 
@@ -291,7 +297,7 @@ impl Harness {
                 estimating,
                 simulcast: !rids.is_empty(),
                 relay_addrs: Vec::new(),
-                record: false,
+                record: self.record_publishers,
             })),
         );
         self.clients.push(Client {
@@ -455,7 +461,7 @@ impl Harness {
             let mut delivered = 0;
             while let Some(output) = self.core.poll_output() {
                 match output {
-                    CoreOutput::Record(_) => {}
+                    CoreOutput::Record(packet) => self.recorded.push(packet),
                     CoreOutput::Transmit {
                         destination,
                         contents,
@@ -849,5 +855,65 @@ fn callgrind_forwarding_scenario() {
     println!(
         "scenario: {} packets forwarded to viewers",
         h.forwarded_to_viewers
+    );
+}
+
+#[test]
+fn a_recorded_publishers_packets_reach_the_recorder_once_each() {
+    let mut h = Harness::new();
+    h.add(Some(1));
+    let viewer = h.add(None);
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer].stats.video.len() >= 5
+    });
+    assert!(
+        h.recorded.is_empty(),
+        "a publish without `record` is not recorded"
+    );
+
+    h.record_publishers = true;
+    let recorded = h.add(Some(2));
+    h.run_until(Duration::from_secs(3), |h| {
+        h.clients[viewer]
+            .stats
+            .video
+            .iter()
+            .filter(|(tag, _)| *tag == 2)
+            .count()
+            >= 5
+    });
+    let packets = &h.recorded;
+    assert!(packets.iter().any(|p| p.kind == MediaKind::Audio));
+    assert!(
+        packets
+            .iter()
+            .any(|p| p.kind == MediaKind::Video && p.keyframe)
+    );
+    let mut seen = std::collections::HashSet::new();
+    for packet in packets {
+        assert_eq!(packet.live, LIVE);
+        assert!(
+            seen.insert((packet.kind == MediaKind::Audio, packet.seq)),
+            "handed over twice"
+        );
+    }
+
+    // The recorder's keyframe request reaches the publisher as a PLI, throttled.
+    let before = h.clients[recorded].stats.keyframe_requests;
+    for _ in 0..5 {
+        h.core.handle_command(
+            h.now,
+            Command::WantKeyframe {
+                live: LIVE,
+                layer: None,
+            },
+        );
+        h.step();
+    }
+    h.run_for(Duration::from_millis(300));
+    let asked = h.clients[recorded].stats.keyframe_requests - before;
+    assert!(
+        (1..=2).contains(&asked),
+        "5 recorder requests became {asked} PLIs"
     );
 }
