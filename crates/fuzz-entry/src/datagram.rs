@@ -137,6 +137,7 @@ fn prepare_peer(core: &mut WorkerCore, client_addr: SocketAddr, now: Instant) ->
             estimating: false,
             simulcast: false,
             relay_addrs: Vec::new(),
+            record: true,
         })),
     );
     // A few rounds of client → core → client: ICE checks, answers, the DTLS start.

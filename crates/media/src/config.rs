@@ -346,7 +346,7 @@ impl MediaSettings {
                 .map(|value| value.trim().to_owned())
                 .filter(|value| !value.is_empty())
         })?;
-        let recordings = RecordingSettings::from_lookup(&get)?;
+        let recordings = RecordingSettings::from_lookup(get)?;
         Ok(MediaSettings {
             recordings,
             turn,

@@ -26,7 +26,8 @@ impl VideoHeader {
 
 pub enum RecordingFile {
     Webm(WebmFile),
-    Mp4(Mp4File),
+    // Boxed: it holds the movie header it rewrites on close.
+    Mp4(Box<Mp4File>),
 }
 
 impl RecordingFile {
@@ -34,7 +35,7 @@ impl RecordingFile {
     pub fn create(path: &Path, video: Option<&VideoHeader>, audio: bool) -> io::Result<Self> {
         Ok(match video {
             Some(VideoHeader::H264(track)) => {
-                RecordingFile::Mp4(Mp4File::create(path, Some(track), audio)?)
+                RecordingFile::Mp4(Box::new(Mp4File::create(path, Some(track), audio)?))
             }
             Some(VideoHeader::Vp8 { width, height }) => RecordingFile::Webm(WebmFile::create(
                 path,

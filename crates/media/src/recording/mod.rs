@@ -132,7 +132,10 @@ fn repair_left_open(catalog: &Catalog, metrics: &Metrics) {
             continue;
         }
         let path = catalog.media_path(&report.id, report.container);
-        match file::repair(&path, report.container) {
+        // A file damaged on disk must not stop the server from starting.
+        let repaired = std::panic::catch_unwind(|| file::repair(&path, report.container))
+            .unwrap_or_else(|_| Err(std::io::Error::other("the repair of this file failed")));
+        match repaired {
             Ok(repaired) => {
                 tracing::info!(
                     recording = %report.id,
