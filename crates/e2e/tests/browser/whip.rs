@@ -451,6 +451,7 @@ async fn h264_over_whip_plays_in_chromium() {
     let mut publisher = ClientProcess::whip_publish(&whip, &key, &["--codec", "h264"]);
     let published = publisher.wait_event("published", WAIT).await;
     publisher.wait_event("connected", WAIT).await;
+    let connected_at = std::time::Instant::now();
     pages::watch(&bob, &stack.app_url, "alice").await;
     let codec = bob
         .js(
@@ -497,9 +498,119 @@ async fn h264_over_whip_plays_in_chromium() {
         .await;
 
     publisher.stop().await;
+    let published_for = connected_at.elapsed().as_secs_f64();
     wait_state(&bob, "ended", WAIT).await;
     assert!(live_usernames(&stack).await.is_empty());
+
+    // The live was recorded as fragmented MP4 (H.264 + Opus), and its replay plays and
+    // seeks in Chromium.
+    let video = finished_video(&stack, "alice").await;
+    assert_eq!(video["container"], "mp4");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let bytes = reqwest::get(video["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let (codecs, duration) = ffprobe(file.path());
+    eprintln!("H.264 over WHIP: ffprobe {duration:.2} s recorded, {published_for:.2} s published");
+    assert_eq!(codecs, ["h264", "opus"]);
+    assert!(
+        (duration - published_for).abs() < 1.5,
+        "ffprobe: {duration:.2} s recorded of {published_for:.2} s published"
+    );
+    bob.goto(&format!(
+        "{}/alice/videos/{}",
+        stack.app_url,
+        video["id"].as_str().unwrap()
+    ))
+    .await;
+    let frames =
+        "document.getElementById('replay-video').getVideoPlaybackQuality().totalVideoFrames";
+    bob.js("document.getElementById('replay-video').muted = true; document.getElementById('replay-video').play();", vec![]).await;
+    bob.wait_rising("replay frames decoded", frames, 10.0, WAIT)
+        .await;
+    bob.js(
+        "const v = document.getElementById('replay-video'); v.currentTime = v.duration / 2;",
+        vec![],
+    )
+    .await;
+    bob.wait_js(
+        "the seek done",
+        "(() => { const v = document.getElementById('replay-video');            return !v.seeking && Math.abs(v.currentTime - v.duration / 2) < 2.5; })()",
+        WAIT,
+    )
+    .await;
+    bob.wait_rising("frames decoded after the seek", frames, 10.0, WAIT)
+        .await;
     bob.close().await;
+}
+
+/// The channel's one recording, once the media server reported it closed.
+async fn finished_video(stack: &RunningStack, username: &str) -> Value {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let page = http
+            .get(format!("{}/{username}/videos", stack.app_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("/{username}/videos/");
+        let id = page.split(&prefix).nth(1).map(|rest| rest[..32].to_owned());
+        if let Some(id) = id {
+            let video: Value = http
+                .get(format!("{}/api/videos/{id}", stack.app_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if video["state"] == "finished" {
+                return video;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished recording of {username}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// ffprobe's codec names (sorted) and duration in seconds.
+fn ffprobe(path: &std::path::Path) -> (Vec<String>, f64) {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (scripts/install-test-deps installs ffmpeg)");
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut codecs: Vec<String> = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    codecs.sort();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    (codecs, duration)
 }
 
 /// A WHIP "studio" page on another site: publishes the fake camera with three simulcast
