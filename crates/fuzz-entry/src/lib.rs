@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("rtc_datagram", rtc_datagram),
     ("json_body", json_body),
     ("trickle_fragment", trickle_fragment),
+    ("recording_file", recording_file),
 ];
 
 /// For the fuzz targets whose code contains str0m panics by design (`sdp_offer`:
@@ -219,4 +220,20 @@ mod tests {
             assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
         }
     }
+}
+
+/// Target 9: a recording file as the media server's start-up repair reads it (a file cut
+/// short by a kill, or damaged on disk). The first byte picks the container (even: WebM,
+/// odd: MP4); the scan must decide without panicking, whatever the rest holds.
+pub fn recording_file(data: &[u8]) {
+    use privatehub_protocol::recordings::RecordingContainer;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let container = if first % 2 == 0 {
+        RecordingContainer::Webm
+    } else {
+        RecordingContainer::Mp4
+    };
+    let _ = privatehub_media::recording_scans(rest, container);
 }

@@ -33,6 +33,8 @@ mod worker;
 
 pub use config::{ConfigError, MediaSettings};
 pub use http::{RunningServer, start};
+/// The recordings' start-up repair scan, for the fuzz entry points.
+pub use recording::recording_scans;
 /// The signaling message parser, for the fuzz entry points (`crates/fuzz-entry`).
 pub use signaling::parse_message;
 /// The WHIP/WHEP trickle fragment parser, for the fuzz entry points.

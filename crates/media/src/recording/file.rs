@@ -85,3 +85,12 @@ pub fn repair(path: &Path, container: RecordingContainer) -> io::Result<Repaired
         RecordingContainer::Mp4 => mp4::repair(path),
     }
 }
+
+/// Whether `bytes` read as a recording of `container` that the start-up repair could
+/// close; never panics (the fuzz entry point feeds it anything).
+pub fn scans(bytes: &[u8], container: RecordingContainer) -> bool {
+    match container {
+        RecordingContainer::Webm => webm::scans(bytes),
+        RecordingContainer::Mp4 => mp4::scans(bytes),
+    }
+}

@@ -34,6 +34,7 @@ use privatehub_protocol::recordings::{
 };
 
 pub use catalog::Catalog;
+pub use file::scans as recording_scans;
 use session::{LiveRecording, Want};
 
 use crate::config::RecordingSettings;

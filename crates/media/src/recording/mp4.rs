@@ -493,46 +493,57 @@ fn seek_points(fragments: &[Fragment], most: usize) -> Vec<(u64, u64)> {
 
 /// Box size and kind at `at`, if whole in `bytes`.
 fn box_at(bytes: &[u8], at: usize) -> Option<(usize, [u8; 4])> {
-    let header = bytes.get(at..at + 8)?;
+    let header = bytes.get(at..at.checked_add(8)?)?;
     let size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let kind = [header[4], header[5], header[6], header[7]];
-    (size >= 8 && at + size <= bytes.len()).then_some((size, kind))
+    (size >= 8 && at.checked_add(size)? <= bytes.len()).then_some((size, kind))
 }
 
-/// Closes an MP4 recording left open by a killed server: cuts a last fragment cut short,
-/// and writes the durations and seek index from the fragments that are whole.
-pub fn repair(path: &Path) -> io::Result<Repaired> {
-    let mut file = File::options().read(true).write(true).open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let bad = || io::Error::other("not a recording's MP4 file");
+/// What a scan of an MP4 recording found.
+struct Scan {
+    moov: Moov,
+    moov_at: usize,
+    index_at: usize,
+    closed: bool,
+    fragments: Vec<Fragment>,
+    /// Length up to the end of the last whole fragment.
+    whole_len: usize,
+    last_ms: u64,
+}
+
+/// Reads a recording's boxes: its movie header, whether it was closed, its whole
+/// fragments. `None` for what is not one of our files.
+fn scan(bytes: &[u8]) -> Option<Scan> {
     let mut at = 0;
-    let mut moov = None;
-    let mut moov_at = 0;
+    let mut moov: Option<(Moov, usize)> = None;
     let mut index_at = None;
     let mut closed = false;
     let mut fragments = Vec::new();
     let mut whole_len = 0;
     let mut last_ms = 0;
-    while let Some((size, kind)) = box_at(&bytes, at) {
+    while let Some((size, kind)) = box_at(bytes, at) {
         match &kind {
-            b"moov" => {
-                moov_at = at;
-                moov = Some(Moov::decode(&mut &bytes[at..at + size]).map_err(|_| bad())?);
-            }
+            b"moov" => moov = Some((Moov::decode(&mut &bytes[at..at + size]).ok()?, at)),
             b"free" if index_at.is_none() && moov.is_some() => index_at = Some(at),
             b"sidx" => {
                 index_at.get_or_insert(at);
                 closed = true;
             }
             b"moof" => {
-                let Some((mdat_size, mdat)) = box_at(&bytes, at + size) else {
+                let Some((mdat_size, mdat)) = box_at(bytes, at + size) else {
                     break;
                 };
                 if &mdat != b"mdat" {
                     break;
                 }
-                let moof = Moof::decode(&mut &bytes[at..at + size]).map_err(|_| bad())?;
+                let Ok(moof) = Moof::decode(&mut &bytes[at..at + size]) else {
+                    break;
+                };
+                let has_video = moov.as_ref().is_some_and(|(m, _)| {
+                    m.trak
+                        .iter()
+                        .any(|t| u64::from(t.tkhd.track_id) == VIDEO_TRACK)
+                });
                 let mut start_ms = u64::MAX;
                 let mut keyframe = false;
                 for traf in &moof.traf {
@@ -546,16 +557,11 @@ pub fn repair(path: &Path) -> io::Result<Repaired> {
                         if index == 0 && track == VIDEO_TRACK {
                             keyframe = entry.flags == Some(SYNC_SAMPLE);
                         }
-                        time += u64::from(entry.duration.unwrap_or(0));
+                        time = time.saturating_add(u64::from(entry.duration.unwrap_or(0)));
                     }
-                    start_ms = start_ms.min(base * 1000 / scale);
-                    last_ms = last_ms.max(time * 1000 / scale);
+                    start_ms = start_ms.min(base.saturating_mul(1000) / scale);
+                    last_ms = last_ms.max(time.saturating_mul(1000) / scale);
                 }
-                let has_video = moov.as_ref().is_some_and(|m| {
-                    m.trak
-                        .iter()
-                        .any(|t| u64::from(t.tkhd.track_id) == VIDEO_TRACK)
-                });
                 fragments.push(Fragment {
                     offset: at as u64,
                     size: (size + mdat_size) as u64,
@@ -571,33 +577,55 @@ pub fn repair(path: &Path) -> io::Result<Repaired> {
         at += size;
         whole_len = at;
     }
-    let (Some(moov), Some(index_at)) = (moov, index_at) else {
-        return Err(bad());
-    };
-    if closed {
+    let (moov, moov_at) = moov?;
+    Some(Scan {
+        moov,
+        moov_at,
+        index_at: index_at?,
+        closed,
+        fragments,
+        whole_len,
+        last_ms,
+    })
+}
+
+/// Whether `bytes` read as a recording the repair could close (for the fuzz entry).
+pub fn scans(bytes: &[u8]) -> bool {
+    scan(bytes).is_some()
+}
+
+/// Closes an MP4 recording left open by a killed server: cuts a last fragment cut short,
+/// and writes the durations and seek index from the fragments that are whole.
+pub fn repair(path: &Path) -> io::Result<Repaired> {
+    let mut file = File::options().read(true).write(true).open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let scan = scan(&bytes).ok_or_else(|| io::Error::other("not a recording's MP4 file"))?;
+    if scan.closed {
         return Ok(Repaired {
-            duration_ms: moov.mvhd.duration,
+            duration_ms: scan.moov.mvhd.duration,
             bytes: bytes.len() as u64,
             dropped_bytes: 0,
             was_closed: true,
         });
     }
-    file.set_len(whole_len as u64)?;
-    let has_video = moov
+    file.set_len(scan.whole_len as u64)?;
+    let has_video = scan
+        .moov
         .trak
         .iter()
         .any(|t| u64::from(t.tkhd.track_id) == VIDEO_TRACK);
     let index = SeekIndex {
-        moov_at: moov_at as u64,
-        index_at: index_at as u64,
+        moov_at: scan.moov_at as u64,
+        index_at: scan.index_at as u64,
         has_video,
     };
-    index.write(&mut file, &moov, &fragments, last_ms)?;
+    index.write(&mut file, &scan.moov, &scan.fragments, scan.last_ms)?;
     file.sync_data()?;
     Ok(Repaired {
-        duration_ms: last_ms,
-        bytes: whole_len as u64,
-        dropped_bytes: (bytes.len() - whole_len) as u64,
+        duration_ms: scan.last_ms,
+        bytes: scan.whole_len as u64,
+        dropped_bytes: (bytes.len() - scan.whole_len) as u64,
         was_closed: false,
     })
 }

@@ -417,6 +417,11 @@ pub fn repair(path: &Path) -> io::Result<Repaired> {
     })
 }
 
+/// Whether `bytes` read as a recording the repair could close (for the fuzz entry).
+pub fn scans(bytes: &[u8]) -> bool {
+    scan(bytes).is_some()
+}
+
 struct Scan {
     segment_data_at: u64,
     /// Length up to the end of the last whole cluster.
@@ -462,7 +467,7 @@ fn scan(bytes: &[u8]) -> Option<Scan> {
         return None;
     }
     let (ebml_size, size_len) = read_size(bytes, id_len)?;
-    let mut at = id_len + size_len + ebml_size? as usize;
+    let mut at = (id_len + size_len).checked_add(usize::try_from(ebml_size?).ok()?)?;
     let (segment_id, id_len) = read_id(bytes, at)?;
     if segment_id != u32::from_be_bytes(SEGMENT_ID) {
         return None;
@@ -486,7 +491,7 @@ fn scan(bytes: &[u8]) -> Option<Scan> {
             break;
         };
         let body = at + id_len + size_len;
-        let end = body.saturating_add(size as usize);
+        let end = body.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
         if end > bytes.len() {
             break;
         }
@@ -527,7 +532,7 @@ fn cluster_blocks(body: &[u8]) -> Option<Option<(u64, u64, bool, u64)>> {
         let (id, id_len) = read_id(body, at)?;
         let (size, size_len) = read_size(body, at + id_len)?;
         let data = at + id_len + size_len;
-        let end = data + size? as usize;
+        let end = data.checked_add(usize::try_from(size?).ok()?)?;
         let value = body.get(data..end)?;
         match id {
             TIMESTAMP_ID => {
