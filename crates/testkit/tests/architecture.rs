@@ -180,7 +180,10 @@ fn no_file_is_written_on_a_media_worker() {
     for name in ["worker.rs", "udp_batch.rs", "engine.rs"] {
         let path = media.join(name);
         let text = std::fs::read_to_string(&path).unwrap();
-        files.push((path, text.split("#[cfg(test)]").next().unwrap_or("").to_owned()));
+        files.push((
+            path,
+            text.split("#[cfg(test)]").next().unwrap_or("").to_owned(),
+        ));
     }
     for (path, code) in files {
         for forbidden in ["std::fs", "File::", "OpenOptions", "write_all("] {
