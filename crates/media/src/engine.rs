@@ -470,6 +470,11 @@ impl Engine {
     }
 
     /// Connection state reports from the workers.
+    /// The recorder, when recordings are on.
+    pub fn recorder(&self) -> Option<&crate::recording::Recorder> {
+        self.recorder.as_ref()
+    }
+
     /// The recorder wants a keyframe of `live`'s `layer`: every worker asks the
     /// publisher it holds (one does; throttled like viewers' requests).
     pub fn request_keyframe(&self, live: LiveId, layer: crate::sfu::layers::LayerKey) {

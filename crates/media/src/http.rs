@@ -57,6 +57,12 @@ impl RunningServer {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.engine.shutdown();
+        if let Some(recorder) = self.engine.recorder().cloned() {
+            let _ = tokio::task::spawn_blocking(move || {
+                recorder.shutdown(std::time::Duration::from_secs(5))
+            })
+            .await;
+        }
         if let Some(task) = &self.tcp_task {
             task.abort();
         }

@@ -61,6 +61,8 @@ pub enum RecorderInput {
     PublisherLeft(LiveId),
     /// Delete these recordings (their creator did, in the app).
     Delete(Vec<RecordingId>),
+    /// The server stops: close every file, then say so.
+    Shutdown(std::sync::mpsc::Sender<()>),
 }
 
 /// A keyframe the recorder needs from a live's publisher.
@@ -108,6 +110,18 @@ impl Recorder {
         self.catalog.hide(ids);
     }
 
+    /// Closes every recording in progress (seek index, duration), waiting at most
+    /// `timeout`; one not closed by then is repaired at the next start.
+    pub fn shutdown(&self, timeout: Duration) {
+        let (done, closed) = std::sync::mpsc::channel();
+        if self
+            .input
+            .send_timeout_compat(RecorderInput::Shutdown(done), timeout)
+        {
+            let _ = closed.recv_timeout(timeout);
+        }
+    }
+
     /// Hands over a publisher packet; never blocks (a full queue drops it, counted).
     pub fn offer(&self, input: RecorderInput) {
         match self.input.try_send(input) {
@@ -116,6 +130,28 @@ impl Recorder {
                 self.metrics.recording.packets_dropped.fetch_add(1, Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+trait SendTimeout {
+    fn send_timeout_compat(&self, input: RecorderInput, timeout: Duration) -> bool;
+}
+
+impl SendTimeout for SyncSender<RecorderInput> {
+    /// `SyncSender` has no timed send: retry a full queue until `timeout`.
+    fn send_timeout_compat(&self, mut input: RecorderInput, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.try_send(input) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    input = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
         }
     }
 }
@@ -229,6 +265,13 @@ impl RecorderThread {
                 for id in ids {
                     self.delete(&id);
                 }
+            }
+            RecorderInput::Shutdown(done) => {
+                let now = Instant::now();
+                for live in self.lives.keys().copied().collect::<Vec<_>>() {
+                    self.close(live, now);
+                }
+                let _ = done.send(());
             }
         }
     }

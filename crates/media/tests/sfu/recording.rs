@@ -374,3 +374,36 @@ async fn a_full_disk_stops_the_recording_and_the_live_goes_on() {
     drop(viewer);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_closes_the_recordings_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server_with(settings(dir.path().to_owned(), 42190)).await;
+    let publisher = Bot::start(
+        server.http_addr,
+        &token(95, MediaRole::Publish),
+        BotRole::Publisher { tag: 4 },
+    )
+    .await;
+    let began = Instant::now();
+    let recording = wait_for_report(dir.path(), "begun", |r| r.live_id.0 == 95).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = began.elapsed().as_secs_f64();
+    server.stop().await;
+    drop(publisher);
+    let report = reports(dir.path())
+        .into_iter()
+        .find(|r| r.id == recording.id)
+        .unwrap();
+    assert_eq!(
+        report.state,
+        RecordingState::Finished,
+        "closed by the stop, not left for repair"
+    );
+    let (codecs, duration) = probe(&dir.path().join(format!("{}.webm", recording.id)));
+    assert_eq!(codecs, vec!["opus", "vp8"]);
+    assert!(
+        (duration - stopped_at).abs() < 1.0,
+        "{duration:.2} s of {stopped_at:.2} s"
+    );
+}
