@@ -68,6 +68,8 @@ pub struct RunningStack {
     pub database_path: PathBuf,
     pub media: ServiceProcess,
     pub app: ServiceProcess,
+    /// Where the media server writes its recordings (see [`RunningStack::media_recordings_dir`]).
+    media_recordings_dir: PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -79,9 +81,11 @@ pub fn start_stack(options: StackOptions) -> RunningStack {
     let app_port = free_tcp_port();
     let app_url = format!("http://127.0.0.1:{app_port}");
     let app_public_url = options.app_public_url.clone().unwrap_or(app_url.clone());
+    let media_dir = data.path().join("media");
+    let media_recordings_dir = recordings_dir(&options, &media_dir);
     let media = start_media(
         &options,
-        data.path().join("media"),
+        media_dir,
         &token_secret,
         &app_public_url,
         &app_url,
@@ -117,11 +121,31 @@ pub fn start_stack(options: StackOptions) -> RunningStack {
         database_path,
         media: media.process,
         app,
+        media_recordings_dir,
         _data: data,
     }
 }
 
+/// `MEDIA_RECORDINGS_DIR` as the media server started in `media_dir` resolves it: the
+/// test's own value if it set one, else the server's default `data/recordings`, both
+/// relative to the server's working directory.
+fn recordings_dir(options: &StackOptions, media_dir: &std::path::Path) -> PathBuf {
+    let configured = options
+        .media_env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "MEDIA_RECORDINGS_DIR")
+        .map_or("data/recordings", |(_, value)| value.as_str());
+    media_dir.join(configured)
+}
+
 impl RunningStack {
+    /// The directory holding the media server's recordings (`{id}.webm` or `{id}.mp4`,
+    /// each with its `{id}.json` report).
+    pub fn media_recordings_dir(&self) -> PathBuf {
+        self.media_recordings_dir.clone()
+    }
+
     /// Starts the app again after a crash or a stop (same port, same database) and
     /// waits until it is healthy.
     pub fn restart_app(&mut self) {

@@ -13,6 +13,7 @@ mod lossy_link;
 mod nginx_flow;
 mod pages;
 mod reach;
+mod replay;
 mod simulcast;
 mod smoke;
 mod whip;
