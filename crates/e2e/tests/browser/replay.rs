@@ -81,6 +81,14 @@ async fn a_replay_plays_seeks_and_follows_its_chat() {
         probe.duration,
         published.as_secs_f64()
     );
+    // Chromium sends a keyframe only when asked: the recorder asks every 5 s
+    // (MEDIA_RECORDINGS_SEEK_POINT_SECONDS), so a seek never decodes from the start.
+    let mut points = probe.keyframes.clone();
+    points.push(probe.duration);
+    assert!(
+        points.windows(2).all(|pair| pair[1] - pair[0] < 6.5),
+        "seek points far apart: {probe}"
+    );
     let reported_s = video["duration_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
     assert!(
         (reported_s - probe.duration).abs() <= 0.5,

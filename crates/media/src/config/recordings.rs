@@ -10,6 +10,9 @@ pub const DEFAULT_RECORDINGS_DIR: &str = "data/recordings";
 /// Default of `MEDIA_RECORDINGS_MIN_FREE_MB`: below this much free space on its file
 /// system no recording is written.
 pub const DEFAULT_MIN_FREE_MB: u64 = 1024;
+/// Default of `MEDIA_RECORDINGS_SEEK_POINT_SECONDS`: a seek decodes at most this much
+/// video; one keyframe more per interval costs a few percent of the live's bitrate.
+pub const DEFAULT_SEEK_POINT_SECONDS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingSettings {
@@ -26,6 +29,9 @@ pub struct RecordingSettings {
     /// `MEDIA_RECORDINGS_MIN_FREE_MB`: recordings stop (and none start) while the file
     /// system has less free space.
     pub min_free_bytes: u64,
+    /// `MEDIA_RECORDINGS_SEEK_POINT_SECONDS`: a recorded live's publisher is asked for a
+    /// keyframe when it sent none this long, so replays seek quickly; `None` (0) never.
+    pub seek_point_every: Option<Duration>,
 }
 
 impl RecordingSettings {
@@ -37,6 +43,7 @@ impl RecordingSettings {
             max_age: None,
             max_total_bytes: None,
             min_free_bytes: 0,
+            seek_point_every: Some(Duration::from_secs(DEFAULT_SEEK_POINT_SECONDS)),
         }
     }
 
@@ -69,7 +76,20 @@ impl RecordingSettings {
                 "too large",
             ));
         }
+        let seek_point_seconds: u64 = parse_num(
+            get(&["MEDIA_RECORDINGS_SEEK_POINT_SECONDS"]),
+            DEFAULT_SEEK_POINT_SECONDS,
+        )?;
+        if seek_point_seconds > 3600 {
+            return Err(invalid(
+                "MEDIA_RECORDINGS_SEEK_POINT_SECONDS",
+                seek_point_seconds,
+                "at most 3600 (0: never ask for a keyframe)",
+            ));
+        }
         Ok(RecordingSettings {
+            seek_point_every: (seek_point_seconds > 0)
+                .then(|| Duration::from_secs(seek_point_seconds)),
             enabled,
             dir,
             max_age: (max_age_days > 0).then(|| Duration::from_secs(max_age_days * 86_400)),

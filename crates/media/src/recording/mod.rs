@@ -292,7 +292,7 @@ impl RecorderThread {
                 state: RecordingState::Recording,
             };
             Live {
-                recording: LiveRecording::new(report, &packet),
+                recording: LiveRecording::new(report, &packet, self.settings.seek_point_every),
                 last_report: packet.received_at,
                 last_bytes: 0,
             }

@@ -124,13 +124,21 @@ pub struct LiveRecording {
     pub last_packet_at: Instant,
     pub publisher_left_at: Option<Instant>,
     last_keyframe_request: Option<Instant>,
+    /// When the last video keyframe recorded arrived.
+    last_keyframe_at: Option<Instant>,
+    /// A keyframe is asked for when none came this long (`MEDIA_RECORDINGS_SEEK_POINT_SECONDS`).
+    seek_point_every: Option<Duration>,
     unsupported_logged: bool,
     /// A write failed: nothing more is written.
     pub stopped: bool,
 }
 
 impl LiveRecording {
-    pub fn new(report: RecordingReport, first: &Packet) -> Self {
+    pub fn new(
+        report: RecordingReport,
+        first: &Packet,
+        seek_point_every: Option<Duration>,
+    ) -> Self {
         LiveRecording {
             report,
             started_at: first.received_at,
@@ -151,6 +159,8 @@ impl LiveRecording {
             last_packet_at: first.received_at,
             publisher_left_at: None,
             last_keyframe_request: None,
+            last_keyframe_at: None,
+            seek_point_every,
             unsupported_logged: false,
             stopped: false,
         }
@@ -221,7 +231,13 @@ impl LiveRecording {
                     }
                 }
                 let wanted_layer = self.layers.chosen.unwrap_or(layer);
-                if (self.video.wants_keyframe || self.layers.chosen.is_none())
+                // Browsers send a keyframe only when asked: ask every so often, so the
+                // file has seek points all through (a seek decodes from the one before).
+                let seek_point_due = self.seek_point_every.is_some_and(|every| {
+                    self.last_keyframe_at
+                        .is_some_and(|at| now.saturating_duration_since(at) >= every)
+                });
+                if (self.video.wants_keyframe || self.layers.chosen.is_none() || seek_point_due)
                     && self.last_keyframe_request.is_none_or(|at| {
                         now.saturating_duration_since(at) >= KEYFRAME_REQUEST_INTERVAL
                     })
@@ -271,6 +287,9 @@ impl LiveRecording {
                     (Some(VideoCodec::H264), None) => None, // an IDR without its parameter sets
                     _ => Some(VideoHeader::Vp8 { width, height }),
                 };
+            }
+            if frame.keyframe {
+                self.last_keyframe_at = Some(frame.received_at);
             }
             self.enqueue(Block {
                 track: VIDEO_TRACK,

@@ -89,6 +89,30 @@ fn probe(path: &Path) -> (Vec<String>, f64) {
     (codecs, duration)
 }
 
+/// The times of the video keyframes in a file, from its packets (ffprobe, no decoding).
+fn keyframe_times(path: &Path) -> Vec<f64> {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time,flags",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (time, flags) = line.split_once(',')?;
+            flags.contains('K').then(|| time.parse().ok())?
+        })
+        .collect()
+}
+
 fn settings(dir: PathBuf, rtc_min_port: u16) -> MediaSettings {
     MediaSettings {
         recordings: RecordingSettings::for_tests(dir),
@@ -141,6 +165,12 @@ async fn a_live_is_recorded_served_and_repaired() {
         "ffprobe says {duration:.2} s for a live of {published_for:.2} s"
     );
     assert!((finished.duration_ms as f64 / 1000.0 - duration).abs() < 0.2);
+    // Seek points all through: the publisher is asked for a keyframe every 5 s.
+    let keyframes = keyframe_times(&media);
+    assert!(keyframes.len() >= 2, "keyframes at {keyframes:?}");
+    for pair in keyframes.windows(2) {
+        assert!(pair[1] - pair[0] < 6.5, "keyframes at {keyframes:?}");
+    }
     let text = get_text(http, "/metrics").await;
     assert_eq!(metric(&text, "media_recordings_started_total"), 1.0);
     assert_eq!(metric(&text, "media_recordings_in_progress"), 0.0);
