@@ -199,6 +199,22 @@ pub fn trickle_fragment(data: &[u8]) {
     }
 }
 
+/// Target 9: a recording file as the media server's start-up repair reads it (a file cut
+/// short by a kill, or damaged on disk). The first byte picks the container (even: WebM,
+/// odd: MP4); the scan must decide without panicking, whatever the rest holds.
+pub fn recording_file(data: &[u8]) {
+    use privatehub_protocol::recordings::RecordingContainer;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let container = if first % 2 == 0 {
+        RecordingContainer::Webm
+    } else {
+        RecordingContainer::Mp4
+    };
+    let _ = privatehub_media::recording_scans(rest, container);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,20 +236,4 @@ mod tests {
             assert!(accepted.is_ok(), "{name}: {:?}", accepted.err());
         }
     }
-}
-
-/// Target 9: a recording file as the media server's start-up repair reads it (a file cut
-/// short by a kill, or damaged on disk). The first byte picks the container (even: WebM,
-/// odd: MP4); the scan must decide without panicking, whatever the rest holds.
-pub fn recording_file(data: &[u8]) {
-    use privatehub_protocol::recordings::RecordingContainer;
-    let Some((&first, rest)) = data.split_first() else {
-        return;
-    };
-    let container = if first % 2 == 0 {
-        RecordingContainer::Webm
-    } else {
-        RecordingContainer::Mp4
-    };
-    let _ = privatehub_media::recording_scans(rest, container);
 }

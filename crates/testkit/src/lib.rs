@@ -7,6 +7,7 @@
 //! test of old code.
 
 pub mod coturn;
+pub mod ffprobe;
 pub mod netem;
 pub mod nginx;
 mod ports;

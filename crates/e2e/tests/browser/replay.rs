@@ -5,9 +5,9 @@
 //! it starts again, and a deleted replay is gone from the app and the media server.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use privatehub_testkit::ffprobe::ffprobe;
 use privatehub_testkit::{StackOptions, start_stack};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -80,6 +80,12 @@ async fn a_replay_plays_seeks_and_follows_its_chat() {
         "the file lasts {:.2} s, the live {:.2} s",
         probe.duration,
         published.as_secs_f64()
+    );
+    // The broadcaster sends three simulcast layers; the recording holds the top one.
+    let (width, _) = probe.video_size.expect("a video size");
+    assert!(
+        width >= 640,
+        "recorded {width} px wide: not the top layer? {probe}"
     );
     // Chromium sends a keyframe only when asked: the recorder asks every 5 s
     // (MEDIA_RECORDINGS_SEEK_POINT_SECONDS), so a seek never decodes from the start.
@@ -571,94 +577,6 @@ fn report_on_disk(dir: &Path, id: &str) -> Value {
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null)
-}
-
-/// What ffprobe reads in a recording.
-#[derive(Debug)]
-struct Probe {
-    video_codec: Option<String>,
-    audio_codec: Option<String>,
-    /// The container's duration, seconds.
-    duration: f64,
-    /// Times of the video keyframes (seconds): where a seek can start decoding.
-    keyframes: Vec<f64>,
-}
-
-impl std::fmt::Display for Probe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keyframes: Vec<String> = self.keyframes.iter().map(|at| format!("{at:.2}")).collect();
-        write!(
-            f,
-            "{} + {}, {:.3} s, video keyframes at [{}] s",
-            self.video_codec.as_deref().unwrap_or("no video"),
-            self.audio_codec.as_deref().unwrap_or("no audio"),
-            self.duration,
-            keyframes.join(", ")
-        )
-    }
-}
-
-fn ffprobe(file: &Path) -> Probe {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,codec_name:format=duration",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .expect("run ffprobe (scripts/install-test-deps installs ffmpeg)");
-    assert!(
-        output.status.success(),
-        "ffprobe {} failed: {}",
-        file.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: Value = serde_json::from_slice(&output.stdout).expect("ffprobe's JSON");
-    let codec = |kind: &str| {
-        read["streams"]
-            .as_array()?
-            .iter()
-            .find(|stream| stream["codec_type"] == kind)?["codec_name"]
-            .as_str()
-            .map(str::to_owned)
-    };
-    Probe {
-        keyframes: video_keyframes(file),
-        video_codec: codec("video"),
-        audio_codec: codec("audio"),
-        duration: read["format"]["duration"]
-            .as_str()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(f64::NAN),
-    }
-}
-
-fn video_keyframes(file: &Path) -> Vec<f64> {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts_time,flags",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (time, flags) = line.split_once(',')?;
-            flags.starts_with('K').then(|| time.parse().ok()).flatten()
-        })
-        .collect()
 }
 
 /// Opens the replay page and waits for the video's metadata; returns its duration (NaN

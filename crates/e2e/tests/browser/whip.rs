@@ -514,9 +514,11 @@ async fn h264_over_whip_plays_in_chromium() {
         .await
         .unwrap();
     std::fs::write(file.path(), &bytes).unwrap();
-    let (codecs, duration) = ffprobe(file.path());
-    eprintln!("H.264 over WHIP: ffprobe {duration:.2} s recorded, {published_for:.2} s published");
-    assert_eq!(codecs, ["h264", "opus"]);
+    let probe = privatehub_testkit::ffprobe::ffprobe(file.path());
+    let duration = probe.duration;
+    eprintln!("H.264 over WHIP: ffprobe {probe}, {published_for:.2} s published");
+    assert_eq!(probe.video_codec.as_deref(), Some("h264"), "{probe}");
+    assert_eq!(probe.audio_codec.as_deref(), Some("opus"), "{probe}");
     assert!(
         (duration - published_for).abs() < 1.5,
         "ffprobe: {duration:.2} s recorded of {published_for:.2} s published"
@@ -582,35 +584,6 @@ async fn finished_video(stack: &RunningStack, username: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// ffprobe's codec names (sorted) and duration in seconds.
-fn ffprobe(path: &std::path::Path) -> (Vec<String>, f64) {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (scripts/install-test-deps installs ffmpeg)");
-    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let mut codecs: Vec<String> = json["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    codecs.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    (codecs, duration)
 }
 
 /// A WHIP "studio" page on another site: publishes the fake camera with three simulcast

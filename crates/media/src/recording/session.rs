@@ -30,6 +30,9 @@ const AUDIO_ONLY_AFTER: Duration = Duration::from_secs(3);
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Most blocks waiting to be written (before the header, or held by interleaving).
 const MAX_QUEUED_BLOCKS: usize = 3_000;
+/// How long a recording waits for every simulcast layer's first keyframe before it
+/// begins its file (with the largest).
+const LAYERS_SETTLE: Duration = Duration::from_secs(1);
 /// The layer recorded is replaced when silent this long.
 const LAYER_SILENT: Duration = Duration::from_secs(1);
 
@@ -226,6 +229,11 @@ impl LiveRecording {
                     Admit::Skip => {}
                     Admit::Same => self.video_packet(packet, arrival_ms),
                     Admit::Switched => {
+                        if self.file.is_none() {
+                            // Not begun yet: start with the larger layer, not the first.
+                            self.queue.retain(|b| b.track != VIDEO_TRACK);
+                            self.header_video = None;
+                        }
                         self.video = FrameAssembler::new(codec);
                         self.video_packet(packet, arrival_ms);
                     }
@@ -320,9 +328,9 @@ impl LiveRecording {
         }
         let waited = now.saturating_duration_since(self.started_at);
         let video = match &self.header_video {
-            Some(header) if self.seen_audio || waited >= Duration::from_secs(1) => {
-                Some(header.clone())
-            }
+            // A second for every simulcast layer's first keyframe, so the file begins
+            // with the largest.
+            Some(header) if waited >= LAYERS_SETTLE => Some(header.clone()),
             None if self.seen_audio && !self.seen_video && waited >= AUDIO_ONLY_AFTER => None,
             _ => return Ok(()),
         };
@@ -450,5 +458,85 @@ impl LiveRecording {
     /// Whether the file was begun (a recording that never got a header leaves nothing).
     pub fn has_file(&self) -> bool {
         self.file.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use privatehub_protocol::LiveId;
+    use str0m::format::{CodecSpec, FormatParams, PayloadParams};
+    use str0m::media::{Frequency, Pt, Rid};
+    use str0m::rtp::ExtensionValues;
+
+    use super::*;
+
+    fn packet(layer: &str, keyframe: bool, size: Option<(u16, u16)>, at: Instant) -> Packet {
+        let spec = CodecSpec {
+            codec: Codec::Vp8,
+            clock_rate: Frequency::NINETY_KHZ,
+            channels: None,
+            format: FormatParams::default(),
+        };
+        Packet {
+            live: LiveId(1),
+            generation: 1,
+            kind: MediaKind::Video,
+            pt: Pt::new_with_value(96),
+            params: PayloadParams::new(Pt::new_with_value(96), None, spec),
+            seq: 1,
+            rtp_time: 0,
+            marker: true,
+            keyframe,
+            layer: Some(Rid::from(layer)),
+            dimensions: size,
+            vp8: None,
+            extensions: ExtensionValues::default(),
+            received_at: at,
+            late_on_arrival: Duration::ZERO,
+            payload: vec![0x10, 0x00].into(),
+        }
+    }
+
+    #[test]
+    fn the_largest_layer_is_recorded_and_switched_to_at_its_keyframe() {
+        let t0 = Instant::now();
+        let mut pick = LayerPick::default();
+        // The low layer's keyframe comes first: recorded until a larger one starts.
+        assert!(matches!(
+            pick.admit(&packet("q", false, None, t0)),
+            Admit::Skip
+        ));
+        assert!(matches!(
+            pick.admit(&packet("q", true, Some((320, 180)), t0)),
+            Admit::Switched
+        ));
+        assert!(matches!(
+            pick.admit(&packet("f", false, None, t0)),
+            Admit::Skip
+        ));
+        assert!(matches!(
+            pick.admit(&packet("f", true, Some((1280, 720)), t0)),
+            Admit::Switched
+        ));
+        assert_eq!(pick.chosen, Some(Some(Rid::from("f"))));
+        // A smaller layer's keyframe does not take over while the top one flows...
+        let later = t0 + Duration::from_millis(500);
+        assert!(matches!(
+            pick.admit(&packet("h", true, Some((640, 360)), later)),
+            Admit::Skip
+        ));
+        assert!(matches!(
+            pick.admit(&packet("f", false, None, later)),
+            Admit::Same
+        ));
+        // ...but does once the top layer went silent (the browser paused it).
+        let silent = later + LAYER_SILENT;
+        assert!(matches!(
+            pick.admit(&packet("h", true, Some((640, 360)), silent)),
+            Admit::Switched
+        ));
+        assert_eq!(pick.chosen, Some(Some(Rid::from("h"))));
     }
 }

@@ -55,62 +55,15 @@ async fn wait_for_report(
     }
 }
 
-/// ffprobe's view of a file: (codec names, duration in seconds).
+/// ffprobe's view of a file: (codec names, sorted; duration in seconds).
 fn probe(path: &Path) -> (Vec<String>, f64) {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (scripts/test installs Debian's ffmpeg)");
-    assert!(
-        output.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let mut codecs: Vec<String> = json["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
+    let read = privatehub_testkit::ffprobe::ffprobe(path);
+    let mut codecs: Vec<String> = [read.video_codec, read.audio_codec]
+        .into_iter()
+        .flatten()
         .collect();
     codecs.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    (codecs, duration)
-}
-
-/// The times of the video keyframes in a file, from its packets (ffprobe, no decoding).
-fn keyframe_times(path: &Path) -> Vec<f64> {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "packet=pts_time,flags",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let (time, flags) = line.split_once(',')?;
-            flags.contains('K').then(|| time.parse().ok())?
-        })
-        .collect()
+    (codecs, read.duration)
 }
 
 fn settings(dir: PathBuf, rtc_min_port: u16) -> MediaSettings {
@@ -166,7 +119,7 @@ async fn a_live_is_recorded_served_and_repaired() {
     );
     assert!((finished.duration_ms as f64 / 1000.0 - duration).abs() < 0.2);
     // Seek points all through: the publisher is asked for a keyframe every 5 s.
-    let keyframes = keyframe_times(&media);
+    let keyframes = privatehub_testkit::ffprobe::video_keyframes(&media);
     assert!(keyframes.len() >= 2, "keyframes at {keyframes:?}");
     for pair in keyframes.windows(2) {
         assert!(pair[1] - pair[0] < 6.5, "keyframes at {keyframes:?}");
