@@ -129,8 +129,13 @@ fn new_flows(relay: &UdpRelay, before: &[SocketAddr]) -> Vec<SocketAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_viewer_decodes_a_lower_layer_while_an_unlimited_one_gets_the_top() {
     let _guard = crate::exclusive().await;
+    // Not recorded: in one CI run with recording on, the broadcaster's top layer vanished
+    // under the machine's load (the recorder's 5 s keyframe requests are a suspect; its
+    // own issue). This test is about forwarding layers; recordings have their own tests.
+    let mut media_env = UdpRelay::media_env();
+    media_env.push(("MEDIA_RECORDINGS".into(), "false".into()));
     let stack = start_stack(StackOptions {
-        media_env: UdpRelay::media_env(),
+        media_env,
         ..StackOptions::default()
     });
     let relay = UdpRelay::start(stack.rtc_ports).expect("start the UDP relay");
