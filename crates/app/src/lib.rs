@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body_deadline;
 pub mod chat;
+pub mod cluster;
 pub mod db;
 pub mod domain;
 pub mod error;

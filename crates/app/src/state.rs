@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::hashing::HashingPool;
 use crate::auth::rate_limit::{LoginRateLimiter, SignupRateLimiter};
 use crate::chat::{ChatHandle, ChatServer};
+use crate::cluster::Cluster;
 use crate::db::DbPool;
 use crate::metrics::AppMetrics;
 use crate::settings::Settings;
@@ -34,25 +35,37 @@ pub struct AppState {
     pub whip_lives: Arc<WhipLives>,
     /// The media server's internal API.
     pub media_api: MediaApi,
+    /// Shared with the other instances through Redis (`REDIS_URL`), or `None` alone.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
     /// Also spawns the chat server and writer tasks, so it must run inside the tokio
     /// runtime, and starts the password-hashing threads.
-    /// `last_message_id` is the highest chat message id already stored.
+    /// `message_ids` says where chat message ids come from.
     pub fn new(
         pool: DbPool,
         settings: Settings,
-        last_message_id: i64,
+        message_ids: crate::chat::server::MessageIdSource,
     ) -> std::io::Result<AppState> {
         let metrics = Arc::new(AppMetrics::default());
         let viewers = ViewerCounts::default();
+        let (cluster, chat_link) = match &settings.redis_url {
+            Some(url) => {
+                let (cluster, link) = Cluster::start(url, viewers.clone())
+                    .map_err(|error| std::io::Error::other(format!("REDIS_URL: {error}")))?;
+                tracing::info!(instance = %cluster.instance, "sharing chat, viewer counts and rate limits through Redis");
+                (Some(cluster.clone()), Some((cluster.instance, link)))
+            }
+            None => (None, None),
+        };
         let (chat_server, chat_writer, chat) = ChatServer::new(
             pool.clone(),
             viewers.clone(),
             metrics.clone(),
-            last_message_id,
+            message_ids,
             settings.chat_write_give_up,
+            chat_link,
         );
         tokio::spawn(chat_server.run());
         tokio::spawn(chat_writer.run());
@@ -70,6 +83,7 @@ impl AppState {
             metrics,
             settings: Arc::new(settings),
             viewers,
+            cluster,
         };
         tokio::spawn(crate::whip::sweep_abandoned_lives(state.clone()));
         Ok(state)

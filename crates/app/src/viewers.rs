@@ -20,6 +20,8 @@ struct Count {
 #[derive(Debug, Clone, Default)]
 pub struct ViewerCounts {
     inner: Arc<Mutex<HashMap<LiveId, Count>>>,
+    /// Counts over all instances, as the cluster link last read them (empty alone).
+    shared: Arc<Mutex<HashMap<LiveId, u32>>>,
 }
 
 impl ViewerCounts {
@@ -31,9 +33,25 @@ impl ViewerCounts {
         count.peak = count.peak.max(viewers);
     }
 
-    /// Viewers watching now (0 for unknown lives).
+    /// Viewers watching now (0 for unknown lives): this instance's count, or the count
+    /// over all instances when that is known and higher.
     pub fn current(&self, live: LiveId) -> u32 {
-        self.lock().get(&live).map_or(0, |count| count.current)
+        let local = self.lock().get(&live).map_or(0, |count| count.current);
+        let shared = lock(&self.shared).get(&live).copied().unwrap_or(0);
+        local.max(shared)
+    }
+
+    /// Replaces the counts over all instances (the cluster link's latest reading).
+    pub fn set_shared(&self, counts: HashMap<LiveId, u32>) {
+        {
+            let mut map = self.lock();
+            for (live, viewers) in &counts {
+                if let Some(count) = map.get_mut(live) {
+                    count.peak = count.peak.max(*viewers);
+                }
+            }
+        }
+        *lock(&self.shared) = counts;
     }
 
     /// Highest count seen for the live so far.
@@ -47,10 +65,14 @@ impl ViewerCounts {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LiveId, Count>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -67,5 +89,16 @@ mod tests {
         assert_eq!((counts.current(live), counts.peak(live)), (1, 3));
         assert_eq!(counts.clone().finish(live), 3);
         assert_eq!(counts.peak(live), 0);
+    }
+
+    #[test]
+    fn a_shared_count_above_the_local_one_is_shown_and_raises_the_peak() {
+        let counts = ViewerCounts::default();
+        let live = LiveId(1);
+        counts.set(live, 2);
+        counts.set_shared(HashMap::from([(live, 5)]));
+        assert_eq!((counts.current(live), counts.peak(live)), (5, 5));
+        counts.set_shared(HashMap::new());
+        assert_eq!(counts.current(live), 2);
     }
 }

@@ -10,6 +10,8 @@ pub mod coturn;
 pub mod ffprobe;
 pub mod netem;
 pub mod nginx;
+pub mod postgres;
+pub mod redis;
 mod ports;
 mod process;
 

@@ -80,6 +80,13 @@ pub async fn start_session(
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey(String);
 
+impl SessionKey {
+    /// The stored token hash (never the token): how other instances name the session.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Deletes the request's session (if any), ends its open sockets, and returns a cookie
 /// that clears it.
 pub async fn end_session(

@@ -6,12 +6,14 @@
 //! each member's bounded outbox. A member whose outbox is full is dropped (its socket
 //! closes and its page reconnects) rather than slowing everyone down.
 
+mod clustering;
 mod counting;
 mod fanout;
 mod handle;
 mod history;
 mod joining;
 mod loading;
+pub mod message_ids;
 mod moderation;
 mod storing;
 
@@ -19,6 +21,8 @@ use self::counting::ViewerKey;
 pub use self::fanout::Fanout;
 use self::fanout::FanoutJob;
 pub use self::handle::{ChatHandle, ChatUser, Command, ConnId, Outgoing, OutgoingKind};
+pub use self::message_ids::MessageIdSource;
+use self::message_ids::MessageIds;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +39,7 @@ use tokio::sync::mpsc;
 use self::storing::PendingMessage;
 use super::writer::{ChatWriter, PendingWrite, WriteOutcome, WriteQueue};
 use crate::auth::session::SessionKey;
+use crate::cluster::{ChatLink, ClusterCommand, ClusterReport, RoomEvent};
 use crate::db::users::UserId;
 use crate::db::{DbPool, chat};
 use crate::domain::{ChatText, ChatTextError, Username};
@@ -84,6 +89,10 @@ struct Room {
     viewers: HashMap<ViewerKey, u32>,
     /// The count last pushed to the members; `None` forces the next push.
     sent_count: Option<u32>,
+    /// The count over all instances, as the cluster link last read it.
+    cluster_count: Option<u32>,
+    /// `viewers` changed since the cluster link last got them.
+    viewers_dirty: bool,
 }
 
 /// Members of a room on one worker, as its fan-out task gets them.
@@ -137,9 +146,8 @@ pub struct ChatServer {
     outcomes: mpsc::UnboundedReceiver<WriteOutcome>,
     /// Messages shown to their room but not yet reported stored.
     pending: HashMap<ChatMessageId, PendingMessage>,
-    /// The id the next message gets (ids are given here, not by the database, so a
-    /// message can be shown before it is saved).
-    next_message_id: i64,
+    /// The ids the next messages get (`message_ids.rs`).
+    message_ids: MessageIds,
     /// When raised peaks were last written (see `counting.rs`).
     last_peak_flush: Instant,
     /// Rooms being loaded, with the sockets waiting to enter (`joining.rs`).
@@ -147,17 +155,25 @@ pub struct ChatServer {
     /// Where spawned database reads and moderation writes report back.
     loaded_sender: mpsc::UnboundedSender<joining::Loaded>,
     loaded: mpsc::UnboundedReceiver<joining::Loaded>,
+    /// The cluster link (`crate::cluster`), when several instances share rooms.
+    cluster: Option<mpsc::UnboundedSender<ClusterCommand>>,
+    cluster_reports: Option<mpsc::UnboundedReceiver<ClusterReport>>,
+    /// This instance's id in the cluster (empty alone).
+    instance: String,
+    /// Users another instance counted past the shared chat limit, until when.
+    shared_chat_limits: HashMap<UserId, Instant>,
 }
 
 impl ChatServer {
     /// The server, the writer task that saves its messages (spawn both), and the
-    /// handle. `last_message_id` is the highest id already stored.
+    /// handle. `message_ids` says where message ids come from.
     pub fn new(
         pool: DbPool,
         viewers: ViewerCounts,
         metrics: Arc<AppMetrics>,
-        last_message_id: i64,
+        message_ids: MessageIdSource,
         give_up_writes_after: Duration,
+        cluster: Option<(String, ChatLink)>,
     ) -> (ChatServer, ChatWriter, ChatHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (outcome_sender, outcomes) = mpsc::unbounded_channel();
@@ -179,11 +195,18 @@ impl ChatServer {
             writes,
             outcomes,
             pending: HashMap::new(),
-            next_message_id: last_message_id + 1,
+            message_ids: MessageIds::new(message_ids),
             last_peak_flush: Instant::now(),
             rooms_loading: HashMap::new(),
             loaded_sender,
             loaded,
+            instance: cluster
+                .as_ref()
+                .map(|(instance, _)| instance.clone())
+                .unwrap_or_default(),
+            cluster: cluster.as_ref().map(|(_, link)| link.commands.clone()),
+            cluster_reports: cluster.map(|(_, link)| link.reports),
+            shared_chat_limits: HashMap::new(),
         };
         (server, writer, ChatHandle { commands: tx })
     }
@@ -198,7 +221,9 @@ impl ChatServer {
                 _ = counts.tick() => {
                     self.push_counts();
                     self.flush_peaks();
+                    self.sync_viewer_sets();
                 }
+                Some(report) = next_report(&mut self.cluster_reports) => self.cluster_report(report),
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command),
                     None => break,
@@ -208,6 +233,7 @@ impl ChatServer {
                 _ = prune.tick() => {
                     let now = Instant::now();
                     self.limits.retain(|_, limiter| !limiter.is_idle(now));
+                    self.shared_chat_limits.retain(|_, until| *until > now);
                 }
             }
         }
@@ -308,10 +334,11 @@ impl ChatServer {
         };
         if empty {
             // Forget the room; its state is reloaded from the database on the next join.
-            if let Some(room) = self.rooms.remove(&key)
-                && let Some(live) = room.live
-            {
-                self.viewers.set(live.live_id, 0);
+            if let Some(room) = self.rooms.remove(&key) {
+                if let Some(live) = &room.live {
+                    self.viewers.set(live.live_id, 0);
+                }
+                self.cluster_forget_room(&key, room.live_id());
             }
         } else {
             self.record_count(&key);
@@ -394,11 +421,19 @@ impl ChatServer {
                 refusal(AppSocketErrorCode::MessageTooLong, &error.to_string())
             }
         })?;
+        let shared_wait = self.shared_chat_wait(user.id, Instant::now());
         let limiter = self
             .limits
             .entry(user.id)
             .or_insert_with(|| SlidingWindow::new(CHAT_RATE_MAX, CHAT_RATE_WINDOW));
-        if let Err(wait) = limiter.try_acquire(Instant::now()) {
+        let local_wait = match shared_wait {
+            Some(_) => Ok(()),
+            None => limiter.try_acquire(Instant::now()),
+        };
+        if let Some(wait) = shared_wait
+            .map(std::time::Duration::from_millis)
+            .or(local_wait.err())
+        {
             return Err((
                 AppSocketErrorCode::RateLimited,
                 format!(
@@ -410,7 +445,14 @@ impl ChatServer {
         }
         // Shown to the room now, saved by the writer; the sender hears `chat:stored`.
         let now_ms = now_unix_ms();
-        let id = self.next_message_id;
+        self.top_up_message_ids();
+        let Some(id) = self.message_ids.peek() else {
+            tracing::warn!("no chat message id is available (the database is unreachable?)");
+            return Err(refusal(
+                AppSocketErrorCode::NotStored,
+                "The chat cannot save messages right now. Try again in a moment.",
+            ));
+        };
         let write = PendingWrite {
             row: chat::NewMessage {
                 id,
@@ -428,7 +470,8 @@ impl ChatServer {
                 "The chat cannot save messages right now. Try again in a moment.",
             ));
         }
-        self.next_message_id += 1;
+        self.message_ids.take();
+        self.top_up_message_ids();
         self.metrics
             .chat_write_pending
             .fetch_add(1, Ordering::Relaxed);
@@ -453,12 +496,33 @@ impl ChatServer {
         if let Some(room) = self.rooms.get_mut(&key) {
             room.remember(message.clone());
         }
+        self.cluster_chat_sent(user.id);
+        self.publish(
+            &key,
+            RoomEvent::ChatMessage {
+                message: message.clone(),
+                author: user.id.0,
+            },
+        );
         self.broadcast(&key, AppServerMessage::ChatMessage { message });
         Ok(())
     }
 
+    /// A live started through this instance: here, and on every other.
     fn live_started(&mut self, channel: Username, live: LiveSummary) {
         let key = channel.canonical();
+        self.publish(&key, RoomEvent::LiveStarted { live: live.clone() });
+        self.apply_live_started(&key, live);
+    }
+
+    fn live_ended(&mut self, channel: Username, live: LiveId) {
+        let key = channel.canonical();
+        self.publish(&key, RoomEvent::LiveEnded { live_id: live });
+        self.apply_live_ended(&key, live);
+    }
+
+    fn apply_live_started(&mut self, key: &str, live: LiveSummary) {
+        let key = key.to_owned();
         self.room_changed_while_loading(&key);
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
@@ -468,6 +532,8 @@ impl ChatServer {
         room.stored_peak = 0;
         room.unstored_peak = 0;
         room.sent_count = None;
+        room.cluster_count = None;
+        room.viewers_dirty = true;
         let channel = room.channel.to_string();
         self.broadcast(
             &key,
@@ -486,9 +552,10 @@ impl ChatServer {
         self.record_count(&key);
     }
 
-    fn live_ended(&mut self, channel: Username, live: LiveId) {
+    fn apply_live_ended(&mut self, key: &str, live: LiveId) {
         self.viewers.finish(live);
-        let key = channel.canonical();
+        let key = key.to_owned();
+        self.cluster_forget_live(live);
         self.room_changed_while_loading(&key);
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
@@ -624,6 +691,16 @@ fn internal() -> Refusal {
         AppSocketErrorCode::Internal,
         "Something went wrong on the server. Try again.",
     )
+}
+
+/// The next cluster report, or never when this instance is alone.
+async fn next_report(
+    reports: &mut Option<mpsc::UnboundedReceiver<ClusterReport>>,
+) -> Option<ClusterReport> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn now_unix_ms() -> i64 {

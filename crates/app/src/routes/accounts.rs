@@ -188,6 +188,20 @@ pub async fn login(
     let attempt = limiter
         .begin(&username, network, Instant::now())
         .map_err(rate_limited)?;
+    // The limits over all instances, when several share Redis.
+    let shared_attempt = match &state.cluster {
+        Some(cluster) => match cluster
+            .begin_login(&state.settings.login_rate_limit, &username, network)
+            .await
+        {
+            Ok(shared) => shared,
+            Err(wait) => {
+                attempt.cancelled(Instant::now());
+                return Err(rate_limited(RetryAfter(wait)));
+            }
+        },
+        None => None,
+    };
 
     let lookup = username.clone();
     let user = db::run(&state.pool, move |connection| {
@@ -209,6 +223,9 @@ pub async fn login(
         return Err(AccountError::InvalidCredentials);
     };
     attempt.succeeded(Instant::now());
+    if let Some(shared) = shared_attempt {
+        shared.succeeded().await;
+    }
     let cookie = session::start_session(&request, &state, &user).await?;
     Ok(HttpResponse::Ok().cookie(cookie).json(user_json(&user)))
 }

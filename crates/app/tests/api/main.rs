@@ -4,6 +4,7 @@
 mod accounts;
 mod bad_inputs;
 mod chat;
+mod cluster;
 mod csrf;
 mod helpers;
 mod lives;
@@ -16,3 +17,6 @@ mod sockets;
 mod storage_faults;
 mod stream_keys;
 mod tokens;
+mod copy_database;
+mod database_outage;
+mod schema_drift;

@@ -26,13 +26,18 @@ pub(super) enum ViewerKey {
 }
 
 impl Room {
-    /// The viewer count as `docs/protocol.md` defines it.
+    /// The viewer count as `docs/protocol.md` defines it: over all instances when
+    /// they share rooms (this instance's own viewers are part of that union, so the
+    /// higher of the two is the fresher).
     pub(super) fn viewer_count(&self) -> u32 {
-        u32::try_from(self.viewers.len()).unwrap_or(u32::MAX)
+        let local = u32::try_from(self.viewers.len()).unwrap_or(u32::MAX);
+        local.max(self.cluster_count.unwrap_or(0))
     }
 
     pub(super) fn add_viewer(&mut self, viewer: &ViewerKey) {
-        *self.viewers.entry(viewer.clone()).or_insert(0) += 1;
+        let sockets = self.viewers.entry(viewer.clone()).or_insert(0);
+        *sockets += 1;
+        self.viewers_dirty |= *sockets == 1;
     }
 
     pub(super) fn remove_viewer(&mut self, viewer: &ViewerKey) {
@@ -40,6 +45,7 @@ impl Room {
             *sockets -= 1;
             if *sockets == 0 {
                 self.viewers.remove(viewer);
+                self.viewers_dirty = true;
             }
         }
     }

@@ -19,7 +19,7 @@ impl Room {
         self.history.iter().skip(skip).cloned().collect()
     }
 
-    /// A message shown to the room (ids only grow, so the order stays by id).
+    /// A message shown to the room, kept in the order shown.
     pub(super) fn remember(&mut self, message: ChatMessage) {
         self.history.push_back(message);
         while self.history.len() > KEPT_HISTORY {

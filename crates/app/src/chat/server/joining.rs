@@ -21,6 +21,13 @@ pub(super) enum Loaded {
     },
     /// A moderation write finished (see `moderation.rs`).
     Moderation(super::moderation::Moderated),
+    /// A block of message ids (see `message_ids.rs`).
+    MessageIds(Result<Vec<i64>, InternalError>),
+    /// A room read again after a Redis outage (see `clustering.rs`).
+    Resync {
+        key: String,
+        result: Result<Option<Box<Room>>, InternalError>,
+    },
 }
 
 /// Sockets waiting for a room to load.
@@ -50,6 +57,7 @@ impl ChatServer {
         let waiting = self.rooms_loading.entry(key.clone()).or_default();
         waiting.conns.push(conn);
         if waiting.conns.len() == 1 {
+            self.cluster_subscribe(&key);
             self.spawn_room_load(key, channel);
         }
     }
@@ -76,6 +84,8 @@ impl ChatServer {
         match loaded {
             Loaded::Room { key, result } => self.room_loaded(key, result),
             Loaded::Moderation(moderated) => self.moderated(moderated),
+            Loaded::MessageIds(result) => self.message_ids_fetched(result),
+            Loaded::Resync { key, result } => self.resynced(&key, result),
         }
     }
 
@@ -111,12 +121,16 @@ impl ChatServer {
                 }
             }
             Ok(None) => {
+                self.cluster_forget_room(&key, None);
                 for conn in still_waiting {
                     self.stop_joining(conn);
                     self.deliver_unknown_channel(conn);
                 }
             }
             Err(error) => {
+                if !self.rooms.contains_key(&key) {
+                    self.cluster_forget_room(&key, None);
+                }
                 tracing::error!(%error, "loading a chat room failed");
                 for conn in still_waiting {
                     self.stop_joining(conn);

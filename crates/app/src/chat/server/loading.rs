@@ -53,6 +53,10 @@ pub(super) async fn load_room(
             banned: banned.into_iter().collect(),
             viewers: HashMap::new(),
             sent_count: None,
+            cluster_count: None,
+            // A room with a live sends its (possibly empty) viewer set at once, so the
+            // cluster link reads the live's count for it.
+            viewers_dirty: true,
         }))
     })
     .await

@@ -6,6 +6,7 @@ use privatehub_protocol::app_socket::{AppServerMessage, AppSocketErrorCode, Chat
 
 use super::joining::Loaded;
 use super::{ChatServer, ConnId, Refusal, internal, not_joined, now_unix_ms, refusal};
+use crate::cluster::RoomEvent;
 use crate::db::users::{self, User};
 use crate::db::{self, chat};
 use crate::domain::Username;
@@ -41,6 +42,7 @@ impl ChatServer {
         // Not saved yet: withdrawn now, marked deleted once the writer stores it.
         if self.withdraw_pending(live, message_id) {
             self.broadcast_deleted(&key, vec![message_id]);
+            self.publish_deleted(&key, live, vec![message_id]);
             return Ok(());
         }
         let now_ms = now_unix_ms();
@@ -102,7 +104,14 @@ impl ChatServer {
                 key,
                 message_id,
                 result,
-            } => (conn, self.deleted(&key, message_id, result)),
+            } => {
+                let live = self.rooms.get(&key).and_then(|room| room.live_id());
+                let outcome = self.deleted(&key, message_id, result);
+                if let (Ok(()), Some(live)) = (&outcome, live) {
+                    self.publish_deleted(&key, live, vec![message_id]);
+                }
+                (conn, outcome)
+            }
             Moderated::Banned {
                 conn,
                 key,
@@ -155,7 +164,16 @@ impl ChatServer {
         let channel = room.channel.to_string();
         let mut ids: Vec<ChatMessageId> = ids.into_iter().map(ChatMessageId).collect();
         ids.extend(self.withdraw_pending_of(live, banned.id));
-        self.broadcast_deleted(key, ids);
+        self.broadcast_deleted(key, ids.clone());
+        self.publish_deleted(key, live, ids);
+        self.publish(
+            key,
+            RoomEvent::ChatBanned {
+                live_id: live,
+                user_id: banned.id.0,
+                username: banned.username.to_string(),
+            },
+        );
         self.broadcast(
             key,
             AppServerMessage::ChatBanned {
@@ -199,6 +217,20 @@ impl ChatServer {
                 message_ids,
             },
         );
+    }
+}
+
+impl ChatServer {
+    fn publish_deleted(&self, key: &str, live: LiveId, message_ids: Vec<ChatMessageId>) {
+        if !message_ids.is_empty() {
+            self.publish(
+                key,
+                RoomEvent::ChatDeleted {
+                    live_id: live,
+                    message_ids,
+                },
+            );
+        }
     }
 }
 

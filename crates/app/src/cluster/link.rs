@@ -1,0 +1,348 @@
+//! [`ClusterLink`]: the one task that talks to Redis for the chat server.
+//!
+//! It owns a command connection and a subscriber connection. While Redis is away it
+//! keeps what it must restore (the rooms it is subscribed to, its viewer sets) and
+//! reconnects with a growing pause; the chat goes on locally meanwhile (messages are
+//! stored by each instance's writer, so they appear in history after a reload).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use privatehub_protocol::LiveId;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, RedisError};
+use tokio::sync::mpsc;
+
+use super::events::{
+    ClusterCommand, ClusterReport, RoomEnvelope, RoomEvent, room_channel, room_key,
+};
+use super::{SharedConnection, now_unix_ms, viewer_sets};
+use crate::chat::server::{CHAT_RATE_MAX, CHAT_RATE_WINDOW};
+use crate::db::users::UserId;
+use crate::viewers::ViewerCounts;
+
+/// Rewrites of this instance's viewer sets (well inside their expiry).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Shared counts of the lives this instance has rooms for are read this often.
+const COUNT_INTERVAL: Duration = Duration::from_millis(500);
+/// Every live's shared count (for the lives listing) is read this often.
+const LISTING_INTERVAL: Duration = Duration::from_secs(1);
+/// Connecting, and each command, give up after this long.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LONGEST_RETRY: Duration = Duration::from_secs(2);
+/// Commands taken from the queue into one pipeline.
+const BATCH: usize = 256;
+
+struct Connected {
+    commands: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+/// Why [`ClusterLink::serve`] returned.
+enum Stop {
+    /// The chat server is gone: the task ends.
+    Closed,
+    Lost(RedisError),
+}
+
+impl From<RedisError> for Stop {
+    fn from(error: RedisError) -> Stop {
+        Stop::Lost(error)
+    }
+}
+
+pub(super) struct ClusterLink {
+    pub(super) client: redis::Client,
+    pub(super) instance: String,
+    pub(super) commands: mpsc::UnboundedReceiver<ClusterCommand>,
+    pub(super) reports: mpsc::UnboundedSender<ClusterReport>,
+    pub(super) shared: SharedConnection,
+    pub(super) viewer_counts: ViewerCounts,
+    pub(super) subscribed: HashSet<String>,
+    /// This instance's viewers per live it has a room for (possibly none).
+    pub(super) viewer_sets: HashMap<LiveId, Vec<String>>,
+}
+
+impl ClusterLink {
+    pub(super) async fn run(mut self) {
+        let mut retry = FIRST_RETRY;
+        let mut reachable = true;
+        loop {
+            match self.connect().await {
+                Ok(connected) => {
+                    if !reachable {
+                        tracing::info!("Redis is reachable again; chat is shared across instances");
+                        let _ = self.reports.send(ClusterReport::Resynced);
+                    }
+                    retry = FIRST_RETRY;
+                    match self.serve(connected).await {
+                        Stop::Closed => return,
+                        Stop::Lost(error) => {
+                            tracing::warn!(%error, "lost Redis; chat and counts stay local to this instance until it returns");
+                            reachable = false;
+                        }
+                    }
+                }
+                Err(error) => {
+                    if reachable {
+                        tracing::warn!(%error, "cannot reach Redis; chat and counts stay local to this instance until it returns");
+                    }
+                    reachable = false;
+                }
+            }
+            self.shared.set(None);
+            if !self.pause(retry).await {
+                return;
+            }
+            retry = (retry * 2).min(LONGEST_RETRY);
+        }
+    }
+
+    async fn connect(&self) -> Result<Connected, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let commands = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())??;
+        let (sink, stream) = pubsub.split();
+        Ok(Connected {
+            commands,
+            sink,
+            stream,
+        })
+    }
+
+    /// Waits `how_long` while Redis is away, keeping state current. `false`: closed.
+    async fn pause(&mut self, how_long: Duration) -> bool {
+        let wait = tokio::time::sleep(how_long);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => return true,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.remember(&command),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    /// Keeps what must survive a reconnect.
+    fn remember(&mut self, command: &ClusterCommand) {
+        match command {
+            ClusterCommand::Subscribe { key } => {
+                self.subscribed.insert(key.clone());
+            }
+            ClusterCommand::Unsubscribe { key } => {
+                self.subscribed.remove(key);
+            }
+            ClusterCommand::Viewers { live, viewers } => {
+                self.viewer_sets.insert(*live, viewers.clone());
+            }
+            ClusterCommand::Forget { live } => {
+                self.viewer_sets.remove(live);
+            }
+            ClusterCommand::Publish { .. } | ClusterCommand::ChatSent { .. } => {}
+        }
+    }
+
+    async fn serve(&mut self, mut connected: Connected) -> Stop {
+        match self.serve_connected(&mut connected).await {
+            Ok(()) => Stop::Closed,
+            Err(stop) => stop,
+        }
+    }
+
+    async fn serve_connected(&mut self, connected: &mut Connected) -> Result<(), Stop> {
+        let channels: Vec<String> = self
+            .subscribed
+            .iter()
+            .map(|key| room_channel(key))
+            .collect();
+        if !channels.is_empty() {
+            connected.sink.subscribe(&channels).await?;
+        }
+        self.rewrite_viewer_sets(&mut connected.commands).await?;
+        self.shared.set(Some(connected.commands.clone()));
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut counts = tokio::time::interval(COUNT_INTERVAL);
+        let mut listing = tokio::time::interval(LISTING_INTERVAL);
+        for timer in [&mut heartbeat, &mut counts, &mut listing] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        }
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return Ok(()) };
+                    let mut batch = vec![command];
+                    while batch.len() < BATCH {
+                        match self.commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply(connected, batch).await?;
+                }
+                message = connected.stream.next() => {
+                    let Some(message) = message else {
+                        return Err(Stop::Lost(closed()));
+                    };
+                    self.received(&message);
+                }
+                _ = heartbeat.tick() => self.rewrite_viewer_sets(&mut connected.commands).await?,
+                _ = counts.tick() => self.read_room_counts(&mut connected.commands).await?,
+                _ = listing.tick() => {
+                    let counts = viewer_sets::read_counts(&mut connected.commands, now_unix_ms()).await?;
+                    self.viewer_counts.set_shared(counts);
+                }
+            }
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        connected: &mut Connected,
+        batch: Vec<ClusterCommand>,
+    ) -> Result<(), RedisError> {
+        let mut publishes = redis::pipe();
+        let mut any_publish = false;
+        for command in batch {
+            self.remember(&command);
+            match command {
+                ClusterCommand::Subscribe { key } => {
+                    connected.sink.subscribe(room_channel(&key)).await?;
+                }
+                ClusterCommand::Unsubscribe { key } => {
+                    connected.sink.unsubscribe(room_channel(&key)).await?;
+                }
+                ClusterCommand::Viewers { live, viewers } => {
+                    viewer_sets::write_set(&mut connected.commands, &self.instance, live, &viewers)
+                        .await?;
+                }
+                ClusterCommand::Forget { live } => {
+                    viewer_sets::write_set(&mut connected.commands, &self.instance, live, &[])
+                        .await?;
+                }
+                ClusterCommand::Publish { key, event } => {
+                    if let RoomEvent::LiveEnded { live_id } = &event {
+                        viewer_sets::forget_count(&mut connected.commands, *live_id).await?;
+                    }
+                    let envelope = RoomEnvelope {
+                        from: self.instance.clone(),
+                        event,
+                    };
+                    let Ok(payload) = serde_json::to_string(&envelope) else {
+                        continue;
+                    };
+                    publishes.publish(room_channel(&key), payload).ignore();
+                    any_publish = true;
+                }
+                ClusterCommand::ChatSent { user } => {
+                    self.count_chat(&mut connected.commands, user).await?;
+                }
+            }
+        }
+        if any_publish {
+            publishes.query_async::<()>(&mut connected.commands).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a message against the user's limit over all instances (fixed windows of
+    /// [`CHAT_RATE_WINDOW`]); past it, every instance's chat server hears so.
+    async fn count_chat(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        user: UserId,
+    ) -> Result<(), RedisError> {
+        let window_ms = i64::try_from(CHAT_RATE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = now_unix_ms();
+        let window = now_ms / window_ms;
+        let key = format!("privatehub:rate:chat:{}:{window}", user.0);
+        let (sent,): (i64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .pexpire(&key, window_ms * 2)
+            .ignore()
+            .query_async(connection)
+            .await?;
+        if sent >= i64::try_from(CHAT_RATE_MAX).unwrap_or(i64::MAX) {
+            let left_ms = (window + 1) * window_ms - now_ms;
+            let retry_after = Duration::from_millis(u64::try_from(left_ms.max(1)).unwrap_or(1));
+            let _ = self
+                .reports
+                .send(ClusterReport::ChatLimited { user, retry_after });
+        }
+        Ok(())
+    }
+
+    fn received(&mut self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        let Some(key) = room_key(channel) else {
+            return;
+        };
+        let Ok(payload) = message.get_payload::<String>() else {
+            return;
+        };
+        let envelope = match serde_json::from_str::<RoomEnvelope>(&payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::warn!(%error, channel, "ignoring a malformed room event from Redis");
+                return;
+            }
+        };
+        if envelope.from == self.instance {
+            return;
+        }
+        let _ = self.reports.send(ClusterReport::Room {
+            key: key.to_owned(),
+            event: envelope.event,
+        });
+    }
+
+    async fn rewrite_viewer_sets(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<(), RedisError> {
+        for (live, viewers) in &self.viewer_sets {
+            viewer_sets::write_set(connection, &self.instance, *live, viewers).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_room_counts(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<(), RedisError> {
+        let now_ms = now_unix_ms();
+        for live in self.viewer_sets.keys() {
+            let count = viewer_sets::count(connection, *live, now_ms).await?;
+            let _ = self
+                .reports
+                .send(ClusterReport::Viewers { live: *live, count });
+        }
+        Ok(())
+    }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "Redis did not answer in time",
+    ))
+}
+
+fn closed() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "the Redis subscription closed",
+    ))
+}

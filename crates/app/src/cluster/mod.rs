@@ -1,0 +1,106 @@
+//! Several app instances behind one load balancer, sharing what must be shared through
+//! Redis (`REDIS_URL`): room events (chat messages, deletions, bans, lives starting and
+//! ending), viewer counts (`viewer_sets.rs`) and rate limits (`login_limits.rs`, and the
+//! chat's in `link.rs`). Without `REDIS_URL` nothing here runs and the app works alone.
+//!
+//! The chat server never waits on Redis: it sends [`ClusterCommand`]s to the one
+//! [`link::ClusterLink`] task and gets [`ClusterReport`]s back. Request handlers that
+//! want a shared counter (log-ins) use the link's current connection, and fall back to
+//! the instance's own limits while Redis is away.
+
+pub mod events;
+mod link;
+pub mod login_limits;
+pub mod viewer_sets;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use redis::aio::MultiplexedConnection;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+pub use self::events::{ClusterCommand, ClusterReport, RoomEvent};
+use crate::viewers::ViewerCounts;
+
+/// The link's current command connection, `None` while Redis is away.
+#[derive(Debug, Clone, Default)]
+pub struct SharedConnection(Arc<Mutex<Option<MultiplexedConnection>>>);
+
+impl SharedConnection {
+    fn set(&self, connection: Option<MultiplexedConnection>) {
+        *self.lock() = connection;
+    }
+
+    /// A handle on the connection (cheap: it is multiplexed), if Redis is reachable.
+    pub fn get(&self) -> Option<MultiplexedConnection> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// This instance's part in a cluster: held in the app state when `REDIS_URL` is set.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Random per process: tells this instance's events and viewer sets from others'.
+    pub instance: String,
+    pub connection: SharedConnection,
+}
+
+/// What [`Cluster::start`] gives the chat server: where to send commands, where
+/// reports arrive.
+pub struct ChatLink {
+    pub commands: mpsc::UnboundedSender<ClusterCommand>,
+    pub reports: mpsc::UnboundedReceiver<ClusterReport>,
+}
+
+impl Cluster {
+    /// Parses `url` and spawns the link task (it connects, and reconnects, by itself;
+    /// an unreachable Redis at start is not an error). Must run inside the runtime.
+    pub fn start(
+        url: &SecretString,
+        viewer_counts: ViewerCounts,
+    ) -> Result<(Cluster, ChatLink), redis::RedisError> {
+        let client = redis::Client::open(url.expose_secret())?;
+        let instance = random_instance_id();
+        let connection = SharedConnection::default();
+        let (command_sender, commands) = mpsc::unbounded_channel();
+        let (report_sender, reports) = mpsc::unbounded_channel();
+        let link = link::ClusterLink {
+            client,
+            instance: instance.clone(),
+            commands,
+            reports: report_sender,
+            shared: connection.clone(),
+            viewer_counts,
+            subscribed: HashSet::new(),
+            viewer_sets: HashMap::new(),
+        };
+        tokio::spawn(link.run());
+        Ok((
+            Cluster {
+                instance,
+                connection,
+            },
+            ChatLink {
+                commands: command_sender,
+                reports,
+            },
+        ))
+    }
+}
+
+fn random_instance_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}

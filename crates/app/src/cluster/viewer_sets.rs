@@ -1,0 +1,169 @@
+//! Viewer counts over several instances, kept in Redis so that one client counts once
+//! however many instances its sockets reach (`docs/protocol.md`, "Viewer count").
+//!
+//! Each instance keeps, per live, the set of its viewers' keys
+//! (`privatehub:viewers:{live}:of:{instance}`), rewritten whenever it changes and at
+//! every heartbeat, and expiring soon after: a dead instance's viewers drop out within
+//! [`VIEWER_SET_TTL`]. The count is the size of the union of a live's sets, computed
+//! in Redis by one script that also stores it in a hash every instance reads for its
+//! lives listing. Keys are named inside the scripts, so a single Redis (or a
+//! primary with replicas) is required, not Redis Cluster.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use privatehub_protocol::LiveId;
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Script};
+
+/// How long an instance's viewer set outlives its last rewrite.
+pub const VIEWER_SET_TTL: Duration = Duration::from_secs(6);
+/// Shared counts older than this are ignored (their instance stopped computing them).
+pub const SHARED_COUNT_STALE_MS: i64 = 10_000;
+/// The hash of each live's last computed count, `"{count}:{unix_ms}"`.
+pub const COUNTS_HASH: &str = "privatehub:viewer_counts";
+
+fn instances_key(live: LiveId) -> String {
+    format!("privatehub:viewers:{}:instances", live.0)
+}
+
+fn set_prefix(live: LiveId) -> String {
+    format!("privatehub:viewers:{}:of:", live.0)
+}
+
+/// Replaces this instance's viewer set of a live (an empty set removes it).
+pub async fn write_set(
+    connection: &mut MultiplexedConnection,
+    instance: &str,
+    live: LiveId,
+    viewers: &[String],
+) -> RedisResult<()> {
+    let ttl_ms = u64::try_from(VIEWER_SET_TTL.as_millis()).unwrap_or(u64::MAX);
+    WRITE_SET
+        .key(instances_key(live))
+        .key(format!("{}{instance}", set_prefix(live)))
+        .arg(instance)
+        .arg(ttl_ms)
+        .arg(viewers)
+        .invoke_async::<i64>(connection)
+        .await
+        .map(drop)
+}
+
+/// The live's viewer count over every instance whose set has not expired; stores it in
+/// [`COUNTS_HASH`] too.
+pub async fn count(
+    connection: &mut MultiplexedConnection,
+    live: LiveId,
+    now_ms: i64,
+) -> RedisResult<u32> {
+    let count: i64 = COUNT
+        .key(instances_key(live))
+        .key(COUNTS_HASH)
+        .arg(set_prefix(live))
+        .arg(live.0)
+        .arg(now_ms)
+        .invoke_async(connection)
+        .await?;
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+/// Sums the union of a live's sets; see [`count`].
+static COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local ids = redis.call('SMEMBERS', KEYS[1])
+        local sets = {}
+        for _, id in ipairs(ids) do
+          local key = ARGV[1] .. id
+          if redis.call('EXISTS', key) == 1 then
+            sets[#sets + 1] = key
+          else
+            redis.call('SREM', KEYS[1], id)
+          end
+        end
+        local count = 0
+        if #sets == 1 then
+          count = redis.call('SCARD', sets[1])
+        elseif #sets > 1 then
+          count = #redis.call('SUNION', unpack(sets))
+        end
+        redis.call('HSET', KEYS[2], ARGV[2], count .. ':' .. ARGV[3])
+        return count
+        ",
+    )
+});
+
+/// Replaces one instance's set of a live; see [`write_set`]. `SADD` takes at most
+/// 4,000 members at a time (Lua's `unpack` has a stack limit).
+static WRITE_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('DEL', KEYS[2])
+        if #ARGV > 2 then
+          for i = 3, #ARGV, 4000 do
+            redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+          end
+          redis.call('PEXPIRE', KEYS[2], ARGV[2])
+          redis.call('SADD', KEYS[1], ARGV[1])
+          redis.call('PEXPIRE', KEYS[1], 86400000)
+        else
+          redis.call('SREM', KEYS[1], ARGV[1])
+        end
+        return 1
+        ",
+    )
+});
+
+/// Every live's recent shared count (entries older than [`SHARED_COUNT_STALE_MS`] are
+/// left out).
+pub async fn read_counts(
+    connection: &mut MultiplexedConnection,
+    now_ms: i64,
+) -> RedisResult<HashMap<LiveId, u32>> {
+    let raw: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(COUNTS_HASH)
+        .query_async(connection)
+        .await?;
+    Ok(parse_counts(&raw, now_ms))
+}
+
+/// Forgets a live's shared count (it ended).
+pub async fn forget_count(connection: &mut MultiplexedConnection, live: LiveId) -> RedisResult<()> {
+    redis::cmd("HDEL")
+        .arg(COUNTS_HASH)
+        .arg(live.0)
+        .query_async::<i64>(connection)
+        .await
+        .map(drop)
+}
+
+fn parse_counts(raw: &HashMap<String, String>, now_ms: i64) -> HashMap<LiveId, u32> {
+    raw.iter()
+        .filter_map(|(live, value)| {
+            let live = LiveId(live.parse().ok()?);
+            let (count, at_ms) = value.split_once(':')?;
+            let at_ms: i64 = at_ms.parse().ok()?;
+            (now_ms - at_ms <= SHARED_COUNT_STALE_MS).then_some(())?;
+            Some((live, count.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_and_malformed_shared_counts_are_left_out() {
+        let raw = HashMap::from([
+            ("1".to_owned(), "12:100000".to_owned()),
+            ("2".to_owned(), "5:80000".to_owned()),
+            ("3".to_owned(), "garbage".to_owned()),
+            ("x".to_owned(), "4:100000".to_owned()),
+        ]);
+        let counts = parse_counts(&raw, 100_500);
+        assert_eq!(counts, HashMap::from([(LiveId(1), 12)]));
+    }
+}

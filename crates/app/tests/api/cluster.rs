@@ -1,0 +1,286 @@
+//! Two app instances on one PostgreSQL database and one Redis, as several instances
+//! behind a load balancer run: what happens on one reaches the sockets of the other.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use privatehub_app::db::DatabaseLocation;
+use privatehub_testkit::redis::RedisServer;
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::helpers::{TestApp, fresh_postgres_database, spawn_app_with};
+use crate::socket_client::{Socket, session};
+
+/// Long enough for a reconnect to Redis (its pause grows to 2 s) and a count refresh.
+const CLUSTER_WAIT: Duration = Duration::from_secs(10);
+
+struct TwoInstances {
+    a: TestApp,
+    b: TestApp,
+    redis: RedisServer,
+}
+
+async fn two_instances() -> TwoInstances {
+    let redis = RedisServer::start();
+    let database = tokio::task::spawn_blocking(fresh_postgres_database)
+        .await
+        .expect("database");
+    let a = instance(&database, &redis).await;
+    let b = instance(&database, &redis).await;
+    TwoInstances { a, b, redis }
+}
+
+async fn instance(database: &DatabaseLocation, redis: &RedisServer) -> TestApp {
+    let database = database.clone();
+    let url = redis.url();
+    spawn_app_with(move |settings| {
+        settings.database = database;
+        settings.redis_url = Some(SecretString::from(url));
+    })
+    .await
+}
+
+/// Waits until `instances` instances listen to the room `key`'s events.
+async fn wait_subscribed(redis: &RedisServer, key: &str, instances: i64) {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+    loop {
+        let (_, listening): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("privatehub:room:{key}"))
+            .query_async(&mut connection)
+            .await
+            .expect("PUBSUB NUMSUB");
+        if listening >= instances {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{listening} instances listen to {key}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn chat_sent_through_one_instance_reaches_sockets_on_the_other_once_stored() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, alice_cookie) = session(a, "alice").await;
+    let (_, bob_cookie) = session(a, "bob").await;
+    let (_, carol_cookie) = session(b, "carol").await;
+    a.start_live(&alice, "Shared").await;
+
+    let mut owner_on_a = Socket::joined(a, Some(&alice_cookie), "alice").await;
+    let mut bob_on_a = Socket::joined(a, Some(&bob_cookie), "alice").await;
+    let mut carol_on_b = Socket::joined(b, Some(&carol_cookie), "alice").await;
+    wait_subscribed(&cluster.redis, "alice", 2).await;
+
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        carol_on_b
+            .send(json!({"type": "chat:send", "text": format!("from b {round}")}))
+            .await;
+        for socket in [&mut owner_on_a, &mut bob_on_a, &mut carol_on_b] {
+            let message = socket.expect("chat:message").await["message"].clone();
+            assert_eq!(message["text"], format!("from b {round}"));
+            assert_eq!(message["username"], "carol");
+            ids.push(message["id"].as_i64().expect("id"));
+        }
+        bob_on_a
+            .send(json!({"type": "chat:send", "text": format!("from a {round}")}))
+            .await;
+        for socket in [&mut owner_on_a, &mut bob_on_a, &mut carol_on_b] {
+            let message = socket.expect("chat:message").await["message"].clone();
+            assert_eq!(message["text"], format!("from a {round}"));
+            ids.push(message["id"].as_i64().expect("id"));
+        }
+    }
+    // Every socket saw the same id for a message, and no two messages share one.
+    let mut distinct: Vec<i64> = ids.chunks(3).map(|seen| seen[0]).collect();
+    for seen in ids.chunks(3) {
+        assert!(seen.iter().all(|id| *id == seen[0]), "ids {seen:?}");
+    }
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 6, "ids {ids:?}");
+    a.wait_count("chat_messages", 6).await;
+
+    // A newcomer on either instance gets all six, in the order they were sent.
+    let mut late = Socket::open(b, None).await;
+    late.send(json!({"type": "live:join", "channel": "alice"}))
+        .await;
+    let history = late.expect("chat:history").await;
+    let texts: Vec<String> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| message["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "from b 0", "from a 0", "from b 1", "from a 1", "from b 2", "from a 2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_ban_through_one_instance_removes_the_messages_shown_on_the_other() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, alice_cookie) = session(b, "alice").await;
+    let (_, troll_cookie) = session(a, "troll").await;
+    a.start_live(&alice, "Moderated").await;
+    let mut owner_on_b = Socket::joined(b, Some(&alice_cookie), "alice").await;
+    let mut troll_on_a = Socket::joined(a, Some(&troll_cookie), "alice").await;
+    let mut viewer_on_a = Socket::joined_from(a, None, "alice", Ipv4Addr::new(127, 0, 0, 7)).await;
+    wait_subscribed(&cluster.redis, "alice", 2).await;
+
+    troll_on_a
+        .send(json!({"type": "chat:send", "text": "spam"}))
+        .await;
+    let shown = viewer_on_a.expect("chat:message").await["message"]["id"].clone();
+    assert_eq!(
+        owner_on_b.expect("chat:message").await["message"]["id"],
+        shown
+    );
+    troll_on_a.expect("chat:stored").await;
+
+    owner_on_b
+        .send(json!({"type": "chat:ban", "username": "troll"}))
+        .await;
+    let deleted = viewer_on_a.expect("chat:deleted").await;
+    assert!(
+        deleted["message_ids"]
+            .as_array()
+            .expect("ids")
+            .contains(&shown),
+        "{deleted}"
+    );
+    assert_eq!(viewer_on_a.expect("chat:banned").await["username"], "troll");
+
+    // The ban holds on the instance the troll's socket is on.
+    troll_on_a
+        .send(json!({"type": "chat:send", "text": "again"}))
+        .await;
+    assert_eq!(troll_on_a.expect("error").await["code"], "banned");
+}
+
+#[tokio::test]
+async fn the_viewer_count_is_over_both_instances_and_counts_a_session_once() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, alice_cookie) = session(a, "alice").await;
+    let (_, bob_cookie) = session(a, "bob").await;
+    a.start_live(&alice, "Counted").await;
+    let mut owner_on_a = Socket::joined(a, Some(&alice_cookie), "alice").await;
+
+    let _anonymous_on_a = Socket::joined_from(a, None, "alice", Ipv4Addr::new(127, 0, 0, 2)).await;
+    let _anonymous_on_b = Socket::joined_from(b, None, "alice", Ipv4Addr::new(127, 0, 0, 3)).await;
+    let bob_on_b = Socket::joined(b, Some(&bob_cookie), "alice").await;
+    owner_on_a.expect_viewers_within(3, CLUSTER_WAIT).await;
+
+    // Bob's second tab lands on the other instance: still one viewer; the same network
+    // on both instances counts once too.
+    let bob_on_a = Socket::joined(a, Some(&bob_cookie), "alice").await;
+    let _same_network_on_b =
+        Socket::joined_from(b, None, "alice", Ipv4Addr::new(127, 0, 0, 2)).await;
+    let mut third = Socket::joined_from(b, None, "alice", Ipv4Addr::new(127, 0, 0, 3)).await;
+    // A newcomer (from a network already counted) gets the count: still 3, so nothing
+    // above was counted twice.
+    third.expect_viewers_within(3, CLUSTER_WAIT).await;
+
+    // Instance b's lives API shows the count over both instances, and it stays there
+    // for several refreshes (a client counted twice would show 4 or 5).
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+    let mut reached: Option<std::time::Instant> = None;
+    while reached.is_none_or(|at| at.elapsed() < Duration::from_secs(2)) {
+        let live: serde_json::Value = b
+            .get(&client, "/api/lives/alice")
+            .await
+            .json()
+            .await
+            .expect("live json");
+        let viewers = live["viewers"].as_u64().expect("viewers");
+        assert!(viewers <= 3, "b lists {live}");
+        if viewers == 3 && reached.is_none() {
+            reached = Some(std::time::Instant::now());
+        }
+        assert!(std::time::Instant::now() < deadline, "b lists {live}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    drop(bob_on_b);
+    drop(bob_on_a);
+    owner_on_a.expect_viewers_within(2, CLUSTER_WAIT).await;
+}
+
+#[tokio::test]
+async fn a_live_started_through_one_instance_opens_the_chat_on_the_other() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, _) = session(a, "alice").await;
+    let (_, bob_cookie) = session(b, "bob").await;
+    let mut bob_on_b = Socket::joined(b, Some(&bob_cookie), "alice").await;
+    // Joined before the live: the room exists on b only.
+    wait_subscribed(&cluster.redis, "alice", 1).await;
+    a.start_live(&alice, "Surprise").await;
+    let started = bob_on_b.expect("live:started").await;
+    assert_eq!(started["live"]["title"], "Surprise");
+    bob_on_b
+        .send(json!({"type": "chat:send", "text": "hello"}))
+        .await;
+    bob_on_b.expect("chat:stored").await;
+}
+
+#[tokio::test]
+async fn chat_resumes_after_redis_restarts_and_what_was_said_meanwhile_is_in_history() {
+    let mut cluster = two_instances().await;
+    let (alice, alice_cookie) = session(&cluster.a, "alice").await;
+    let (_, bob_cookie) = session(&cluster.b, "bob").await;
+    cluster.a.start_live(&alice, "Outage").await;
+    let mut owner_on_a = Socket::joined(&cluster.a, Some(&alice_cookie), "alice").await;
+    let mut bob_on_b = Socket::joined(&cluster.b, Some(&bob_cookie), "alice").await;
+    wait_subscribed(&cluster.redis, "alice", 2).await;
+
+    cluster.redis.kill();
+    // Bob's message is shown and stored on his instance while Redis is away.
+    bob_on_b
+        .send(json!({"type": "chat:send", "text": "said during the outage"}))
+        .await;
+    bob_on_b.expect("chat:message").await;
+    bob_on_b.expect("chat:stored").await;
+
+    cluster.redis.start_again();
+    // The owner's page gets the history again, with the message it missed, without
+    // reconnecting.
+    let history = owner_on_a.expect_within("chat:history", CLUSTER_WAIT).await;
+    assert!(
+        history.to_string().contains("said during the outage"),
+        "{history}"
+    );
+    // And messages cross again.
+    let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+    loop {
+        bob_on_b
+            .send(json!({"type": "chat:send", "text": "back"}))
+            .await;
+        if owner_on_a
+            .next_matching(Duration::from_millis(1200), |message| {
+                message["type"] == "chat:message"
+            })
+            .await
+            .is_some()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "chat did not resume");
+    }
+}
