@@ -26,20 +26,63 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse
 }
 
 /// Something failed that is not the client's fault (database, thread pool). Its
-/// detail is logged, never sent: the client gets a generic 500.
+/// detail is logged, never sent: the client gets a generic 500, or a 503
+/// `database_unavailable` when the database cannot be reached (see
+/// [`InternalError::is_database_unavailable`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct InternalError(pub String);
 
+/// How the detail of an [`InternalError`] for an unreachable database begins.
+const DATABASE_UNAVAILABLE: &str = "database unavailable: ";
+
+impl InternalError {
+    /// The database cannot be reached (no connection could be opened in time, or the
+    /// connection was lost): the request may succeed once it is back.
+    pub fn database_unavailable(detail: impl std::fmt::Display) -> Self {
+        InternalError(format!("{DATABASE_UNAVAILABLE}{detail}"))
+    }
+
+    pub fn is_database_unavailable(&self) -> bool {
+        self.0.starts_with(DATABASE_UNAVAILABLE)
+    }
+}
+
+/// Whether a query failed because the connection to the server is gone (PostgreSQL
+/// stopped or restarted, the network dropped) rather than because of the query.
+pub fn is_connection_lost(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+        | Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+        | Error::BrokenTransactionManager => true,
+        Error::DatabaseError(_, info) => {
+            // libpq's words when the server goes away under a query, and PostgreSQL's
+            // "terminating connection due to administrator command" (57P01).
+            let message = info.message();
+            message.contains("server closed the connection")
+                || message.contains("terminating connection")
+                || message.contains("no connection to the server")
+                || message.contains("connection to server")
+        }
+        _ => false,
+    }
+}
+
 impl From<diesel::result::Error> for InternalError {
     fn from(error: diesel::result::Error) -> Self {
+        if is_connection_lost(&error) {
+            return InternalError::database_unavailable(error);
+        }
         InternalError(format!("database: {error}"))
     }
 }
 
 impl From<r2d2::Error> for InternalError {
     fn from(error: r2d2::Error) -> Self {
-        InternalError(format!("database pool: {error}"))
+        // The pool gave up waiting: no connection could be opened (or none was free)
+        // within the connect timeout.
+        InternalError::database_unavailable(format!("pool: {error}"))
     }
 }
 
@@ -51,10 +94,22 @@ impl From<actix_web::error::BlockingError> for InternalError {
 
 impl ResponseError for InternalError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        if self.is_database_unavailable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if self.is_database_unavailable() {
+            tracing::error!(error = %self.0, "database unavailable");
+            return json_error(
+                self.status_code(),
+                "database_unavailable",
+                "the database is unavailable; try again shortly",
+            );
+        }
         tracing::error!(error = %self.0, "internal error");
         json_error(self.status_code(), "internal", "internal server error")
     }
@@ -217,5 +272,21 @@ mod tests {
         let body = body_of(response);
         assert_eq!(body["error"]["code"], "internal");
         assert!(!body.to_string().contains("secret detail"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_without_details() {
+        let response =
+            InternalError::database_unavailable("pool: timed out at db.internal").error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(response);
+        assert_eq!(body["error"]["code"], "database_unavailable");
+        assert!(!body.to_string().contains("db.internal"));
+        let lost = diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection unexpectedly".to_owned()),
+        );
+        assert!(InternalError::from(lost).is_database_unavailable());
+        assert!(!InternalError::from(diesel::result::Error::NotFound).is_database_unavailable());
     }
 }

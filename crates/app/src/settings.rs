@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use privatehub_protocol::TurnConfig;
 
+use crate::db::{DatabaseLocation, PoolOptions};
 use crate::domain::Origin;
 
 /// Where the shared media-token secret is kept when `MEDIA_TOKEN_SECRET` is not set.
@@ -30,8 +31,14 @@ pub struct Settings {
     pub port: u16,
     /// `APP_WORKERS`: HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
-    /// `DATABASE_URL`: SQLite file path (`sqlite://` prefix optional).
-    pub database_path: PathBuf,
+    /// `DATABASE_URL`: a SQLite file path (`sqlite://` prefix optional; the default) or
+    /// a `postgres://`/`postgresql://` URL.
+    pub database: DatabaseLocation,
+    /// `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECONDS`: connections held at
+    /// most, and how long opening or waiting for one may take before a request fails.
+    pub database_pool: PoolOptions,
+    /// `REDIS_URL`: a `redis://` or `rediss://` URL (optional).
+    pub redis_url: Option<SecretString>,
     /// `APP_PUBLIC_URL`: the origin browsers use; CSRF checks compare against it, and
     /// cookies are `Secure` when it is https.
     pub public_origin: Origin,
@@ -159,12 +166,47 @@ impl Settings {
             None => None,
             Some(raw) => Some(parse_ranged(&raw, "APP_WORKERS", 1, 256)? as usize),
         };
-        let database_path = parse_or(
+        let database = parse_or(
             &get,
             "DATABASE_URL",
-            PathBuf::from(DEFAULT_DATABASE_PATH),
+            DatabaseLocation::Sqlite(PathBuf::from(DEFAULT_DATABASE_PATH)),
             parse_database_url,
         )?;
+        let database_pool = PoolOptions {
+            max_size: match get("DATABASE_POOL_SIZE") {
+                None => 8,
+                Some(raw) => parse_ranged(&raw, "DATABASE_POOL_SIZE", 1, 1000)? as u32,
+            },
+            connect_timeout: match get("DATABASE_CONNECT_TIMEOUT_SECONDS") {
+                None => Duration::from_secs(5),
+                Some(raw) => Duration::from_secs(parse_ranged(
+                    &raw,
+                    "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                    1,
+                    300,
+                )?),
+            },
+        };
+        let redis_url = match get("REDIS_URL") {
+            None => None,
+            Some(raw) => {
+                Some(parse_redis_url(&raw).map_err(|message| invalid("REDIS_URL", message))?)
+            }
+        };
+        // Every instance on one PostgreSQL database must share these secrets; the
+        // per-directory secret files would give each instance its own.
+        if database.is_postgres() {
+            for variable in ["MEDIA_TOKEN_SECRET", "STREAM_KEY_SECRET"] {
+                if get(variable).is_none() {
+                    return Err(invalid(
+                        variable,
+                        "must be set explicitly when DATABASE_URL is PostgreSQL \
+                         (several instances share the database, and the secret file \
+                         would give each its own secret)",
+                    ));
+                }
+            }
+        }
         let public_origin = parse_or(
             &get,
             "APP_PUBLIC_URL",
@@ -287,7 +329,9 @@ impl Settings {
             bind,
             port,
             workers,
-            database_path,
+            database,
+            database_pool,
+            redis_url,
             public_origin,
             media_public_url,
             media_origin,
@@ -334,9 +378,23 @@ fn parse_bool(raw: &str) -> Result<bool, String> {
     privatehub_edge::env::parse_bool(raw).map_err(str::to_owned)
 }
 
-/// Accepts `sqlite://path`, `sqlite:path` or a plain path.
-fn parse_database_url(raw: &str) -> Result<PathBuf, String> {
+/// Accepts `postgres://…`/`postgresql://…`, or `sqlite://path`, `sqlite:path` or a
+/// plain path (`DATABASE_URL`, and the copy command's arguments).
+pub fn parse_database_url(raw: &str) -> Result<DatabaseLocation, String> {
     let raw = raw.trim();
+    let lower = raw.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let host = crate::db::postgres_host_and_database(raw);
+        let (host, database) = host.split_once('/').unwrap_or((&host, ""));
+        if host.is_empty() && database.is_empty() {
+            return Err("expected a PostgreSQL URL with a host and database, \
+                 e.g. postgres://privatehub:PASSWORD@127.0.0.1:5432/privatehub"
+                .to_owned());
+        }
+        return Ok(DatabaseLocation::Postgres(SecretString::from(
+            raw.to_owned(),
+        )));
+    }
     let path = raw
         .strip_prefix("sqlite://")
         .or_else(|| raw.strip_prefix("sqlite:"))
@@ -345,9 +403,27 @@ fn parse_database_url(raw: &str) -> Result<PathBuf, String> {
         return Err("expected a SQLite file path, e.g. sqlite://data/privatehub.sqlite".to_owned());
     }
     if raw.contains("://") && !raw.starts_with("sqlite://") {
-        return Err("only SQLite is supported (sqlite://path or a plain path)".to_owned());
+        return Err(
+            "expected sqlite://path, a plain path, or a postgres:// or postgresql:// URL"
+                .to_owned(),
+        );
     }
-    Ok(PathBuf::from(path))
+    Ok(DatabaseLocation::Sqlite(PathBuf::from(path)))
+}
+
+/// Accepts `redis://…` or `rediss://…` (TLS) with a host.
+fn parse_redis_url(raw: &str) -> Result<SecretString, String> {
+    let raw = raw.trim();
+    let lower = raw.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("redis://")
+        .or_else(|| lower.strip_prefix("rediss://"))
+        .ok_or_else(|| "expected a redis:// or rediss:// URL".to_owned())?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if host.split(['/', '?']).next().unwrap_or_default().is_empty() {
+        return Err("expected a host, e.g. redis://127.0.0.1:6379".to_owned());
+    }
+    Ok(SecretString::from(raw.to_owned()))
 }
 
 /// Refuses short secrets and the published example values (anyone could sign media
@@ -462,7 +538,12 @@ mod tests {
         let s = settings(&[("MEDIA_TOKEN_SECRET", SECRET)]).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1");
         assert_eq!(s.port, 3000);
-        assert_eq!(s.database_path, PathBuf::from("data/privatehub.sqlite"));
+        assert!(
+            matches!(&s.database, DatabaseLocation::Sqlite(path) if path == Path::new("data/privatehub.sqlite"))
+        );
+        assert_eq!(s.database_pool.max_size, 8);
+        assert_eq!(s.database_pool.connect_timeout, Duration::from_secs(5));
+        assert!(s.redis_url.is_none());
         assert_eq!(s.public_origin.to_string(), "http://localhost:3000");
         assert_eq!(s.media_public_url, "http://localhost:5050");
         assert_eq!(s.media_token_ttl, Duration::from_secs(300));
@@ -502,8 +583,13 @@ mod tests {
             ),
             ("MEDIA_TOKEN_TTL_SECONDS", "0"),
             ("TRUST_PROXY_HEADERS", "maybe"),
-            ("DATABASE_URL", "postgres://x/y"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("DATABASE_URL", "postgres://"),
             ("DATABASE_URL", "sqlite://:memory:"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", "never"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("REDIS_URL", "redis://"),
             ("LOG_FORMAT", "xml"),
         ] {
             let mut pairs = vec![(variable, value)];
@@ -525,13 +611,67 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.media_public_url, "https://sfu.example.com");
-        assert_eq!(s.database_path, PathBuf::from("/tmp/x.sqlite"));
+        assert!(
+            matches!(&s.database, DatabaseLocation::Sqlite(path) if path == Path::new("/tmp/x.sqlite"))
+        );
         let s = settings(&[
             ("MEDIA_TOKEN_SECRET", SECRET),
             ("DATABASE_URL", "data/a.db"),
         ])
         .unwrap();
-        assert_eq!(s.database_path, PathBuf::from("data/a.db"));
+        assert!(
+            matches!(&s.database, DatabaseLocation::Sqlite(path) if path == Path::new("data/a.db"))
+        );
+    }
+
+    #[test]
+    fn postgres_urls_pool_settings_and_redis() {
+        let url = "postgresql://privatehub:hunter2@db.internal:5432/privatehub?sslmode=require";
+        let s = settings(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("DATABASE_URL", url),
+            ("DATABASE_POOL_SIZE", "20"),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", "2"),
+            ("REDIS_URL", "rediss://:pw@redis.internal:6380/0"),
+        ])
+        .unwrap();
+        let DatabaseLocation::Postgres(parsed) = &s.database else {
+            panic!("expected PostgreSQL, got {:?}", s.database);
+        };
+        assert_eq!(parsed.expose_secret(), url);
+        let shown = s.database.display_for_log();
+        assert_eq!(shown, "postgres db.internal:5432/privatehub");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.database_pool.max_size, 20);
+        assert_eq!(s.database_pool.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            s.redis_url
+                .as_ref()
+                .map(|url| url.expose_secret().to_owned()),
+            Some("rediss://:pw@redis.internal:6380/0".to_owned())
+        );
+        let s = settings(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            ("DATABASE_URL", "postgres://ph@127.0.0.1:5433/postgres"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ])
+        .unwrap();
+        assert!(s.database.is_postgres());
+    }
+
+    #[test]
+    fn postgres_needs_both_secrets_set_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("media-token-secret");
+        let file = file.to_str().unwrap();
+        let postgres = ("DATABASE_URL", "postgres://ph@127.0.0.1:5432/privatehub");
+        // The test helper sets STREAM_KEY_SECRET; the media secret comes from a file.
+        let error = settings(&[postgres, ("MEDIA_TOKEN_SECRET_FILE", file)]).unwrap_err();
+        assert_eq!(error.variable, "MEDIA_TOKEN_SECRET");
+        let map: HashMap<&str, &str> = [postgres, ("MEDIA_TOKEN_SECRET", SECRET)].into();
+        let error = Settings::from_lookup(|name| map.get(name).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(error.variable, "STREAM_KEY_SECRET");
+        assert!(settings(&[postgres, ("MEDIA_TOKEN_SECRET", SECRET)]).is_ok());
     }
 
     #[test]

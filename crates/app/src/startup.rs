@@ -10,6 +10,8 @@ use anyhow::Context;
 
 use crate::auth::csrf::csrf_middleware;
 use crate::body_deadline::body_deadline;
+use crate::chat::server::MessageIdSource;
+use crate::chat::server::message_ids::MESSAGE_ID_BLOCK;
 use crate::db::{self, sessions};
 use crate::error::{MAX_BODY_BYTES, json_error_handler, path_error_handler, query_error_handler};
 use crate::middleware::{api_errors_as_json, request_log, security_headers};
@@ -28,22 +30,39 @@ impl Application {
     /// Opens (creating if needed) and migrates the database, then binds
     /// `settings.bind:settings.port` (port 0 picks a free port; see [`Self::port`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let pool = db::build_pool(&settings.database_path).with_context(|| {
-            format!("opening the database {}", settings.database_path.display())
-        })?;
+        let database = settings.database.display_for_log();
+        if settings.database.is_postgres() && settings.redis_url.is_none() {
+            tracing::warn!(
+                "DATABASE_URL is PostgreSQL but REDIS_URL is not set: Redis is needed as \
+                 soon as more than one instance runs"
+            );
+        }
+        let location = settings.database.clone();
+        let options = settings.database_pool;
+        let pool = tokio::task::spawn_blocking(move || db::build_pool(&location, options))
+            .await
+            .context("database set-up task")?
+            .with_context(|| format!("opening the database ({database})"))?;
         let migrate_pool = pool.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let applied = db::run_migrations(&migrate_pool)?;
             let mut connection = migrate_pool.get()?;
             let expired = sessions::delete_expired(&mut connection, db::now_unix())
                 .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
-            let last_message_id = db::chat::max_message_id(&mut connection)
-                .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
-            Ok::<_, db::DbSetupError>((applied, expired, last_message_id))
+            // Instances sharing PostgreSQL take chat ids from its sequence.
+            let message_ids = if db::is_postgres(&connection) {
+                db::chat::reserve_message_ids(&mut connection, MESSAGE_ID_BLOCK)
+                    .map(MessageIdSource::Sequence)
+            } else {
+                db::chat::max_message_id(&mut connection).map(MessageIdSource::After)
+            }
+            .map_err(|error| db::DbSetupError::Migration(error.to_string()))?;
+            Ok::<_, db::DbSetupError>((applied, expired, message_ids))
         })
         .await
         .context("database set-up task")??;
         tracing::info!(
+            %database,
             migrations = applied.0,
             expired_sessions = applied.1,
             "database ready"

@@ -29,7 +29,7 @@ pub struct PlannedLive {
 /// database at `database` (migrated first, so the app may start on it afterwards or
 /// already run on it). Rerunnable: a name already taken gets a fresh suffix.
 pub fn prepare(database: &Path, lives: usize, senders_per_live: usize) -> anyhow::Result<Plan> {
-    let pool = db::build_pool(database)
+    let pool = db::build_sqlite_pool(database)
         .map_err(|error| anyhow!("open {}: {error}", database.display()))?;
     db::run_migrations(&pool).map_err(|error| anyhow!("migrate: {error}"))?;
     let mut connection = pool.get().context("database connection")?;
@@ -71,7 +71,7 @@ pub fn prepare(database: &Path, lives: usize, senders_per_live: usize) -> anyhow
 }
 
 fn create_user(
-    connection: &mut diesel::sqlite::SqliteConnection,
+    connection: &mut db::AnyConnection,
     name: &str,
     now: i64,
 ) -> anyhow::Result<users::UserId> {

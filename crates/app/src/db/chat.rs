@@ -1,7 +1,7 @@
 //! The `chat_messages` and `chat_bans` tables.
 
+use super::AnyConnection;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use privatehub_protocol::LiveId;
 
 use super::schema::{chat_bans, chat_messages, lives, users};
@@ -19,12 +19,14 @@ pub struct StoredMessage {
 
 /// Stores a message; returns its id.
 pub fn insert_message(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     author: UserId,
     body: &str,
     now_ms: i64,
 ) -> QueryResult<i64> {
+    // The id comes from the column's default: SQLite's next rowid, or on PostgreSQL the
+    // sequence the chat server also takes its ids from.
     diesel::insert_into(chat_messages::table)
         .values((
             chat_messages::live_id.eq(live.0),
@@ -48,21 +50,28 @@ pub struct NewMessage {
 
 /// Stores `messages` in one transaction. A message whose id is already stored is left
 /// alone, so a batch can be retried after a failure whose outcome was unclear.
-pub fn insert_messages(
-    connection: &mut SqliteConnection,
-    messages: &[NewMessage],
-) -> QueryResult<()> {
-    connection.immediate_transaction(|connection| {
+pub fn insert_messages(connection: &mut AnyConnection, messages: &[NewMessage]) -> QueryResult<()> {
+    super::write_transaction(connection, |connection| {
         for message in messages {
-            diesel::insert_or_ignore_into(chat_messages::table)
-                .values((
-                    chat_messages::id.eq(message.id),
-                    chat_messages::live_id.eq(message.live.0),
-                    chat_messages::user_id.eq(message.author.0),
-                    chat_messages::body.eq(&message.body),
-                    chat_messages::sent_at_ms.eq(message.sent_at_ms),
-                ))
-                .execute(connection)?;
+            let row = (
+                chat_messages::id.eq(message.id),
+                chat_messages::live_id.eq(message.live.0),
+                chat_messages::user_id.eq(message.author.0),
+                chat_messages::body.eq(&message.body),
+                chat_messages::sent_at_ms.eq(message.sent_at_ms),
+            );
+            // ON CONFLICT is not portable through `AnyConnection`: each backend its own.
+            match connection {
+                AnyConnection::Sqlite(sqlite) => {
+                    diesel::insert_or_ignore_into(chat_messages::table)
+                        .values(row)
+                        .execute(sqlite)?
+                }
+                AnyConnection::Postgres(postgres) => diesel::insert_into(chat_messages::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .execute(postgres)?,
+            };
         }
         Ok(())
     })
@@ -70,7 +79,7 @@ pub fn insert_messages(
 
 /// The highest message id ever stored (0 for none): the chat server numbers new
 /// messages from there.
-pub fn max_message_id(connection: &mut SqliteConnection) -> QueryResult<i64> {
+pub fn max_message_id(connection: &mut AnyConnection) -> QueryResult<i64> {
     use diesel::dsl::max;
     chat_messages::table
         .select(max(chat_messages::id))
@@ -80,7 +89,7 @@ pub fn max_message_id(connection: &mut SqliteConnection) -> QueryResult<i64> {
 
 /// The live's last `limit` messages that are not deleted, oldest first.
 pub fn recent_messages(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     limit: i64,
 ) -> QueryResult<Vec<StoredMessage>> {
@@ -88,7 +97,9 @@ pub fn recent_messages(
         .inner_join(users::table)
         .filter(chat_messages::live_id.eq(live.0))
         .filter(chat_messages::deleted_at_ms.is_null())
-        .order(chat_messages::id.desc())
+        // By time: instances sharing a database take ids in blocks, so ids of messages
+        // sent on different instances are not in the order they were sent.
+        .order((chat_messages::sent_at_ms.desc(), chat_messages::id.desc()))
         .limit(limit)
         .select((
             chat_messages::id,
@@ -113,7 +124,7 @@ pub fn recent_messages(
 /// The live's messages that are not deleted, sent from `from_ms` to `to_ms` (both
 /// included), oldest first, at most `limit`: the chat beside a replay.
 pub fn messages_between(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     from_ms: i64,
     to_ms: i64,
@@ -148,7 +159,7 @@ pub fn messages_between(
 
 /// Marks one message of the live deleted. `false` if there was no such message.
 pub fn delete_message(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     message_id: i64,
     now_ms: i64,
@@ -167,20 +178,27 @@ pub fn delete_message(
 /// Bans `banned` from `channel`'s chat and deletes their messages of `live`. Returns
 /// the ids of the messages deleted now.
 pub fn ban_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     channel: UserId,
     banned: UserId,
     live: Option<LiveId>,
     now_ms: i64,
 ) -> QueryResult<Vec<i64>> {
-    connection.immediate_transaction(|connection| {
-        diesel::insert_or_ignore_into(chat_bans::table)
-            .values((
-                chat_bans::channel_user_id.eq(channel.0),
-                chat_bans::banned_user_id.eq(banned.0),
-                chat_bans::created_at_ms.eq(now_ms),
-            ))
-            .execute(connection)?;
+    super::write_transaction(connection, |connection| {
+        let ban = (
+            chat_bans::channel_user_id.eq(channel.0),
+            chat_bans::banned_user_id.eq(banned.0),
+            chat_bans::created_at_ms.eq(now_ms),
+        );
+        match connection {
+            AnyConnection::Sqlite(sqlite) => diesel::insert_or_ignore_into(chat_bans::table)
+                .values(ban)
+                .execute(sqlite)?,
+            AnyConnection::Postgres(postgres) => diesel::insert_into(chat_bans::table)
+                .values(ban)
+                .on_conflict_do_nothing()
+                .execute(postgres)?,
+        };
         let Some(live) = live else {
             return Ok(Vec::new());
         };
@@ -197,10 +215,7 @@ pub fn ban_user(
 }
 
 /// Users banned from `channel`'s chat.
-pub fn banned_users(
-    connection: &mut SqliteConnection,
-    channel: UserId,
-) -> QueryResult<Vec<UserId>> {
+pub fn banned_users(connection: &mut AnyConnection, channel: UserId) -> QueryResult<Vec<UserId>> {
     chat_bans::table
         .filter(chat_bans::channel_user_id.eq(channel.0))
         .select(chat_bans::banned_user_id)
@@ -210,7 +225,7 @@ pub fn banned_users(
 
 /// Raises the live's stored peak viewer count to `viewers` if it is higher.
 pub fn raise_peak_viewers(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     viewers: u32,
 ) -> QueryResult<()> {
@@ -223,4 +238,27 @@ pub fn raise_peak_viewers(
     .set(lives::peak_viewers.eq(viewers))
     .execute(connection)?;
     Ok(())
+}
+
+/// `count` fresh ids from the chat messages' sequence (PostgreSQL only): unique across
+/// every instance sharing the database, used by the chat server before the insert.
+pub fn reserve_message_ids(connection: &mut AnyConnection, count: usize) -> QueryResult<Vec<i64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Reserved {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let AnyConnection::Postgres(postgres) = connection else {
+        return Err(diesel::result::Error::QueryBuilderError(
+            "chat ids come from a sequence only on PostgreSQL".into(),
+        ));
+    };
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    diesel::sql_query(
+        "SELECT nextval(pg_get_serial_sequence('chat_messages', 'id')) AS id \
+         FROM generate_series(1, $1)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(count)
+    .load::<Reserved>(postgres)
+    .map(|rows| rows.into_iter().map(|row| row.id).collect())
 }

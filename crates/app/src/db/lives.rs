@@ -1,8 +1,8 @@
 //! The `lives` table: current lives (`ended_at IS NULL`) and the history.
 
+use super::AnyConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::SqliteConnection;
 use privatehub_protocol::LiveId;
 
 use super::schema::{lives, users};
@@ -63,7 +63,7 @@ fn to_live((id, user_id, username, title, started_at, ended_at, peak, source): L
 
 /// The user's current live, if any.
 pub fn find_current_by_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
 ) -> QueryResult<Option<Live>> {
     lives::table
@@ -78,7 +78,7 @@ pub fn find_current_by_user(
 
 /// The current live of the user with this name (case-insensitive), if any.
 pub fn find_current_by_username(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     username: &Username,
 ) -> QueryResult<Option<Live>> {
     lives::table
@@ -110,29 +110,32 @@ impl LiveSource {
 /// Returns the user's current live, or starts one. `true` when it was created now.
 /// `source` is recorded either way: the last one to publish owns the live (a WHIP
 /// client taking over a browser live, or the other way round).
-/// Runs in an IMMEDIATE transaction; the partial unique index is the backstop.
+/// Runs in a write transaction; the partial unique index is the backstop.
 pub fn start_or_get_current(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     title: &LiveTitle,
     source: LiveSource,
     now: i64,
 ) -> QueryResult<(Live, bool)> {
-    connection.immediate_transaction(|connection| {
+    super::write_transaction(connection, |connection| {
         if let Some(live) = find_current_by_user(connection, user)? {
             diesel::update(lives::table.filter(lives::id.eq(live.id.0)))
                 .set(lives::source.eq(source.as_str()))
                 .execute(connection)?;
             return Ok((live, false));
         }
-        let inserted = diesel::insert_into(lives::table)
-            .values((
-                lives::user_id.eq(user.0),
-                lives::title.eq(title.as_str()),
-                lives::started_at.eq(now),
-                lives::source.eq(source.as_str()),
-            ))
-            .execute(connection);
+        // In a savepoint: on PostgreSQL a failed statement would abort the transaction.
+        let inserted = connection.transaction(|connection| {
+            diesel::insert_into(lives::table)
+                .values((
+                    lives::user_id.eq(user.0),
+                    lives::title.eq(title.as_str()),
+                    lives::started_at.eq(now),
+                    lives::source.eq(source.as_str()),
+                ))
+                .execute(connection)
+        });
         match inserted {
             Ok(_) => {}
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
@@ -146,12 +149,12 @@ pub fn start_or_get_current(
 /// Ends the user's current live, recording `peak_viewers` (kept if already higher).
 /// `None` when the user was not live.
 pub fn end_current(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     peak_viewers: u32,
     now: i64,
 ) -> QueryResult<Option<Live>> {
-    connection.immediate_transaction(|connection| {
+    super::write_transaction(connection, |connection| {
         let Some(mut live) = find_current_by_user(connection, user)? else {
             return Ok(None);
         };
@@ -170,7 +173,7 @@ pub fn end_current(
 
 /// Records who publishes the live now.
 pub fn set_source(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     live: LiveId,
     source: LiveSource,
 ) -> QueryResult<()> {
@@ -181,7 +184,7 @@ pub fn set_source(
 }
 
 /// Current lives published by a WHIP client.
-pub fn list_current_whip(connection: &mut SqliteConnection) -> QueryResult<Vec<Live>> {
+pub fn list_current_whip(connection: &mut AnyConnection) -> QueryResult<Vec<Live>> {
     lives::table
         .inner_join(users::table)
         .filter(lives::ended_at.is_null())
@@ -192,7 +195,7 @@ pub fn list_current_whip(connection: &mut SqliteConnection) -> QueryResult<Vec<L
 }
 
 /// The title of the user's most recent live, if any.
-pub fn last_title(connection: &mut SqliteConnection, user: UserId) -> QueryResult<Option<String>> {
+pub fn last_title(connection: &mut AnyConnection, user: UserId) -> QueryResult<Option<String>> {
     lives::table
         .filter(lives::user_id.eq(user.0))
         .order((lives::started_at.desc(), lives::id.desc()))
@@ -202,7 +205,7 @@ pub fn last_title(connection: &mut SqliteConnection, user: UserId) -> QueryResul
 }
 
 /// Everyone live now, newest first.
-pub fn list_current(connection: &mut SqliteConnection) -> QueryResult<Vec<Live>> {
+pub fn list_current(connection: &mut AnyConnection) -> QueryResult<Vec<Live>> {
     lives::table
         .inner_join(users::table)
         .filter(lives::ended_at.is_null())
@@ -214,7 +217,7 @@ pub fn list_current(connection: &mut SqliteConnection) -> QueryResult<Vec<Live>>
 
 /// A user's ended lives, newest first.
 pub fn list_past_by_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     limit: i64,
 ) -> QueryResult<Vec<Live>> {

@@ -1,35 +1,106 @@
-//! SQLite storage: the connection pool, per-connection pragmas, embedded migrations,
-//! and one module of synchronous query functions per table. Query functions take
-//! `&mut SqliteConnection`; handlers call them inside `web::block`.
+//! Storage on SQLite (the embedded default) or PostgreSQL: the connection pool,
+//! per-connection set-up, embedded migrations (one directory per backend), and one module
+//! of synchronous query functions per table. Query functions take `&mut AnyConnection`
+//! and are written once for both backends; handlers call them inside `web::block`.
 
 pub mod chat;
+pub mod copy;
 pub mod lives;
+mod pool;
 pub mod recordings;
 pub mod schema;
 pub mod sessions;
 pub mod stream_keys;
 pub mod users;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::sqlite::SqliteConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::InternalError;
 
-/// The one pool type of the app.
-pub type DbPool = Pool<ConnectionManager<SqliteConnection>>;
-/// A connection checked out of [`DbPool`].
-pub type DbConnection = PooledConnection<ConnectionManager<SqliteConnection>>;
+pub use pool::AnyConnectionManager;
 
-/// The top-level `migrations/` directory, compiled into the binary.
+/// A connection to either backend. Diesel's derive makes it one `Connection` whose
+/// queries are built for whichever backend it holds.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgres(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// The one pool type of the app.
+pub type DbPool = Pool<AnyConnectionManager>;
+/// A connection checked out of [`DbPool`].
+pub type DbConnection = PooledConnection<AnyConnectionManager>;
+
+/// The top-level `migrations/` directory (SQLite), compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The top-level `migrations-postgres/` directory: the same versions for PostgreSQL.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations-postgres");
 
 /// How long a connection waits for a lock held by another before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which database the app uses (`DATABASE_URL`).
+#[derive(Debug, Clone)]
+pub enum DatabaseLocation {
+    /// A SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL (it may hold a password).
+    Postgres(SecretString),
+}
+
+impl DatabaseLocation {
+    /// What may be logged: the file, or the PostgreSQL host, port and database (never
+    /// the user or password).
+    pub fn display_for_log(&self) -> String {
+        match self {
+            DatabaseLocation::Sqlite(path) => format!("sqlite {}", path.display()),
+            DatabaseLocation::Postgres(url) => {
+                format!(
+                    "postgres {}",
+                    postgres_host_and_database(url.expose_secret())
+                )
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DatabaseLocation::Postgres(_))
+    }
+}
+
+/// `host:port/database` of a PostgreSQL URL, without credentials or parameters.
+pub fn postgres_host_and_database(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.to_owned()
+}
+
+/// How the pool is sized and how long it waits.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Connections held at most (`DATABASE_POOL_SIZE`).
+    pub max_size: u32,
+    /// How long opening a connection, or waiting for a free one, may take before a
+    /// request fails (`DATABASE_CONNECT_TIMEOUT_SECONDS`).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Why the database could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -51,66 +122,86 @@ pub enum DbSetupError {
     Prepare(String),
 }
 
-/// Sets the pragmas every connection needs, each time the pool opens one.
-#[derive(Debug, Clone, Copy)]
-pub struct SqlitePragmas;
-
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, connection: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        // busy_timeout first, so that switching to WAL waits for a concurrent opener.
-        connection
-            .batch_execute(&format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                BUSY_TIMEOUT.as_millis()
-            ))
-            .map_err(diesel::r2d2::Error::QueryError)
-    }
-}
-
-/// Creates the file's directory if needed and opens a pool on it.
-pub fn build_pool(path: &Path) -> Result<DbPool, DbSetupError> {
-    if let Some(parent) = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent).map_err(|source| DbSetupError::CreateDirectory {
-            path: parent.display().to_string(),
-            source,
-        })?;
-    }
-    switch_to_wal(path)?;
-    let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+/// Opens a pool on the database (for SQLite, creating the file's directory and
+/// switching the file to WAL first).
+pub fn build_pool(
+    location: &DatabaseLocation,
+    options: PoolOptions,
+) -> Result<DbPool, DbSetupError> {
+    let manager = match location {
+        DatabaseLocation::Sqlite(path) => pool::prepare_sqlite(path)?,
+        DatabaseLocation::Postgres(url) => {
+            AnyConnectionManager::postgres(url.expose_secret(), options.connect_timeout)
+        }
+    };
     let pool = Pool::builder()
-        .max_size(8)
-        .connection_timeout(Duration::from_secs(5))
-        .connection_customizer(Box::new(SqlitePragmas))
+        .max_size(options.max_size)
+        .connection_timeout(options.connect_timeout)
         .build(manager)?;
     Ok(pool)
 }
 
-/// Puts a new database file in WAL mode on one connection, before the pool opens its
-/// connections in parallel: switching needs an exclusive lock, and pool connections
-/// racing for it log `database is locked` (r2d2 retries, but the log line alarms).
-fn switch_to_wal(path: &Path) -> Result<(), DbSetupError> {
+/// A pool on a SQLite file with the default options (tests and tools).
+pub fn build_sqlite_pool(path: &std::path::Path) -> Result<DbPool, DbSetupError> {
+    build_pool(
+        &DatabaseLocation::Sqlite(path.to_owned()),
+        PoolOptions::default(),
+    )
+}
+
+/// Runs `work` in a transaction that writes: `BEGIN IMMEDIATE` on SQLite (the write
+/// lock is taken at the start, so two writers never deadlock on an upgrade), a plain
+/// transaction on PostgreSQL. On PostgreSQL an error inside aborts the transaction:
+/// a statement whose failure is expected (a unique violation to catch) goes in a
+/// nested `connection.transaction(...)`, a savepoint.
+pub fn write_transaction<T, E, F>(connection: &mut AnyConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     use diesel::Connection;
-    let mut connection = SqliteConnection::establish(&path.to_string_lossy())
-        .map_err(|error| DbSetupError::Prepare(format!("opening: {error}")))?;
-    connection
-        .batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
-            BUSY_TIMEOUT.as_millis()
-        ))
-        .map_err(|error| DbSetupError::Prepare(format!("switching to WAL: {error}")))
+    let AnyConnection::Sqlite(sqlite) = connection else {
+        return connection.transaction(work);
+    };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    match work(connection) {
+        Ok(value) => {
+            <AnyConnection as diesel::Connection>::TransactionManager::commit_transaction(
+                connection,
+            )?;
+            Ok(value)
+        }
+        Err(error) => {
+            <AnyConnection as diesel::Connection>::TransactionManager::rollback_transaction(
+                connection,
+            )?;
+            Err(error)
+        }
+    }
+}
+
+/// Whether the database in use is PostgreSQL.
+pub fn is_postgres(connection: &AnyConnection) -> bool {
+    matches!(connection, AnyConnection::Postgres(_))
 }
 
 /// Applies pending migrations; returns how many ran.
 pub fn run_migrations(pool: &DbPool) -> Result<usize, DbSetupError> {
     let mut connection = pool.get()?;
-    connection
-        .run_pending_migrations(MIGRATIONS)
-        .map(|applied| applied.len())
-        .map_err(|error| DbSetupError::Migration(error.to_string()))
+    migrate(&mut connection)
+}
+
+/// Applies the pending migrations of the connection's backend; returns how many ran.
+pub fn migrate(connection: &mut AnyConnection) -> Result<usize, DbSetupError> {
+    let applied = match connection {
+        AnyConnection::Sqlite(sqlite) => sqlite
+            .run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.len()),
+        AnyConnection::Postgres(postgres) => postgres
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|applied| applied.len()),
+    };
+    applied.map_err(|error| DbSetupError::Migration(error.to_string()))
 }
 
 /// Runs synchronous database work on the blocking thread pool with a pooled
@@ -118,7 +209,7 @@ pub fn run_migrations(pool: &DbPool) -> Result<usize, DbSetupError> {
 /// internal variant.
 pub async fn run<T, E, F>(pool: &DbPool, work: F) -> Result<T, E>
 where
-    F: FnOnce(&mut SqliteConnection) -> Result<T, E> + Send + 'static,
+    F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<InternalError> + Send + 'static,
 {
@@ -131,10 +222,13 @@ where
     .map_err(InternalError::from)?
 }
 
-/// Cheap check used by `/healthz`: reads the schema, so it touches the file (a bare
-/// `SELECT 1` would not).
-pub fn ping(connection: &mut SqliteConnection) -> diesel::QueryResult<()> {
-    connection.batch_execute("SELECT count(*) FROM sqlite_master")
+/// Cheap check used by `/healthz`: on SQLite it reads the schema, so it touches the
+/// file (a bare `SELECT 1` would not); on PostgreSQL a round trip to the server.
+pub fn ping(connection: &mut AnyConnection) -> diesel::QueryResult<()> {
+    match connection {
+        AnyConnection::Sqlite(sqlite) => sqlite.batch_execute("SELECT count(*) FROM sqlite_master"),
+        AnyConnection::Postgres(postgres) => postgres.batch_execute("SELECT 1"),
+    }
 }
 
 /// Seconds since the Unix epoch: how the schema stores times.
@@ -169,7 +263,7 @@ mod tests {
     #[test]
     fn every_connection_has_the_pragmas_and_migrations_apply() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = build_pool(&dir.path().join("nested/dir/test.sqlite")).unwrap();
+        let pool = build_sqlite_pool(&dir.path().join("nested/dir/test.sqlite")).unwrap();
         let migration_dirs =
             std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
                 .unwrap()

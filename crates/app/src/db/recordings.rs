@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
+use super::AnyConnection;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use privatehub_protocol::LiveId;
 use privatehub_protocol::recordings::{
     RecordingContainer, RecordingId, RecordingReport, RecordingState,
@@ -50,11 +50,11 @@ pub struct SkippedReport {
 /// A report whose live is unknown is skipped (returned, for the caller to log); a
 /// recording already reported `deleted` stays so.
 pub fn store_reports(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     reports: &[RecordingReport],
     now_ms: i64,
 ) -> QueryResult<Vec<SkippedReport>> {
-    connection.immediate_transaction(|connection| {
+    super::write_transaction(connection, |connection| {
         let mut owners: HashMap<LiveId, Option<i64>> = HashMap::new();
         let mut skipped = Vec::new();
         for report in reports {
@@ -84,7 +84,7 @@ pub fn store_reports(
 }
 
 fn store_report(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     report: &RecordingReport,
     owner: i64,
     now_ms: i64,
@@ -177,7 +177,7 @@ fn to_recording(row: RecordingRow) -> Option<Recording> {
 
 /// The user's visible recordings, newest first, at most `limit`.
 pub fn list_visible_by_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     limit: i64,
 ) -> QueryResult<Vec<Recording>> {
@@ -196,7 +196,7 @@ pub fn list_visible_by_user(
 
 /// One visible recording.
 pub fn find_visible(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     id: &RecordingId,
 ) -> QueryResult<Option<Recording>> {
     recordings::table
@@ -225,12 +225,12 @@ pub enum CreatorDeletion {
 /// The creator deletes a visible recording: it is never shown again, and the media
 /// server is asked to delete it (see [`pending_deletions`]).
 pub fn delete_by_creator(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     id: &RecordingId,
     creator: UserId,
     now_ms: i64,
 ) -> QueryResult<CreatorDeletion> {
-    connection.immediate_transaction(|connection| {
+    super::write_transaction(connection, |connection| {
         let Some(recording) = find_visible(connection, id)? else {
             return Ok(CreatorDeletion::NotFound);
         };
@@ -251,7 +251,7 @@ pub fn delete_by_creator(
 /// Recordings their creators deleted that the media server has not yet reported
 /// `deleted`, oldest deletion first, at most `limit`: the sync answer's `delete`.
 pub fn pending_deletions(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     limit: i64,
 ) -> QueryResult<Vec<RecordingId>> {
     recordings::table
@@ -304,20 +304,22 @@ fn parse_state(text: &str) -> Option<RecordingState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{DbPool, MIGRATIONS, build_pool, lives, run_migrations, users};
+    use crate::db::{
+        AnyConnection, DbPool, MIGRATIONS, build_sqlite_pool, lives, run_migrations, users,
+    };
     use crate::domain::LiveTitle;
     use diesel::migration::{MigrationConnection, MigrationSource};
     use diesel_migrations::MigrationHarness;
 
     fn database() -> (tempfile::TempDir, DbPool) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = build_pool(&dir.path().join("test.sqlite")).unwrap();
+        let pool = build_sqlite_pool(&dir.path().join("test.sqlite")).unwrap();
         run_migrations(&pool).unwrap();
         (dir, pool)
     }
 
     /// A user with one live; returns their id and the live's.
-    fn creator(connection: &mut SqliteConnection, name: &str) -> (UserId, LiveId) {
+    fn creator(connection: &mut AnyConnection, name: &str) -> (UserId, LiveId) {
         let username = Username::parse(name).unwrap();
         let user = users::create_user(connection, &username, "hash", 1_000).unwrap();
         let (live, _) = lives::start_or_get_current(
@@ -343,7 +345,7 @@ mod tests {
         }
     }
 
-    fn listed(connection: &mut SqliteConnection, user: UserId) -> Vec<(String, i64)> {
+    fn listed(connection: &mut AnyConnection, user: UserId) -> Vec<(String, i64)> {
         list_visible_by_user(connection, user, MAX_LISTED)
             .unwrap()
             .into_iter()
@@ -455,7 +457,7 @@ mod tests {
     #[test]
     fn the_migration_upgrades_an_existing_database() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = build_pool(&dir.path().join("old.sqlite")).unwrap();
+        let pool = build_sqlite_pool(&dir.path().join("old.sqlite")).unwrap();
         let connection = &mut *pool.get().unwrap();
         let migrations =
             MigrationSource::<diesel::sqlite::Sqlite>::migrations(&MIGRATIONS).unwrap();
@@ -463,9 +465,12 @@ mod tests {
             .iter()
             .position(|migration| migration.name().to_string().ends_with("_create_recordings"))
             .expect("the recordings migration");
-        connection.setup().unwrap();
+        let AnyConnection::Sqlite(sqlite) = connection else {
+            unreachable!("a SQLite pool");
+        };
+        sqlite.setup().unwrap();
         for migration in &migrations[..recordings_at] {
-            connection.run_migration(&**migration).unwrap();
+            sqlite.run_migration(&**migration).unwrap();
         }
         diesel::sql_query(
             "INSERT INTO users (username, password_hash, created_at) VALUES ('old', 'h', 1)",

@@ -1,14 +1,14 @@
 //! The `sessions` table. Rows are keyed by the hash of the cookie token.
 
+use super::AnyConnection;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 
 use super::schema::{sessions, users};
 use super::users::{User, UserId};
 use crate::domain::Username;
 
 pub fn create_session(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     token_hash: &str,
     now: i64,
@@ -27,7 +27,7 @@ pub fn create_session(
 
 /// The user behind an unexpired session.
 pub fn find_user_by_session(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     token_hash: &str,
     now: i64,
 ) -> QueryResult<Option<User>> {
@@ -57,11 +57,11 @@ pub fn find_user_by_session(
         })
 }
 
-pub fn delete_session(connection: &mut SqliteConnection, token_hash: &str) -> QueryResult<usize> {
+pub fn delete_session(connection: &mut AnyConnection, token_hash: &str) -> QueryResult<usize> {
     diesel::delete(sessions::table.filter(sessions::token_hash.eq(token_hash))).execute(connection)
 }
 
 /// Removes expired sessions; run at start-up.
-pub fn delete_expired(connection: &mut SqliteConnection, now: i64) -> QueryResult<usize> {
+pub fn delete_expired(connection: &mut AnyConnection, now: i64) -> QueryResult<usize> {
     diesel::delete(sessions::table.filter(sessions::expires_at.le(now))).execute(connection)
 }

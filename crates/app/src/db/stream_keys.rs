@@ -1,7 +1,8 @@
 //! The `stream_keys` table: one WHIP stream key per user (see `crate::stream_keys`).
 
+use super::AnyConnection;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::schema::{stream_keys, users};
 use super::users::UserId;
@@ -40,7 +41,7 @@ fn row(user: UserId, key: &SealedKey, generation: i64, now: i64) -> NewRow<'_> {
 }
 
 pub fn find_by_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
 ) -> QueryResult<Option<StoredStreamKey>> {
     stream_keys::table
@@ -52,7 +53,7 @@ pub fn find_by_user(
 
 /// The key with this lookup hash and its owner's name.
 pub fn find_by_hash(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     key_hash: &str,
 ) -> QueryResult<Option<(StoredStreamKey, Username)>> {
     stream_keys::table
@@ -67,29 +68,48 @@ pub fn find_by_hash(
 /// Stores a first key unless the user has one already (two tabs asking at once), and
 /// returns whichever key is stored.
 pub fn insert_if_missing(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     key: &SealedKey,
     now: i64,
 ) -> QueryResult<StoredStreamKey> {
-    diesel::insert_or_ignore_into(stream_keys::table)
-        .values(row(user, key, 1, now))
-        .execute(connection)?;
-    find_by_user(connection, user)?.ok_or(diesel::result::Error::NotFound)
+    // In a savepoint, so a lost race (a unique violation) leaves any outer transaction
+    // usable on PostgreSQL.
+    let inserted = connection.transaction(|connection| {
+        diesel::insert_into(stream_keys::table)
+            .values(row(user, key, 1, now))
+            .execute(connection)
+    });
+    match inserted {
+        Ok(_) | Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
+        Err(other) => return Err(other),
+    }
+    find_by_user(connection, user)?.ok_or(DieselError::NotFound)
 }
 
 /// Replaces the user's key (or stores a first one) and bumps its generation.
 pub fn rotate(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     key: &SealedKey,
     now: i64,
 ) -> QueryResult<StoredStreamKey> {
-    connection.immediate_transaction(|connection| {
-        let generation = find_by_user(connection, user)?.map_or(1, |old| old.generation + 1);
-        diesel::replace_into(stream_keys::table)
-            .values(row(user, key, generation, now))
+    super::write_transaction(connection, |connection| {
+        // The update bumps the generation atomically (it locks the row on PostgreSQL);
+        // a user without a key gets a first one.
+        let updated = diesel::update(stream_keys::table.filter(stream_keys::user_id.eq(user.0)))
+            .set((
+                stream_keys::key_hash.eq(&key.key_hash),
+                stream_keys::key_sealed.eq(&key.key_sealed),
+                stream_keys::generation.eq(stream_keys::generation + 1),
+                stream_keys::created_at.eq(now),
+            ))
             .execute(connection)?;
-        find_by_user(connection, user)?.ok_or(diesel::result::Error::NotFound)
+        if updated == 0 {
+            diesel::insert_into(stream_keys::table)
+                .values(row(user, key, 1, now))
+                .execute(connection)?;
+        }
+        find_by_user(connection, user)?.ok_or(DieselError::NotFound)
     })
 }

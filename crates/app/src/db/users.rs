@@ -1,8 +1,8 @@
 //! The `users` table.
 
+use super::AnyConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::SqliteConnection;
 
 use super::schema::users;
 use crate::domain::Username;
@@ -32,6 +32,22 @@ struct UserRow {
     record_lives: bool,
 }
 
+/// `UserRow`'s columns, for `RETURNING` (a `Selectable` cannot be returned through
+/// `AnyConnection`).
+const USER_COLUMNS: (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::created_at,
+    users::record_lives,
+) = (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::created_at,
+    users::record_lives,
+);
+
 impl From<UserRow> for User {
     fn from(row: UserRow) -> User {
         User {
@@ -55,7 +71,7 @@ pub enum CreateUserError {
 }
 
 pub fn create_user(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     username: &Username,
     password_hash: &str,
     now: i64,
@@ -66,8 +82,8 @@ pub fn create_user(
             users::password_hash.eq(password_hash),
             users::created_at.eq(now),
         ))
-        .returning(UserRow::as_returning())
-        .get_result(connection)
+        .returning(USER_COLUMNS)
+        .get_result::<UserRow>(connection)
         .map(User::from)
         .map_err(|error| match error {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
@@ -79,7 +95,7 @@ pub fn create_user(
 
 /// Case-insensitive lookup (the column is `COLLATE NOCASE`).
 pub fn find_by_username(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     username: &Username,
 ) -> QueryResult<Option<User>> {
     users::table
@@ -90,17 +106,14 @@ pub fn find_by_username(
         .map(|row| row.map(User::from))
 }
 
-pub fn username_exists(
-    connection: &mut SqliteConnection,
-    username: &Username,
-) -> QueryResult<bool> {
+pub fn username_exists(connection: &mut AnyConnection, username: &Username) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         users::table.filter(users::username.eq(username.as_str())),
     ))
     .get_result(connection)
 }
 
-pub fn find_by_id(connection: &mut SqliteConnection, user: UserId) -> QueryResult<Option<User>> {
+pub fn find_by_id(connection: &mut AnyConnection, user: UserId) -> QueryResult<Option<User>> {
     users::table
         .filter(users::id.eq(user.0))
         .select(UserRow::as_select())
@@ -111,7 +124,7 @@ pub fn find_by_id(connection: &mut SqliteConnection, user: UserId) -> QueryResul
 
 /// Turns the recording of the user's lives on or off (for lives published from now on).
 pub fn set_record_lives(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     user: UserId,
     enabled: bool,
 ) -> QueryResult<()> {

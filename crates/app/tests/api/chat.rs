@@ -223,8 +223,8 @@ async fn history_survives_a_restart() {
         .await;
     bob.expect("chat:message").await;
 
-    let db_path = app.db_path.clone();
-    let restarted = spawn_app_with(|settings| settings.database_path = db_path).await;
+    let database = app.database.clone();
+    let restarted = spawn_app_with(|settings| settings.database = database).await;
     let mut visitor = Socket::open(&restarted, None).await;
     visitor
         .send(json!({"type": "live:join", "channel": "alice"}))

@@ -2,12 +2,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
+use privatehub_app::db::{DatabaseLocation, DbConnection};
 use privatehub_app::{Application, Settings, state::AppState};
 use privatehub_protocol::internal_api::{InternalCaller, issue_internal_token};
+use privatehub_testkit::postgres::PostgresServer;
 use reqwest::{Client, Response, redirect};
+use secrecy::SecretString;
 use serde_json::Value;
 
 /// The origin the test apps believe they are served at (`APP_PUBLIC_URL`).
@@ -17,11 +22,38 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
     pub address: String,
+    /// The SQLite file (on PostgreSQL, a path that stays unused).
     pub db_path: PathBuf,
+    /// The database the app uses: start another app on it to restart.
+    pub database: DatabaseLocation,
     pub secret: String,
     pub state: AppState,
     /// Keeps the temporary directory (and database) alive for the test.
     _dir: tempfile::TempDir,
+}
+
+/// Whether this run tests on PostgreSQL (`PRIVATEHUB_TEST_DATABASE=postgres`) instead
+/// of SQLite.
+pub fn testing_postgres() -> bool {
+    std::env::var("PRIVATEHUB_TEST_DATABASE").is_ok_and(|value| value == "postgres")
+}
+
+/// The one PostgreSQL server of this test binary, started on first use. It is never
+/// dropped; the test kit's watchdog stops it when the binary exits.
+pub fn shared_postgres() -> &'static PostgresServer {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    SERVER.get_or_init(PostgresServer::start)
+}
+
+/// A fresh database on the shared server.
+pub fn fresh_postgres_database() -> DatabaseLocation {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    DatabaseLocation::Postgres(SecretString::from(shared_postgres().create_database(&name)))
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -59,7 +91,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.signup_rate_limit.max_per_network = 10_000;
     settings.hashing.queue = 64;
     settings.hashing.per_client = 64;
+    if testing_postgres() {
+        settings.database = tokio::task::spawn_blocking(fresh_postgres_database)
+            .await
+            .expect("database");
+    }
     customize(&mut settings);
+    let database = settings.database.clone();
     let application = Application::build(settings).await.expect("app starts");
     let address = format!("http://127.0.0.1:{}", application.port());
     let state = application.state().clone();
@@ -67,6 +105,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         address,
         db_path,
+        database,
         secret,
         state,
         _dir: dir,
@@ -158,15 +197,33 @@ impl TestApp {
         }
     }
 
-    /// Rows in `table`, read straight from the SQLite file.
+    /// Rows in `table`, read through the app's pool.
     pub fn count(&self, table: &str) -> i64 {
-        let mut connection =
-            SqliteConnection::establish(self.db_path.to_str().expect("utf-8 path"))
-                .expect("open db");
         diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-            .get_result::<Count>(&mut connection)
+            .get_result::<Count>(&mut self.connection())
             .expect("count")
             .n
+    }
+
+    /// A connection from the app's pool (either backend).
+    pub fn connection(&self) -> DbConnection {
+        self.state.pool.get().expect("a database connection")
+    }
+
+    /// `sql` with its `?` placeholders as the database in use writes them (`$1`, `$2`…
+    /// on PostgreSQL).
+    pub fn sql(&self, sql: &str) -> String {
+        if !self.database.is_postgres() {
+            return sql.to_owned();
+        }
+        let mut out = String::with_capacity(sql.len() + 8);
+        for (next, part) in sql.split('?').enumerate() {
+            if next > 0 {
+                out.push_str(&format!("${next}"));
+            }
+            out.push_str(part);
+        }
+        out
     }
 }
 

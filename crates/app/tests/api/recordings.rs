@@ -260,11 +260,11 @@ fn store_message(
     sent_at_ms: i64,
     deleted: bool,
 ) {
-    let mut connection = SqliteConnection::establish(app.db_path.to_str().unwrap()).unwrap();
-    diesel::sql_query(
+    let mut connection = app.connection();
+    diesel::sql_query(app.sql(
         "INSERT INTO chat_messages (live_id, user_id, body, sent_at_ms, deleted_at_ms) \
          VALUES (?, (SELECT id FROM users WHERE username = ?), ?, ?, ?)",
-    )
+    ))
     .bind::<diesel::sql_types::BigInt, _>(live)
     .bind::<diesel::sql_types::Text, _>(author)
     .bind::<diesel::sql_types::Text, _>(body)
@@ -353,12 +353,12 @@ async fn a_replays_chat_is_bounded_to_its_first_5000_messages() {
         vec![report(&video_id, live, started, 600_000, "finished")],
     )
     .await;
-    let mut connection = SqliteConnection::establish(app.db_path.to_str().unwrap()).unwrap();
-    diesel::sql_query(
+    let mut connection = app.connection();
+    diesel::sql_query(app.sql(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 5009) \
          INSERT INTO chat_messages (live_id, user_id, body, sent_at_ms) \
          SELECT ?, (SELECT id FROM users WHERE username = 'alice'), 'm' || i, ? + i FROM n",
-    )
+    ))
     .bind::<diesel::sql_types::BigInt, _>(live)
     .bind::<diesel::sql_types::BigInt, _>(started)
     .execute(&mut connection)

@@ -107,9 +107,8 @@ async fn expired_sessions_are_refused() {
     assert_eq!(app.get(&client, "/api/auth/me").await.status(), 200);
     {
         use diesel::prelude::*;
-        let mut connection = SqliteConnection::establish(app.db_path.to_str().unwrap()).unwrap();
         diesel::sql_query("UPDATE sessions SET expires_at = 0")
-            .execute(&mut connection)
+            .execute(&mut app.connection())
             .unwrap();
     }
     assert_error(

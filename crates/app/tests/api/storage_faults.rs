@@ -9,27 +9,51 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, SqliteConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use privatehub_app::db::DatabaseLocation;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::socket_client::{Socket, session};
 
-/// Another process's write lock on the database, held until dropped.
-struct WriteLock(SqliteConnection);
+/// Another process's write lock on the database, held until dropped: SQLite's
+/// `BEGIN EXCLUSIVE` (readers go on in WAL mode), or on PostgreSQL every table locked
+/// `IN EXCLUSIVE MODE` (plain reads go on, writes wait) in an open transaction.
+enum WriteLock {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
 
 impl WriteLock {
     fn take(app: &TestApp) -> WriteLock {
-        let mut connection =
-            SqliteConnection::establish(app.db_path.to_str().unwrap()).expect("open db");
-        connection.batch_execute("BEGIN EXCLUSIVE").expect("lock");
-        WriteLock(connection)
+        match &app.database {
+            DatabaseLocation::Sqlite(path) => {
+                let mut connection =
+                    SqliteConnection::establish(path.to_str().unwrap()).expect("open db");
+                connection.batch_execute("BEGIN EXCLUSIVE").expect("lock");
+                WriteLock::Sqlite(connection)
+            }
+            DatabaseLocation::Postgres(url) => {
+                let mut connection = PgConnection::establish(url.expose_secret()).expect("open db");
+                connection
+                    .batch_execute(
+                        "BEGIN; LOCK TABLE users, sessions, lives, stream_keys, chat_messages, \
+                         chat_bans, recordings IN EXCLUSIVE MODE",
+                    )
+                    .expect("lock");
+                WriteLock::Postgres(connection)
+            }
+        }
     }
 }
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
-        let _ = self.0.batch_execute("COMMIT");
+        let _ = match self {
+            WriteLock::Sqlite(connection) => connection.batch_execute("COMMIT"),
+            WriteLock::Postgres(connection) => connection.batch_execute("COMMIT"),
+        };
     }
 }
 
@@ -209,10 +233,19 @@ impl Drop for SmallFilesystem {
 
 #[tokio::test]
 async fn a_full_disk_delays_the_stored_ack_and_clears_by_itself() {
+    if crate::helpers::testing_postgres() {
+        println!(
+            "skipped on PostgreSQL: this test fills the filesystem under the SQLite file; \
+             a PostgreSQL server's disk is the server's"
+        );
+        return;
+    }
     let outer = tempfile::tempdir().unwrap();
     let disk = SmallFilesystem::mount(&outer.path().join("disk"), 8 * 1024 * 1024);
     let db_path = disk.dir.join("chat.sqlite");
-    let app = spawn_app_with(|settings| settings.database_path = db_path.clone()).await;
+    let app =
+        spawn_app_with(|settings| settings.database = DatabaseLocation::Sqlite(db_path.clone()))
+            .await;
     let (mut owner, mut bob) = live_with_chat(&app).await;
 
     let filler = disk.fill();

@@ -72,9 +72,8 @@ async fn a_key_is_created_on_first_request_and_kept() {
     let bob = app.user("bob").await;
     assert_ne!(stream_key(&app, &bob).await["stream_key"], key.as_str());
     // At rest the key is neither in the clear nor in its hash.
-    let mut connection = SqliteConnection::establish(app.db_path.to_str().unwrap()).unwrap();
     let rows: Vec<SealedRow> = diesel::sql_query("SELECT key_hash, key_sealed FROM stream_keys")
-        .load(&mut connection)
+        .load(&mut app.connection())
         .unwrap();
     assert_eq!(rows.len(), 2);
     let secret_part = &key["phk_".len()..];

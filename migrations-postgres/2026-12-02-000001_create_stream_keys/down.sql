@@ -1,0 +1,2 @@
+ALTER TABLE lives DROP COLUMN source;
+DROP TABLE stream_keys;

@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN record_lives;
+DROP TABLE recordings;
