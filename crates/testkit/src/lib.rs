@@ -6,14 +6,15 @@
 //! `scripts/test` does). A missing or stale binary is a loud panic rather than a silent
 //! test of old code.
 
+pub mod cluster;
 pub mod coturn;
 pub mod ffprobe;
 pub mod netem;
 pub mod nginx;
-pub mod postgres;
-pub mod redis;
 mod ports;
+pub mod postgres;
 mod process;
+pub mod redis;
 
 pub use ports::{free_tcp_port, free_udp_port_range};
 pub use process::{ServiceProcess, binary_path, wait_for_http_ok};
@@ -213,14 +214,14 @@ pub fn start_media_server(options: &StackOptions, token_secret: &str) -> Running
     }
 }
 
-struct StartedMedia {
-    url: String,
-    port: u16,
-    rtc_ports: (u16, u16),
-    process: ServiceProcess,
+pub(crate) struct StartedMedia {
+    pub(crate) url: String,
+    pub(crate) port: u16,
+    pub(crate) rtc_ports: (u16, u16),
+    pub(crate) process: ServiceProcess,
 }
 
-fn start_media(
+pub(crate) fn start_media(
     options: &StackOptions,
     dir: PathBuf,
     token_secret: &str,

@@ -117,6 +117,17 @@ impl NginxPlan {
     /// Starts nginx in front of whatever listens on loopback `app_port` and `media_port`
     /// (e.g. fake upstreams that record what nginx forwards).
     pub fn start_for_upstreams(self, app_port: u16, media_port: u16) -> NginxFront {
+        self.start_for_app_instances(&[app_port], media_port)
+    }
+
+    /// Starts nginx in front of several app instances (one upstream `server` each, as
+    /// `APP_UPSTREAM=a,b` renders) and one media server.
+    pub fn start_for_app_instances(self, app_ports: &[u16], media_port: u16) -> NginxFront {
+        let app_upstream = app_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let dir = tempfile::Builder::new()
             .prefix("privatehub-nginx-")
             .tempdir()
@@ -127,7 +138,7 @@ impl NginxPlan {
         let overrides = [
             ("APP_DOMAIN", self.app_domain.clone()),
             ("MEDIA_DOMAIN", self.media_domain.clone()),
-            ("APP_UPSTREAM", format!("127.0.0.1:{app_port}")),
+            ("APP_UPSTREAM", app_upstream),
             ("MEDIA_UPSTREAM", format!("127.0.0.1:{media_port}")),
             ("APP_TLS_CERT", cert_path.display().to_string()),
             ("APP_TLS_KEY", key_path.display().to_string()),

@@ -5,6 +5,7 @@
 //! and microphone. Tests in this binary run one at a time: several browsers decoding
 //! video already keep a small machine busy.
 
+mod cluster_flow;
 mod faults;
 mod harness;
 mod live_flow;
