@@ -14,11 +14,11 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::sync::mpsc;
 
+use super::chat_limits::{self, LIMITS_CHANNEL, LimitNotice};
 use super::events::{
     ClusterCommand, ClusterReport, RoomEnvelope, RoomEvent, room_channel, room_key,
 };
 use super::{SharedConnection, now_unix_ms, viewer_sets};
-use crate::chat::server::{CHAT_RATE_MAX, CHAT_RATE_WINDOW};
 use crate::db::users::UserId;
 use crate::viewers::ViewerCounts;
 
@@ -64,6 +64,8 @@ pub(super) struct ClusterLink {
     pub(super) subscribed: HashSet<String>,
     /// This instance's viewers per live it has a room for (possibly none).
     pub(super) viewer_sets: HashMap<LiveId, Vec<String>>,
+    /// Messages counted so far (names each send in the shared window).
+    pub(super) sends: u64,
 }
 
 impl ClusterLink {
@@ -256,40 +258,50 @@ impl ClusterLink {
         Ok(())
     }
 
-    /// Counts a message against the user's limit over all instances (fixed windows of
-    /// [`CHAT_RATE_WINDOW`]); past it, every instance's chat server hears so.
+    /// Counts a message against the user's limit over all instances; the send that
+    /// fills the window tells every instance (`chat_limits.rs`).
     async fn count_chat(
         &mut self,
         connection: &mut MultiplexedConnection,
         user: UserId,
     ) -> Result<(), RedisError> {
-        let window_ms = i64::try_from(CHAT_RATE_WINDOW.as_millis()).unwrap_or(i64::MAX);
-        let now_ms = now_unix_ms();
-        let window = now_ms / window_ms;
-        let key = format!("privatehub:rate:chat:{}:{window}", user.0);
-        let (sent,): (i64,) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .pexpire(&key, window_ms * 2)
-            .ignore()
-            .query_async(connection)
-            .await?;
-        if sent >= i64::try_from(CHAT_RATE_MAX).unwrap_or(i64::MAX) {
-            let left_ms = (window + 1) * window_ms - now_ms;
-            let retry_after = Duration::from_millis(u64::try_from(left_ms.max(1)).unwrap_or(1));
-            let _ = self
-                .reports
-                .send(ClusterReport::ChatLimited { user, retry_after });
+        self.sends += 1;
+        let send_id = format!("{}:{}", self.instance, self.sends);
+        let Some(retry_after) = chat_limits::count_send(connection, user, &send_id).await? else {
+            return Ok(());
+        };
+        let notice = LimitNotice {
+            user_id: user.0,
+            retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+        };
+        let _ = self
+            .reports
+            .send(ClusterReport::ChatLimited { user, retry_after });
+        if let Ok(payload) = serde_json::to_string(&notice) {
+            redis::cmd("PUBLISH")
+                .arg(LIMITS_CHANNEL)
+                .arg(payload)
+                .query_async::<i64>(connection)
+                .await?;
         }
         Ok(())
     }
 
     fn received(&mut self, message: &redis::Msg) {
         let channel = message.get_channel_name();
-        let Some(key) = room_key(channel) else {
+        let Ok(payload) = message.get_payload::<String>() else {
             return;
         };
-        let Ok(payload) = message.get_payload::<String>() else {
+        if channel == LIMITS_CHANNEL {
+            if let Ok(notice) = serde_json::from_str::<LimitNotice>(&payload) {
+                let _ = self.reports.send(ClusterReport::ChatLimited {
+                    user: notice.user(),
+                    retry_after: notice.retry_after(),
+                });
+            }
+            return;
+        }
+        let Some(key) = room_key(channel) else {
             return;
         };
         let envelope = match serde_json::from_str::<RoomEnvelope>(&payload) {

@@ -1,13 +1,14 @@
 //! Several app instances behind one load balancer, sharing what must be shared through
 //! Redis (`REDIS_URL`): room events (chat messages, deletions, bans, lives starting and
-//! ending), viewer counts (`viewer_sets.rs`) and rate limits (`login_limits.rs`, and the
-//! chat's in `link.rs`). Without `REDIS_URL` nothing here runs and the app works alone.
+//! ending), viewer counts (`viewer_sets.rs`) and rate limits (`login_limits.rs`,
+//! `chat_limits.rs`). Without `REDIS_URL` nothing here runs and the app works alone.
 //!
 //! The chat server never waits on Redis: it sends [`ClusterCommand`]s to the one
 //! [`link::ClusterLink`] task and gets [`ClusterReport`]s back. Request handlers that
 //! want a shared counter (log-ins) use the link's current connection, and fall back to
 //! the instance's own limits while Redis is away.
 
+pub mod chat_limits;
 pub mod events;
 mod link;
 pub mod login_limits;
@@ -80,6 +81,7 @@ impl Cluster {
             viewer_counts,
             subscribed: HashSet::new(),
             viewer_sets: HashMap::new(),
+            sends: 0,
         };
         tokio::spawn(link.run());
         Ok((

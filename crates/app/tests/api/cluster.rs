@@ -9,7 +9,9 @@ use privatehub_testkit::redis::RedisServer;
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::helpers::{TestApp, fresh_postgres_database, spawn_app_with};
+use privatehub_app::Settings;
+
+use crate::helpers::{ORIGIN, PASSWORD, TestApp, client, fresh_postgres_database, spawn_app_with};
 use crate::socket_client::{Socket, session};
 
 /// Long enough for a reconnect to Redis (its pause grows to 2 s) and a count refresh.
@@ -22,23 +24,46 @@ struct TwoInstances {
 }
 
 async fn two_instances() -> TwoInstances {
+    two_instances_with(|_| {}).await
+}
+
+async fn two_instances_with(customize: impl Fn(&mut Settings) + Clone) -> TwoInstances {
     let redis = RedisServer::start();
     let database = tokio::task::spawn_blocking(fresh_postgres_database)
         .await
         .expect("database");
-    let a = instance(&database, &redis).await;
-    let b = instance(&database, &redis).await;
+    let a = instance(&database, &redis, customize.clone()).await;
+    let b = instance(&database, &redis, customize).await;
     TwoInstances { a, b, redis }
 }
 
-async fn instance(database: &DatabaseLocation, redis: &RedisServer) -> TestApp {
+async fn instance(
+    database: &DatabaseLocation,
+    redis: &RedisServer,
+    customize: impl Fn(&mut Settings),
+) -> TestApp {
     let database = database.clone();
     let url = redis.url();
     spawn_app_with(move |settings| {
         settings.database = database;
         settings.redis_url = Some(SecretString::from(url));
+        customize(settings);
     })
     .await
+}
+
+/// A log-in attempt through `app` from `address` (proxy headers trusted).
+async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> u16 {
+    client()
+        .post(app.url("/api/auth/login"))
+        .header("Origin", ORIGIN)
+        .header("X-Forwarded-For", address)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
 }
 
 /// Waits until `instances` instances listen to the room `key`'s events.
@@ -283,4 +308,67 @@ async fn chat_resumes_after_redis_restarts_and_what_was_said_meanwhile_is_in_his
         }
         assert!(std::time::Instant::now() < deadline, "chat did not resume");
     }
+}
+
+#[tokio::test]
+async fn log_in_failures_on_both_instances_count_against_one_account_limit() {
+    let cluster = two_instances_with(|settings| {
+        settings.trust_proxy_headers = true;
+        settings.login_rate_limit.max_per_account = 4;
+    })
+    .await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    a.user("bob").await;
+    let home = "198.51.100.7";
+    assert_eq!(login_from(b, home, "bob", PASSWORD).await, 200);
+    // Two guesses through each instance: each alone has seen only two failures.
+    for (n, app) in [a, b, a, b].into_iter().enumerate() {
+        let status = login_from(app, &format!("203.0.113.{n}"), "bob", "guess guess").await;
+        assert_eq!(status, 401, "guess {n}");
+    }
+    for app in [a, b] {
+        assert_eq!(login_from(app, "203.0.113.99", "bob", PASSWORD).await, 429);
+    }
+    // The address bob signed in from before (through b) still gets in, on a too.
+    assert_eq!(login_from(a, home, "bob", PASSWORD).await, 200);
+}
+
+#[tokio::test]
+async fn the_chat_limit_holds_over_both_instances() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, _) = session(a, "alice").await;
+    let (_, bob_cookie) = session(a, "bob").await;
+    a.start_live(&alice, "Limited").await;
+    let mut bob_on_a = Socket::joined(a, Some(&bob_cookie), "alice").await;
+    let mut bob_on_b = Socket::joined(b, Some(&bob_cookie), "alice").await;
+    // One message through a, four through b: the window (5) is full.
+    let sends = [&mut bob_on_a, &mut bob_on_b];
+    let [on_a, on_b] = sends;
+    on_a.send(json!({"type": "chat:send", "text": "1"})).await;
+    on_a.expect("chat:stored").await;
+    for n in 2..=5 {
+        on_b.send(json!({"type": "chat:send", "text": n.to_string()}))
+            .await;
+        on_b.expect("chat:stored").await;
+    }
+    // a has seen one message of bob's: only the shared window can refuse him there. A
+    // message sent in the very instant the notice travels may pass; the one after not.
+    let mut refused = false;
+    for n in 6..=7 {
+        on_a.send(json!({"type": "chat:send", "text": n.to_string()}))
+            .await;
+        let reply = on_a
+            .next_matching(Duration::from_secs(5), |message| {
+                message["type"] == "chat:stored" || message["type"] == "error"
+            })
+            .await
+            .expect("a reply");
+        if reply["type"] == "error" {
+            assert_eq!(reply["code"], "rate_limited", "{reply}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a never refused bob past the shared limit");
 }
