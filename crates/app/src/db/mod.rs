@@ -191,15 +191,33 @@ pub fn run_migrations(pool: &DbPool) -> Result<usize, DbSetupError> {
     migrate(&mut connection)
 }
 
+/// The PostgreSQL advisory lock held while migrating (any fixed number; "PHMIGRAT").
+const MIGRATION_LOCK: i64 = 0x5048_4d49_4752_4154;
+
 /// Applies the pending migrations of the connection's backend; returns how many ran.
 pub fn migrate(connection: &mut AnyConnection) -> Result<usize, DbSetupError> {
     let applied = match connection {
         AnyConnection::Sqlite(sqlite) => sqlite
             .run_pending_migrations(MIGRATIONS)
             .map(|applied| applied.len()),
-        AnyConnection::Postgres(postgres) => postgres
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|applied| applied.len()),
+        AnyConnection::Postgres(postgres) => {
+            // Instances started at once (a rolling upgrade, a host reboot) take turns:
+            // the first applies the migrations, the others then find none pending.
+            postgres
+                .batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(|error| {
+                    DbSetupError::Migration(format!("taking the migration lock: {error}"))
+                })?;
+            let applied = postgres
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|applied| applied.len());
+            let unlocked =
+                postgres.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+            if let Err(error) = unlocked {
+                tracing::warn!(%error, "releasing the migration lock failed (it goes with the connection)");
+            }
+            applied
+        }
     };
     applied.map_err(|error| DbSetupError::Migration(error.to_string()))
 }

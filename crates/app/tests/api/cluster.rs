@@ -32,8 +32,12 @@ async fn two_instances_with(customize: impl Fn(&mut Settings) + Clone) -> TwoIns
     let database = tokio::task::spawn_blocking(fresh_postgres_database)
         .await
         .expect("database");
-    let a = instance(&database, &redis, customize.clone()).await;
-    let b = instance(&database, &redis, customize).await;
+    // Started at once on a new database, as after a host reboot: the migrations run
+    // under a lock, once.
+    let (a, b) = tokio::join!(
+        instance(&database, &redis, customize.clone()),
+        instance(&database, &redis, customize)
+    );
     TwoInstances { a, b, redis }
 }
 
