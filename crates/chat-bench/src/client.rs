@@ -36,6 +36,8 @@ pub(crate) struct Client {
     pub commands: mpsc::Receiver<String>,
     pub tally: Arc<Tally>,
     pub live: usize,
+    /// Which app instance the socket is on (several-instance runs).
+    pub instance: usize,
     pub watches_count: bool,
     pub handshakes: Arc<Semaphore>,
     pub stop: watch::Receiver<bool>,
@@ -47,6 +49,10 @@ pub(crate) struct Client {
 pub(crate) struct Measured {
     /// Delays (µs) of the counted messages it received.
     pub delays_us: Vec<u32>,
+    /// Of those, the ones sent through another app instance (through Redis).
+    pub cross_instance_delays_us: Vec<u32>,
+    /// And the ones sent through the socket's own instance.
+    pub same_instance_delays_us: Vec<u32>,
     /// For a sender: from sending to `chat:stored` (µs).
     pub stored_acks_us: Vec<u32>,
 }
@@ -164,7 +170,7 @@ async fn session(
                     }
                 }
                 if text.contains("\"chat:message\"") {
-                    let seq = note_delivery(&client.tally, text, &mut measured.delays_us);
+                    let seq = note_delivery(&client.tally, text, client.instance, measured);
                     if let Some(sent) = seq.and_then(|seq| sent_by_me.remove(&seq))
                         && let Some(id) = json_field(text, "message", "id")
                     {
@@ -187,7 +193,7 @@ async fn session(
             }
             command = client.commands.recv(), if client.cookie.is_some() => {
                 let Some(text) = command else { continue };
-                if let Some((seq, sent)) = parse_bench_text(&text) {
+                if let Some((seq, sent, _)) = parse_bench_text(&text) {
                     sent_by_me.insert(seq, sent);
                 }
                 let message = serde_json::json!({"type": "chat:send", "text": text}).to_string();
@@ -223,25 +229,36 @@ async fn connect(client: &Client) -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
-/// `bench:SEQ:MICROS` → (seq, sent µs).
-pub(crate) fn parse_bench_text(text: &str) -> Option<(usize, u64)> {
+/// `bench:SEQ:MICROS:INSTANCE` → (seq, sent µs, the sender's app instance).
+pub(crate) fn parse_bench_text(text: &str) -> Option<(usize, u64, usize)> {
     let start = text.find("bench:")?;
     let mut parts = text[start + 6..].split([':', '"']);
     let seq = parts.next()?.parse().ok()?;
     let sent = parts.next()?.parse().ok()?;
-    Some((seq, sent))
+    let instance = parts.next().and_then(|part| part.parse().ok()).unwrap_or(0);
+    Some((seq, sent, instance))
 }
 
-/// Counts the delivery of `…"text":"bench:SEQ:MICROS"…` and, when counted, its delay;
-/// returns its sequence number.
-fn note_delivery(tally: &Tally, text: &str, delays: &mut Vec<u32>) -> Option<usize> {
-    let (seq, sent) = parse_bench_text(text)?;
+/// Counts the delivery of `…"text":"bench:SEQ:MICROS:INSTANCE"…` and, when counted,
+/// its delay (apart too when it crossed instances); returns its sequence number.
+fn note_delivery(
+    tally: &Tally,
+    text: &str,
+    instance: usize,
+    measured: &mut Measured,
+) -> Option<usize> {
+    let (seq, sent, sent_through) = parse_bench_text(text)?;
     if let Some(count) = tally.deliveries.get(seq) {
         count.fetch_add(1, Relaxed);
     }
     if seq >= tally.counted_from.load(Relaxed) {
-        let delay = unix_micros().saturating_sub(sent);
-        delays.push(u32::try_from(delay).unwrap_or(u32::MAX));
+        let delay = u32::try_from(unix_micros().saturating_sub(sent)).unwrap_or(u32::MAX);
+        measured.delays_us.push(delay);
+        if sent_through == instance {
+            measured.same_instance_delays_us.push(delay);
+        } else {
+            measured.cross_instance_delays_us.push(delay);
+        }
     }
     Some(seq)
 }

@@ -21,13 +21,15 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::client::{Client, Storm, client, unix_micros};
 use crate::plan::Plan;
 use crate::probe::{delivery_histogram, probe_health};
-use crate::report::{Report, Samples, StormFigures, proc_sample};
+use crate::report::{Report, Samples, StormFigures, proc_sample, proc_sample_all};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// The app's base URL, `http://127.0.0.1:PORT`.
-    pub app_url: String,
+    /// The app's base URLs, `http://127.0.0.1:PORT`: one per instance (several share
+    /// PostgreSQL and Redis); sockets are spread over them round robin, and the first
+    /// is the public origin they all send.
+    pub app_urls: Vec<String>,
     pub plan: Plan,
     /// Sockets in each live's room, senders included.
     pub sockets_per_live: usize,
@@ -35,8 +37,8 @@ pub struct LoadOptions {
     pub messages_per_second: f64,
     pub warmup: Duration,
     pub duration: Duration,
-    /// The app's process, for its CPU time and memory.
-    pub app_pid: Option<u32>,
+    /// The app's processes (one per instance), for their CPU time and memory.
+    pub app_pids: Vec<u32>,
     /// Sockets come from 127.0.0.2 … 127.0.0.(1+N), round robin.
     pub source_addresses: u8,
     /// Pause after the last join before the idle memory is read.
@@ -105,24 +107,33 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         rejoins_us: std::sync::Mutex::new(Vec::new()),
         storm_lost: AtomicUsize::new(0),
     });
-    let host = options
-        .app_url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let target: SocketAddr = tokio::net::lookup_host(&host)
-        .await
-        .context("resolve the app's address")?
-        .next()
-        .context("the app's address")?;
-    let before = options.app_pid.map(proc_sample);
+    anyhow::ensure!(!options.app_urls.is_empty(), "no app URL");
+    let mut instances = Vec::with_capacity(options.app_urls.len());
+    for url in &options.app_urls {
+        let host = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let address: SocketAddr = tokio::net::lookup_host(&host)
+            .await
+            .context("resolve the app's address")?
+            .next()
+            .context("the app's address")?;
+        instances.push((host, address));
+    }
+    let target = instances[0].1;
+    let origin = options.app_urls[0].trim_end_matches('/').to_owned();
+    let pids = options.app_pids.clone();
+    let app_sample = move || (!pids.is_empty()).then(|| proc_sample_all(&pids));
+    let before = app_sample();
     let started = Instant::now();
 
     // Connect every socket (a few hundred handshakes at a time), senders first in each room.
     let handshakes = Arc::new(Semaphore::new(256));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (storm_tx, storm_rx) = tokio::sync::watch::channel(None);
-    let mut senders: Vec<Vec<mpsc::Sender<String>>> = vec![Vec::new(); lives];
+    // Per live: each sender's channel and the instance its socket is on.
+    let mut senders: Vec<Vec<(mpsc::Sender<String>, usize)>> = vec![Vec::new(); lives];
     let mut tasks = Vec::with_capacity(total_sockets);
     for index in 0..total_sockets {
         let live = index % lives;
@@ -130,14 +141,18 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         let planned = &options.plan.lives[live];
         let cookie = planned.sender_tokens.get(slot).cloned();
         let (command_tx, command_rx) = mpsc::channel::<String>(64);
+        // Spread by slot, so each room has sockets (and senders) on every instance.
+        let instance = slot % instances.len();
         if cookie.is_some() {
-            senders[live].push(command_tx);
+            senders[live].push((command_tx, instance));
         }
+        let (host, address) = &instances[instance];
         tasks.push(tokio::spawn(client(Client {
-            target,
+            target: *address,
             source: source_address(index, options.source_addresses),
             url: format!("ws://{host}/ws"),
-            origin: options.app_url.trim_end_matches('/').to_owned(),
+            origin: origin.clone(),
+            instance,
             channel: planned.channel.clone(),
             cookie,
             commands: command_rx,
@@ -160,7 +175,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     let join_seconds = started.elapsed().as_secs_f64();
     // Let the join burst's count updates settle before the idle memory is read.
     tokio::time::sleep(options.settle).await;
-    let joined = options.app_pid.map(proc_sample);
+    let joined = app_sample();
 
     // Send: one ticker spreads the total rate over the lives and their senders.
     let interval = Duration::from_secs_f64(1.0 / options.messages_per_second.max(0.1));
@@ -177,7 +192,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     while Instant::now() < end && sent < planned_messages - 16 {
         if sent == warmup_messages {
             tally.counted_from.store(sent, Relaxed);
-            measured_from = Some((Instant::now(), options.app_pid.map(proc_sample)));
+            measured_from = Some((Instant::now(), app_sample()));
             tool_from = Some(proc_sample(std::process::id()));
             histogram_from = delivery_histogram(target).await;
             if let Some((database, hold)) = options.stall_database.clone() {
@@ -187,9 +202,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         }
         let live = sent % lives;
         if !senders[live].is_empty() {
-            let sender = &senders[live][round_robin[live] % senders[live].len()];
+            let (sender, instance) = &senders[live][round_robin[live] % senders[live].len()];
             round_robin[live] += 1;
-            let text = format!("bench:{sent}:{}", unix_micros());
+            let text = format!("bench:{sent}:{}:{instance}", unix_micros());
             let _ = sender.try_send(text);
         }
         sent += 1;
@@ -201,7 +216,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     }
     let (measure_start, measure_proc) = measured_from.unwrap_or((Instant::now(), None));
     let measured_for = measure_start.elapsed();
-    let after_window = options.app_pid.map(proc_sample);
+    let after_window = app_sample();
     let tool_window = tool_from.map(|start| (start, proc_sample(std::process::id())));
     // In-flight messages arrive within 3 s or count as lost.
     let counted_from = tally.counted_from.load(Relaxed).min(sent);
@@ -226,6 +241,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
     for task in tasks {
         if let Ok(Ok(measured)) = tokio::time::timeout(Duration::from_secs(10), task).await {
             samples.delays_us.extend(measured.delays_us);
+            samples
+                .cross_instance_delays_us
+                .extend(measured.cross_instance_delays_us);
+            samples
+                .same_instance_delays_us
+                .extend(measured.same_instance_delays_us);
             samples.stored_acks_us.extend(measured.stored_acks_us);
         }
     }
@@ -257,6 +278,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<Report> {
         .ok()
         .and_then(|first| first.clone());
     Ok(Report::build(crate::report::Inputs {
+        instances: instances.len(),
         lives,
         sockets: total_sockets,
         failed_sockets: tally.failed.load(Relaxed),

@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     };
     match command.as_str() {
         "prepare" => {
-            let database = PathBuf::from(get("database").context("--database")?);
+            let database = get("database").context("--database")?;
             let plan = prepare(
                 &database,
                 number("lives", 1.0)? as usize,
@@ -45,13 +45,24 @@ fn main() -> anyhow::Result<()> {
             let plan: Plan =
                 serde_json::from_str(&std::fs::read_to_string(get("plan").context("--plan")?)?)?;
             let load = LoadOptions {
-                app_url: get("app-url").context("--app-url")?,
+                app_urls: get("app-url")
+                    .context("--app-url")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
                 plan,
                 sockets_per_live: number("sockets-per-live", 100.0)? as usize,
                 messages_per_second: number("rate", 5.0)?,
                 warmup: Duration::from_secs_f64(number("warmup", 3.0)?),
                 duration: Duration::from_secs_f64(number("duration", 10.0)?),
-                app_pid: get("app-pid").map(|pid| pid.parse()).transpose()?,
+                app_pids: get("app-pid")
+                    .map(|pids| {
+                        pids.split(',')
+                            .map(str::parse)
+                            .collect::<Result<Vec<u32>, _>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
                 source_addresses: number("source-addresses", 20.0)? as u8,
                 settle: Duration::from_secs_f64(number("settle", 1.0)?),
                 stall_database: match get("stall-database") {

@@ -2,12 +2,11 @@
 //! own queries: one broadcaster per live (its live started) and signed-in senders with
 //! session tokens the load tool puts in its `Cookie` header.
 
-use std::path::Path;
-
 use anyhow::{Context, anyhow};
 use privatehub_app::auth::session::{hash_token, new_token};
 use privatehub_app::db::{self, lives, sessions, users};
 use privatehub_app::domain::{LiveTitle, Username};
+use privatehub_app::settings::parse_database_url;
 use serde::{Deserialize, Serialize};
 
 /// A placeholder no password hashes to: bench accounts never log in.
@@ -26,11 +25,13 @@ pub struct PlannedLive {
 }
 
 /// Creates `lives` live broadcasters and `senders_per_live` senders for each, in the
-/// database at `database` (migrated first, so the app may start on it afterwards or
-/// already run on it). Rerunnable: a name already taken gets a fresh suffix.
-pub fn prepare(database: &Path, lives: usize, senders_per_live: usize) -> anyhow::Result<Plan> {
-    let pool = db::build_sqlite_pool(database)
-        .map_err(|error| anyhow!("open {}: {error}", database.display()))?;
+/// database `database` (a SQLite path or a `postgres://` URL, as `DATABASE_URL`;
+/// migrated first, so the app may start on it afterwards or already run on it).
+/// Rerunnable: a name already taken gets a fresh suffix.
+pub fn prepare(database: &str, lives: usize, senders_per_live: usize) -> anyhow::Result<Plan> {
+    let location = parse_database_url(database).map_err(|error| anyhow!("--database: {error}"))?;
+    let pool = db::build_pool(&location, db::PoolOptions::default())
+        .map_err(|error| anyhow!("open {}: {error}", location.display_for_log()))?;
     db::run_migrations(&pool).map_err(|error| anyhow!("migrate: {error}"))?;
     let mut connection = pool.get().context("database connection")?;
     let now = db::now_unix();

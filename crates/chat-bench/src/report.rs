@@ -53,16 +53,32 @@ pub fn proc_sample(pid: u32) -> ProcSample {
     }
 }
 
+/// [`proc_sample`] of several processes (the instances of one app), added up.
+pub fn proc_sample_all(pids: &[u32]) -> ProcSample {
+    let samples: Vec<ProcSample> = pids.iter().map(|pid| proc_sample(*pid)).collect();
+    ProcSample {
+        cpu_us: samples.iter().map(|sample| sample.cpu_us).sum(),
+        rss_kb: samples.iter().map(|sample| sample.rss_kb).sum(),
+        kernel_tcp_kb: samples.first().map_or(0, |sample| sample.kernel_tcp_kb),
+    }
+}
+
 /// Delays gathered from every socket.
 #[derive(Debug, Default)]
 pub struct Samples {
     pub delays_us: Vec<u32>,
+    /// Deliveries of messages sent through another app instance.
+    pub cross_instance_delays_us: Vec<u32>,
+    /// Deliveries to sockets on the sender's own instance.
+    pub same_instance_delays_us: Vec<u32>,
     /// Senders' waits from sending to `chat:stored`.
     pub stored_acks_us: Vec<u32>,
 }
 
 /// Everything [`Report::build`] needs.
 pub struct Inputs {
+    /// App instances the sockets were spread over.
+    pub instances: usize,
     pub lives: usize,
     pub sockets: usize,
     pub failed_sockets: usize,
@@ -90,6 +106,9 @@ pub struct Inputs {
 /// The run's report (`--out` writes it as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// App instances the sockets were spread over (round robin); with more than one,
+    /// the `cross_instance_*` figures are the deliveries that went through Redis.
+    pub instances: usize,
     pub lives: usize,
     pub sockets: usize,
     pub failed_sockets: usize,
@@ -102,6 +121,12 @@ pub struct Report {
     pub delay_p50_ms: f64,
     pub delay_p99_ms: f64,
     pub delay_max_ms: f64,
+    pub cross_instance_deliveries: usize,
+    pub cross_instance_delay_p50_ms: Option<f64>,
+    pub cross_instance_delay_p99_ms: Option<f64>,
+    /// Deliveries to sockets on the sender's own instance.
+    pub same_instance_delay_p50_ms: Option<f64>,
+    pub same_instance_delay_p99_ms: Option<f64>,
     pub app_cpu_pct: Option<f64>,
     pub load_tool_cpu_pct: Option<f64>,
     pub app_cpu_us_per_delivery: Option<f64>,
@@ -213,6 +238,13 @@ impl Report {
     pub fn build(inputs: Inputs) -> Report {
         let mut delays = inputs.samples.delays_us;
         delays.sort_unstable();
+        let mut cross = inputs.samples.cross_instance_delays_us;
+        cross.sort_unstable();
+        let mut same = inputs.samples.same_instance_delays_us;
+        same.sort_unstable();
+        let several = inputs.instances > 1;
+        let split =
+            |sorted: &[u32], fraction: f64| several.then(|| percentile_us(sorted, fraction));
         let percentile = |fraction: f64| percentile_us(&delays, fraction);
         let mut acks = inputs.samples.stored_acks_us;
         acks.sort_unstable();
@@ -226,6 +258,12 @@ impl Report {
             })
         };
         Report {
+            instances: inputs.instances,
+            cross_instance_deliveries: cross.len(),
+            cross_instance_delay_p50_ms: split(&cross, 0.5),
+            cross_instance_delay_p99_ms: split(&cross, 0.99),
+            same_instance_delay_p50_ms: split(&same, 0.5),
+            same_instance_delay_p99_ms: split(&same, 0.99),
             lives: inputs.lives,
             sockets: inputs.sockets,
             failed_sockets: inputs.failed_sockets,
