@@ -31,6 +31,10 @@ pub struct AppMetrics {
     pub sockets_heartbeat_timeouts: AtomicU64,
     /// Sockets closed because their session logged out.
     pub sockets_ended_by_logout: AtomicU64,
+    /// Room events from other instances applied here (several instances, Redis).
+    pub cluster_room_events: AtomicU64,
+    /// Notices that a user reached the chat limit shared by the instances.
+    pub cluster_chat_limits: AtomicU64,
     /// Chat messages shown but not yet stored.
     pub chat_write_pending: AtomicI64,
     /// Age of the oldest message in the batch last written or retried, in ms.
@@ -179,6 +183,16 @@ impl AppMetrics {
             "app_sockets_ended_by_logout_total",
             "Sockets closed because their session logged out.",
             self.sockets_ended_by_logout.load(Relaxed),
+        );
+        counter(
+            "app_cluster_room_events_total",
+            "Room events from other app instances applied here (through Redis).",
+            self.cluster_room_events.load(Relaxed),
+        );
+        counter(
+            "app_cluster_chat_limits_total",
+            "Users refused chat for a while because the limit shared by the instances was reached.",
+            self.cluster_chat_limits.load(Relaxed),
         );
         self.chat_delivery.render(&mut out);
         let _ = writeln!(

@@ -50,9 +50,10 @@ impl AppState {
     ) -> std::io::Result<AppState> {
         let metrics = Arc::new(AppMetrics::default());
         let viewers = ViewerCounts::default();
+        let whip_lives = Arc::new(WhipLives::new(settings.whip_unreported_live));
         let (cluster, chat_link) = match &settings.redis_url {
             Some(url) => {
-                let (cluster, link) = Cluster::start(url, viewers.clone())
+                let (cluster, link) = Cluster::start(url, viewers.clone(), whip_lives.clone())
                     .map_err(|error| std::io::Error::other(format!("REDIS_URL: {error}")))?;
                 tracing::info!(instance = %cluster.instance, "sharing chat, viewer counts and rate limits through Redis");
                 (Some(cluster.clone()), Some((cluster.instance, link)))
@@ -73,7 +74,7 @@ impl AppState {
             chat,
             pool,
             stream_keys: StreamKeySealer::new(&settings.stream_key_secret),
-            whip_lives: Arc::new(WhipLives::new(settings.whip_unreported_live)),
+            whip_lives,
             media_api: MediaApi::new(&settings.media_internal_url),
             login_limiter: Arc::new(LoginRateLimiter::new(settings.login_rate_limit)),
             signup_limiter: Arc::new(SignupRateLimiter::new(settings.signup_rate_limit)),

@@ -8,8 +8,11 @@
 //! crashed or restarted, or an `ended` call lost while the app was down.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use privatehub_protocol::LiveId;
 use privatehub_protocol::internal_api::{
@@ -40,9 +43,23 @@ enum Hold {
 /// Longest wait for one internal API call to the media server.
 const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A change to [`WhipLives`] that other app instances apply too: the media server
+/// reports to one instance, and `whip/start` may reach any (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WhipEvent {
+    Reported { live_id: LiveId },
+    Forget { live_id: LiveId },
+    HoldWhileCurrent { user_id: i64, live_id: LiveId },
+    HoldFor { user_id: i64, ms: u64 },
+    LiveEnded { user_id: i64, live_id: LiveId },
+}
+
 /// When each WHIP live was last reported (or started).
 #[derive(Debug)]
 pub struct WhipLives {
+    /// Where changes go for the other instances (set when several share Redis).
+    mirror: OnceLock<mpsc::UnboundedSender<WhipEvent>>,
     /// Lives found at start-up count from here: the media server has had no chance yet.
     started_at: Instant,
     /// `WHIP_UNREPORTED_LIVE_SECONDS`: the media server reports every 5 s, so the
@@ -60,6 +77,41 @@ impl WhipLives {
             unreported_after,
             last_reported: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
+            mirror: OnceLock::new(),
+        }
+    }
+
+    /// From now on every change is also sent to `mirror` (the cluster link).
+    pub fn mirror_to(&self, mirror: mpsc::UnboundedSender<WhipEvent>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    fn mirror(&self, event: WhipEvent) {
+        if let Some(mirror) = self.mirror.get() {
+            let _ = mirror.send(event);
+        }
+    }
+
+    /// A change another instance made.
+    pub fn apply_remote(&self, event: WhipEvent) {
+        let now = Instant::now();
+        match event {
+            WhipEvent::Reported { live_id } => {
+                self.lock().insert(live_id, now);
+            }
+            WhipEvent::Forget { live_id } => {
+                self.lock().remove(&live_id);
+            }
+            WhipEvent::HoldWhileCurrent { user_id, live_id } => {
+                self.holds().insert(user_id, Hold::WhileCurrent(live_id));
+            }
+            WhipEvent::HoldFor { user_id, ms } => {
+                self.holds()
+                    .insert(user_id, Hold::Until(now + Duration::from_millis(ms)));
+            }
+            WhipEvent::LiveEnded { user_id, live_id } => {
+                self.end_hold_while_current(user_id, live_id, now);
+            }
         }
     }
 
@@ -72,19 +124,35 @@ impl WhipLives {
     /// The browser took `live` over from WHIP: WHIP is refused while it is current.
     pub fn hold_while_current(&self, user: UserId, live: LiveId) {
         self.holds().insert(user.0, Hold::WhileCurrent(live));
+        self.mirror(WhipEvent::HoldWhileCurrent {
+            user_id: user.0,
+            live_id: live,
+        });
     }
 
     /// The owner ended a WHIP live on the site: WHIP is refused for a while.
     pub fn hold_after_end(&self, user: UserId, now: Instant) {
         self.holds()
             .insert(user.0, Hold::Until(now + WHIP_HOLD_AFTER_END));
+        self.mirror(WhipEvent::HoldFor {
+            user_id: user.0,
+            ms: u64::try_from(WHIP_HOLD_AFTER_END.as_millis()).unwrap_or(u64::MAX),
+        });
     }
 
     /// `live` ended: a hold while it was current becomes a hold for a while.
     pub fn live_ended(&self, user: UserId, live: LiveId, now: Instant) {
+        self.end_hold_while_current(user.0, live, now);
+        self.mirror(WhipEvent::LiveEnded {
+            user_id: user.0,
+            live_id: live,
+        });
+    }
+
+    fn end_hold_while_current(&self, user_id: i64, live: LiveId, now: Instant) {
         let mut holds = self.holds();
-        if holds.get(&user.0) == Some(&Hold::WhileCurrent(live)) {
-            holds.insert(user.0, Hold::Until(now + WHIP_HOLD_AFTER_END));
+        if holds.get(&user_id) == Some(&Hold::WhileCurrent(live)) {
+            holds.insert(user_id, Hold::Until(now + WHIP_HOLD_AFTER_END));
         }
     }
 
@@ -104,10 +172,12 @@ impl WhipLives {
 
     pub fn reported(&self, live: LiveId, now: Instant) {
         self.lock().insert(live, now);
+        self.mirror(WhipEvent::Reported { live_id: live });
     }
 
     pub fn forget(&self, live: LiveId) {
         self.lock().remove(&live);
+        self.mirror(WhipEvent::Forget { live_id: live });
     }
 
     /// Whether a current WHIP live went unreported for too long.
@@ -130,6 +200,16 @@ pub async fn sweep_abandoned_lives(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // With several instances the media server reports to one of them, and the
+        // others hear of it through Redis: while Redis is away (and for a while after
+        // it returns) what this instance knows may be stale, so it ends nothing.
+        if let Some(cluster) = &state.cluster
+            && !cluster
+                .connection
+                .connected_for(state.settings.whip_unreported_live)
+        {
+            continue;
+        }
         let current = db::run(&state.pool, |connection| {
             lives::list_current_whip(connection).map_err(InternalError::from)
         })

@@ -85,6 +85,11 @@ impl SessionKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The session another instance named with [`SessionKey::as_str`].
+    pub fn from_stored_hash(hash: String) -> SessionKey {
+        SessionKey(hash)
+    }
 }
 
 /// Deletes the request's session (if any), ends its open sockets, and returns a cookie

@@ -267,7 +267,10 @@ impl ChatServer {
                     },
                 );
             }
-            Command::SessionEnded { session } => self.end_session(&session),
+            Command::SessionEnded { session } => {
+                self.cluster_session_ended(&session);
+                self.end_session(&session);
+            }
             Command::Shutdown { done } => {
                 self.shut_down();
                 let _ = done.send(());

@@ -73,6 +73,10 @@ pub enum ClusterCommand {
     ChatSent {
         user: UserId,
     },
+    /// A session logged out here (its stored token hash): its sockets everywhere close.
+    SessionEnded {
+        session: String,
+    },
 }
 
 /// What the cluster link tells the chat server.
@@ -84,6 +88,8 @@ pub enum ClusterReport {
     Viewers { live: LiveId, count: u32 },
     /// The user reached the shared chat limit on some instance.
     ChatLimited { user: UserId, retry_after: Duration },
+    /// A session logged out on another instance.
+    SessionEnded { session: String },
     /// Redis is back after an outage: events of the meantime were missed, so rooms
     /// are read again from the database.
     Resynced,

@@ -6,12 +6,14 @@
 //! stored by each instance's writer, so they appear in history after a reload).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use privatehub_protocol::LiveId;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::chat_limits::{self, LIMITS_CHANNEL, LimitNotice};
@@ -21,6 +23,7 @@ use super::events::{
 use super::{SharedConnection, now_unix_ms, viewer_sets};
 use crate::db::users::UserId;
 use crate::viewers::ViewerCounts;
+use crate::whip::{WhipEvent, WhipLives};
 
 /// Rewrites of this instance's viewer sets (well inside their expiry).
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -66,6 +69,29 @@ pub(super) struct ClusterLink {
     pub(super) viewer_sets: HashMap<LiveId, Vec<String>>,
     /// Messages counted so far (names each send in the shared window).
     pub(super) sends: u64,
+    /// What other instances report of WHIP publishes is applied here.
+    pub(super) whip_lives: Arc<WhipLives>,
+    /// And this instance's changes arrive here, for the others.
+    pub(super) whip_events: mpsc::UnboundedReceiver<WhipEvent>,
+}
+
+/// A [`WhipEvent`] with the instance that published it.
+#[derive(Debug, Serialize, Deserialize)]
+struct WhipEnvelope {
+    from: String,
+    event: WhipEvent,
+}
+
+/// Where WHIP state changes go (every instance listens).
+const WHIP_CHANNEL: &str = "privatehub:whip";
+/// Where log-outs go, so every instance closes the session's sockets.
+const SESSIONS_CHANNEL: &str = "privatehub:sessions-ended";
+
+/// A session that logged out (its stored token hash), from an instance.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionEnvelope {
+    from: String,
+    session: String,
 }
 
 impl ClusterLink {
@@ -133,6 +159,9 @@ impl ClusterLink {
                     Some(command) => self.remember(&command),
                     None => return false,
                 },
+                // Lost while Redis is away: the other instances stop sweeping meanwhile
+                // (`whip::sweep_abandoned_lives`) and hear the next report.
+                Some(_) = self.whip_events.recv() => {}
             }
         }
     }
@@ -152,7 +181,9 @@ impl ClusterLink {
             ClusterCommand::Forget { live } => {
                 self.viewer_sets.remove(live);
             }
-            ClusterCommand::Publish { .. } | ClusterCommand::ChatSent { .. } => {}
+            ClusterCommand::Publish { .. }
+            | ClusterCommand::ChatSent { .. }
+            | ClusterCommand::SessionEnded { .. } => {}
         }
     }
 
@@ -164,14 +195,13 @@ impl ClusterLink {
     }
 
     async fn serve_connected(&mut self, connected: &mut Connected) -> Result<(), Stop> {
-        let channels: Vec<String> = self
+        let mut channels: Vec<String> = self
             .subscribed
             .iter()
             .map(|key| room_channel(key))
             .collect();
-        if !channels.is_empty() {
-            connected.sink.subscribe(&channels).await?;
-        }
+        channels.extend([LIMITS_CHANNEL, WHIP_CHANNEL, SESSIONS_CHANNEL].map(str::to_owned));
+        connected.sink.subscribe(&channels).await?;
         self.rewrite_viewer_sets(&mut connected.commands).await?;
         self.shared.set(Some(connected.commands.clone()));
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -192,6 +222,16 @@ impl ClusterLink {
                         }
                     }
                     self.apply(connected, batch).await?;
+                }
+                Some(event) = self.whip_events.recv() => {
+                    let envelope = WhipEnvelope { from: self.instance.clone(), event };
+                    if let Ok(payload) = serde_json::to_string(&envelope) {
+                        redis::cmd("PUBLISH")
+                            .arg(WHIP_CHANNEL)
+                            .arg(payload)
+                            .query_async::<i64>(&mut connected.commands)
+                            .await?;
+                    }
                 }
                 message = connected.stream.next() => {
                     let Some(message) = message else {
@@ -250,6 +290,16 @@ impl ClusterLink {
                 ClusterCommand::ChatSent { user } => {
                     self.count_chat(&mut connected.commands, user).await?;
                 }
+                ClusterCommand::SessionEnded { session } => {
+                    let envelope = SessionEnvelope {
+                        from: self.instance.clone(),
+                        session,
+                    };
+                    if let Ok(payload) = serde_json::to_string(&envelope) {
+                        publishes.publish(SESSIONS_CHANNEL, payload).ignore();
+                        any_publish = true;
+                    }
+                }
             }
         }
         if any_publish {
@@ -292,6 +342,24 @@ impl ClusterLink {
         let Ok(payload) = message.get_payload::<String>() else {
             return;
         };
+        if channel == WHIP_CHANNEL {
+            if let Ok(envelope) = serde_json::from_str::<WhipEnvelope>(&payload)
+                && envelope.from != self.instance
+            {
+                self.whip_lives.apply_remote(envelope.event);
+            }
+            return;
+        }
+        if channel == SESSIONS_CHANNEL {
+            if let Ok(envelope) = serde_json::from_str::<SessionEnvelope>(&payload)
+                && envelope.from != self.instance
+            {
+                let _ = self.reports.send(ClusterReport::SessionEnded {
+                    session: envelope.session,
+                });
+            }
+            return;
+        }
         if channel == LIMITS_CHANNEL {
             if let Ok(notice) = serde_json::from_str::<LimitNotice>(&payload) {
                 let _ = self.reports.send(ClusterReport::ChatLimited {

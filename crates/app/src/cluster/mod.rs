@@ -16,6 +16,7 @@ pub mod viewer_sets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,22 +24,32 @@ use tokio::sync::mpsc;
 
 pub use self::events::{ClusterCommand, ClusterReport, RoomEvent};
 use crate::viewers::ViewerCounts;
+use crate::whip::WhipLives;
 
 /// The link's current command connection, `None` while Redis is away.
 #[derive(Debug, Clone, Default)]
-pub struct SharedConnection(Arc<Mutex<Option<MultiplexedConnection>>>);
+pub struct SharedConnection(Arc<Mutex<Option<(MultiplexedConnection, Instant)>>>);
 
 impl SharedConnection {
     fn set(&self, connection: Option<MultiplexedConnection>) {
-        *self.lock() = connection;
+        *self.lock() = connection.map(|connection| (connection, Instant::now()));
     }
 
     /// A handle on the connection (cheap: it is multiplexed), if Redis is reachable.
     pub fn get(&self) -> Option<MultiplexedConnection> {
-        self.lock().clone()
+        self.lock()
+            .as_ref()
+            .map(|(connection, _)| connection.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    /// Whether Redis has been reachable for at least `how_long` without a break.
+    pub fn connected_for(&self, how_long: std::time::Duration) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= how_long)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(MultiplexedConnection, Instant)>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -66,12 +77,15 @@ impl Cluster {
     pub fn start(
         url: &SecretString,
         viewer_counts: ViewerCounts,
+        whip_lives: Arc<WhipLives>,
     ) -> Result<(Cluster, ChatLink), redis::RedisError> {
         let client = redis::Client::open(url.expose_secret())?;
         let instance = random_instance_id();
         let connection = SharedConnection::default();
         let (command_sender, commands) = mpsc::unbounded_channel();
         let (report_sender, reports) = mpsc::unbounded_channel();
+        let (whip_sender, whip_events) = mpsc::unbounded_channel();
+        whip_lives.mirror_to(whip_sender);
         let link = link::ClusterLink {
             client,
             instance: instance.clone(),
@@ -82,6 +96,8 @@ impl Cluster {
             subscribed: HashSet::new(),
             viewer_sets: HashMap::new(),
             sends: 0,
+            whip_lives,
+            whip_events,
         };
         tokio::spawn(link.run());
         Ok((

@@ -11,7 +11,11 @@ use serde_json::json;
 
 use privatehub_app::Settings;
 
-use crate::helpers::{ORIGIN, PASSWORD, TestApp, client, fresh_postgres_database, spawn_app_with};
+use privatehub_protocol::internal_api::InternalCaller;
+
+use crate::helpers::{
+    ORIGIN, PASSWORD, TestApp, client, fresh_postgres_database, internal, spawn_app_with,
+};
 use crate::socket_client::{Socket, session};
 
 /// Long enough for a reconnect to Redis (its pause grows to 2 s) and a count refresh.
@@ -356,23 +360,116 @@ async fn the_chat_limit_holds_over_both_instances() {
             .await;
         on_b.expect("chat:stored").await;
     }
-    // a has seen one message of bob's: only the shared window can refuse him there. A
-    // message sent in the very instant the notice travels may pass; the one after not.
-    let mut refused = false;
-    for n in 6..=7 {
-        on_a.send(json!({"type": "chat:send", "text": n.to_string()}))
-            .await;
-        let reply = on_a
-            .next_matching(Duration::from_secs(5), |message| {
-                message["type"] == "chat:stored" || message["type"] == "error"
-            })
+    // a has seen one message of bob's: only the shared window can refuse him there,
+    // once the notice that b filled it has reached a.
+    wait_metric(a, "app_cluster_chat_limits_total", 1).await;
+    on_a.send(json!({"type": "chat:send", "text": "6"})).await;
+    let reply = on_a
+        .next_matching(Duration::from_secs(5), |message| {
+            message["type"] == "chat:stored" || message["type"] == "error"
+        })
+        .await
+        .expect("a reply");
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+}
+
+/// Waits until `metric` on `app`'s `/metrics` is at least `at_least`.
+async fn wait_metric(app: &TestApp, metric: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+    loop {
+        let text = app
+            .get(&client(), "/metrics")
             .await
-            .expect("a reply");
-        if reply["type"] == "error" {
-            assert_eq!(reply["code"], "rate_limited", "{reply}");
-            refused = true;
-            break;
+            .text()
+            .await
+            .expect("metrics");
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(metric)?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if value >= at_least {
+            return;
         }
+        assert!(std::time::Instant::now() < deadline, "{metric} is {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused, "a never refused bob past the shared limit");
+}
+
+#[tokio::test]
+async fn logging_out_through_one_instance_closes_the_sessions_sockets_on_the_other() {
+    let cluster = two_instances().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let (alice, _) = session(a, "alice").await;
+    let (bob, bob_cookie) = session(a, "bob").await;
+    a.start_live(&alice, "Log-out").await;
+    let mut bob_on_a = Socket::joined(a, Some(&bob_cookie), "alice").await;
+    let response = b.post(&bob, "/api/auth/logout", &json!({})).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert!(
+        bob_on_a.closed_within(CLUSTER_WAIT).await,
+        "bob's socket on a stayed open after he logged out through b"
+    );
+}
+
+#[tokio::test]
+async fn a_whip_live_reported_to_one_instance_is_not_swept_by_the_other() {
+    let cluster = two_instances_with(|settings| {
+        settings.whip_unreported_live = Duration::from_secs(1);
+    })
+    .await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let alice = a.user("alice").await;
+    let key: serde_json::Value = a
+        .get(&alice, "/api/me/stream-key")
+        .await
+        .json()
+        .await
+        .expect("key");
+    let authorized: serde_json::Value = internal(
+        a,
+        InternalCaller::Media,
+        "/internal/v1/whip/authorize",
+        json!({"stream_key": key["stream_key"]}),
+    )
+    .await
+    .json()
+    .await
+    .expect("authorized");
+    let user_id = authorized["user_id"].clone();
+    let started: serde_json::Value = internal(
+        a,
+        InternalCaller::Media,
+        "/internal/v1/whip/start",
+        json!({"user_id": user_id, "key_generation": 1}),
+    )
+    .await
+    .json()
+    .await
+    .expect("started");
+    let live_id = started["live_id"].clone();
+    // The media server reports to a only, twice a second, for four times the time a
+    // live may go unreported: b must hear of the reports and leave the live alone.
+    for _ in 0..8 {
+        let sync = internal(
+            a,
+            InternalCaller::Media,
+            "/internal/v1/whip/sync",
+            json!({"sessions": [{"user_id": user_id, "live_id": live_id, "key_generation": 1}]}),
+        )
+        .await;
+        assert_eq!(sync.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let live = b.get(&client(), "/api/lives/alice").await;
+        assert_eq!(live.status(), 200, "b ended the WHIP live a reports");
+    }
+    // Reports stop: the live ends.
+    let deadline = std::time::Instant::now() + CLUSTER_WAIT;
+    while b.get(&client(), "/api/lives/alice").await.status() == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreported live stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -2,6 +2,7 @@
 //! happens here is published, what happens on another instance is applied here as if
 //! it had (but not published again). Alone (no `REDIS_URL`) every call is a no-op.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use privatehub_protocol::LiveId;
@@ -11,6 +12,7 @@ use super::counting::ViewerKey;
 use super::joining::Loaded;
 use super::loading::load_room;
 use super::{ChatServer, Room};
+use crate::auth::session::SessionKey;
 use crate::cluster::{ClusterCommand, ClusterReport, RoomEvent};
 use crate::db::users::UserId;
 use crate::error::InternalError;
@@ -49,6 +51,13 @@ impl ChatServer {
     /// The live ended: this instance's viewers of it are none.
     pub(super) fn cluster_forget_live(&self, live: LiveId) {
         self.cluster_send(ClusterCommand::Forget { live });
+    }
+
+    /// A log-out here: the other instances close the session's sockets too.
+    pub(super) fn cluster_session_ended(&self, session: &SessionKey) {
+        self.cluster_send(ClusterCommand::SessionEnded {
+            session: session.as_str().to_owned(),
+        });
     }
 
     pub(super) fn cluster_chat_sent(&self, user: UserId) {
@@ -97,7 +106,12 @@ impl ChatServer {
 
     pub(super) fn cluster_report(&mut self, report: ClusterReport) {
         match report {
-            ClusterReport::Room { key, event } => self.remote_event(&key, event),
+            ClusterReport::Room { key, event } => {
+                self.metrics
+                    .cluster_room_events
+                    .fetch_add(1, Ordering::Relaxed);
+                self.remote_event(&key, event);
+            }
             ClusterReport::Viewers { live, count } => {
                 let key = self
                     .rooms
@@ -112,8 +126,14 @@ impl ChatServer {
                 }
             }
             ClusterReport::ChatLimited { user, retry_after } => {
+                self.metrics
+                    .cluster_chat_limits
+                    .fetch_add(1, Ordering::Relaxed);
                 self.shared_chat_limits
                     .insert(user, Instant::now() + retry_after);
+            }
+            ClusterReport::SessionEnded { session } => {
+                self.end_session(&SessionKey::from_stored_hash(session));
             }
             ClusterReport::Resynced => self.resync_rooms(),
         }
