@@ -31,6 +31,8 @@ pub struct AppMetrics {
     pub sockets_heartbeat_timeouts: AtomicU64,
     /// Sockets closed because their session logged out.
     pub sockets_ended_by_logout: AtomicU64,
+    /// 1 while the cluster link is connected to Redis, 0 while not, -1 alone.
+    pub redis_connected: AtomicI64,
     /// Room events from other instances applied here (several instances, Redis).
     pub cluster_room_events: AtomicU64,
     /// Notices that a user reached the chat limit shared by the instances.
@@ -132,6 +134,11 @@ impl AppMetrics {
             "app_sockets_open",
             "Open /ws sockets.",
             self.sockets_open.load(Relaxed),
+        );
+        gauge(
+            "app_redis_connected",
+            "1 while this instance reaches Redis (REDIS_URL), 0 while it does not, -1 without REDIS_URL.",
+            self.redis_connected.load(Relaxed),
         );
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(

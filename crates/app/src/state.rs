@@ -49,12 +49,16 @@ impl AppState {
         message_ids: crate::chat::server::MessageIdSource,
     ) -> std::io::Result<AppState> {
         let metrics = Arc::new(AppMetrics::default());
+        metrics
+            .redis_connected
+            .store(-1, std::sync::atomic::Ordering::Relaxed);
         let viewers = ViewerCounts::default();
         let whip_lives = Arc::new(WhipLives::new(settings.whip_unreported_live));
         let (cluster, chat_link) = match &settings.redis_url {
             Some(url) => {
-                let (cluster, link) = Cluster::start(url, viewers.clone(), whip_lives.clone())
-                    .map_err(|error| std::io::Error::other(format!("REDIS_URL: {error}")))?;
+                let (cluster, link) =
+                    Cluster::start(url, viewers.clone(), whip_lives.clone(), metrics.clone())
+                        .map_err(|error| std::io::Error::other(format!("REDIS_URL: {error}")))?;
                 tracing::info!(instance = %cluster.instance, "sharing chat, viewer counts and rate limits through Redis");
                 (Some(cluster.clone()), Some((cluster.instance, link)))
             }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,6 +23,7 @@ use super::events::{
 };
 use super::{SharedConnection, now_unix_ms, viewer_sets};
 use crate::db::users::UserId;
+use crate::metrics::AppMetrics;
 use crate::viewers::ViewerCounts;
 use crate::whip::{WhipEvent, WhipLives};
 
@@ -73,6 +75,7 @@ pub(super) struct ClusterLink {
     pub(super) whip_lives: Arc<WhipLives>,
     /// And this instance's changes arrive here, for the others.
     pub(super) whip_events: mpsc::UnboundedReceiver<WhipEvent>,
+    pub(super) metrics: Arc<AppMetrics>,
 }
 
 /// A [`WhipEvent`] with the instance that published it.
@@ -122,6 +125,7 @@ impl ClusterLink {
                 }
             }
             self.shared.set(None);
+            self.metrics.redis_connected.store(0, Ordering::Relaxed);
             if !self.pause(retry).await {
                 return;
             }
@@ -204,6 +208,7 @@ impl ClusterLink {
         connected.sink.subscribe(&channels).await?;
         self.rewrite_viewer_sets(&mut connected.commands).await?;
         self.shared.set(Some(connected.commands.clone()));
+        self.metrics.redis_connected.store(1, Ordering::Relaxed);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut counts = tokio::time::interval(COUNT_INTERVAL);
         let mut listing = tokio::time::interval(LISTING_INTERVAL);

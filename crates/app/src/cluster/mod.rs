@@ -23,6 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 pub use self::events::{ClusterCommand, ClusterReport, RoomEvent};
+use crate::metrics::AppMetrics;
 use crate::viewers::ViewerCounts;
 use crate::whip::WhipLives;
 
@@ -78,6 +79,7 @@ impl Cluster {
         url: &SecretString,
         viewer_counts: ViewerCounts,
         whip_lives: Arc<WhipLives>,
+        metrics: Arc<AppMetrics>,
     ) -> Result<(Cluster, ChatLink), redis::RedisError> {
         let client = redis::Client::open(url.expose_secret())?;
         let instance = random_instance_id();
@@ -98,6 +100,7 @@ impl Cluster {
             sends: 0,
             whip_lives,
             whip_events,
+            metrics,
         };
         tokio::spawn(link.run());
         Ok((

@@ -283,7 +283,9 @@ async fn chat_resumes_after_redis_restarts_and_what_was_said_meanwhile_is_in_his
     let mut bob_on_b = Socket::joined(&cluster.b, Some(&bob_cookie), "alice").await;
     wait_subscribed(&cluster.redis, "alice", 2).await;
 
+    wait_metric_where(&cluster.a, "app_redis_connected", |up| up == 1).await;
     cluster.redis.kill();
+    wait_metric_where(&cluster.a, "app_redis_connected", |up| up == 0).await;
     // Bob's message is shown and stored on his instance while Redis is away.
     bob_on_b
         .send(json!({"type": "chat:send", "text": "said during the outage"}))
@@ -375,7 +377,12 @@ async fn the_chat_limit_holds_over_both_instances() {
 }
 
 /// Waits until `metric` on `app`'s `/metrics` is at least `at_least`.
-async fn wait_metric(app: &TestApp, metric: &str, at_least: u64) {
+async fn wait_metric(app: &TestApp, metric: &str, at_least: i64) {
+    wait_metric_where(app, metric, |value| value >= at_least).await;
+}
+
+/// Waits until `wanted` holds for `metric` on `app`'s `/metrics`.
+async fn wait_metric_where(app: &TestApp, metric: &str, wanted: impl Fn(i64) -> bool) {
     let deadline = std::time::Instant::now() + CLUSTER_WAIT;
     loop {
         let text = app
@@ -386,12 +393,11 @@ async fn wait_metric(app: &TestApp, metric: &str, at_least: u64) {
             .expect("metrics");
         let value = text
             .lines()
-            .find_map(|line| line.strip_prefix(metric)?.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if value >= at_least {
+            .find_map(|line| line.strip_prefix(metric)?.trim().parse::<i64>().ok());
+        if value.is_some_and(&wanted) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{metric} is {value}");
+        assert!(std::time::Instant::now() < deadline, "{metric} is {value:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
