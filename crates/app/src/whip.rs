@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use privatehub_protocol::cluster::WhipEvent;
 use tokio::sync::mpsc;
 
 use privatehub_protocol::LiveId;
@@ -42,18 +42,6 @@ enum Hold {
 }
 /// Longest wait for one internal API call to the media server.
 const MEDIA_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A change to [`WhipLives`] that other app instances apply too: the media server
-/// reports to one instance, and `whip/start` may reach any (see `crate::cluster`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum WhipEvent {
-    Reported { live_id: LiveId },
-    Forget { live_id: LiveId },
-    HoldWhileCurrent { user_id: i64, live_id: LiveId },
-    HoldFor { user_id: i64, ms: u64 },
-    LiveEnded { user_id: i64, live_id: LiveId },
-}
 
 /// When each WHIP live was last reported (or started).
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 
 pub mod app_api;
 pub mod app_socket;
+pub mod cluster;
 pub mod internal_api;
 pub mod media_signaling;
 pub mod media_token;

@@ -223,7 +223,7 @@ impl ChatServer {
                     self.flush_peaks();
                     self.sync_viewer_sets();
                 }
-                Some(report) = next_report(&mut self.cluster_reports) => self.cluster_report(report),
+                Some(report) = crate::cluster::next_report(&mut self.cluster_reports) => self.cluster_report(report),
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle(command),
                     None => break,
@@ -694,16 +694,6 @@ fn internal() -> Refusal {
         AppSocketErrorCode::Internal,
         "Something went wrong on the server. Try again.",
     )
-}
-
-/// The next cluster report, or never when this instance is alone.
-async fn next_report(
-    reports: &mut Option<mpsc::UnboundedReceiver<ClusterReport>>,
-) -> Option<ClusterReport> {
-    match reports {
-        Some(reports) => reports.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 fn now_unix_ms() -> i64 {

@@ -8,32 +8,15 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub use privatehub_protocol::cluster::LimitNotice;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Script};
-use serde::{Deserialize, Serialize};
 
 use crate::chat::server::{CHAT_RATE_MAX, CHAT_RATE_WINDOW};
 use crate::db::users::UserId;
 
 /// Where "this user is limited" notices go.
 pub const LIMITS_CHANNEL: &str = "privatehub:chat-limits";
-
-/// A user filled their window: refuse their messages for `retry_after_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LimitNotice {
-    pub user_id: i64,
-    pub retry_after_ms: u64,
-}
-
-impl LimitNotice {
-    pub fn user(&self) -> UserId {
-        UserId(self.user_id)
-    }
-
-    pub fn retry_after(&self) -> Duration {
-        Duration::from_millis(self.retry_after_ms.max(1))
-    }
-}
 
 /// Adds a send and answers how long until the window has room again (0: it has).
 static COUNT: LazyLock<Script> = LazyLock::new(|| {

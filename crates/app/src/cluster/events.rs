@@ -1,49 +1,12 @@
-//! What app instances tell each other about a room, and what the cluster link reports
-//! to this instance's chat server: closed enums across the task boundary.
+//! What the chat server and the cluster link tell each other: closed enums across the
+//! task boundary. What instances tell each other is `privatehub_protocol::cluster`.
 
 use std::time::Duration;
 
 use privatehub_protocol::LiveId;
-use privatehub_protocol::app_socket::{ChatMessage, ChatMessageId, LiveSummary};
-use serde::{Deserialize, Serialize};
+pub use privatehub_protocol::cluster::{RoomEnvelope, RoomEvent};
 
 use crate::db::users::UserId;
-
-/// A change to a room that every instance with members in it applies. Published on the
-/// room's Redis channel (see [`room_channel`]) by the instance where it happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RoomEvent {
-    /// A message was shown to the room (it is being stored by the sender's instance).
-    ChatMessage {
-        message: ChatMessage,
-        author: i64,
-    },
-    /// Messages the broadcaster deleted, or a banned user's.
-    ChatDeleted {
-        live_id: LiveId,
-        message_ids: Vec<ChatMessageId>,
-    },
-    /// The broadcaster banned a user: their pending messages go too.
-    ChatBanned {
-        live_id: LiveId,
-        user_id: i64,
-        username: String,
-    },
-    LiveStarted {
-        live: LiveSummary,
-    },
-    LiveEnded {
-        live_id: LiveId,
-    },
-}
-
-/// A [`RoomEvent`] with the instance that published it (instances skip their own).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomEnvelope {
-    pub from: String,
-    pub event: RoomEvent,
-}
 
 /// What the chat server asks of the cluster link. It never waits for an answer.
 #[derive(Debug, Clone)]
@@ -90,6 +53,8 @@ pub enum ClusterReport {
     ChatLimited { user: UserId, retry_after: Duration },
     /// A session logged out on another instance.
     SessionEnded { session: String },
+    /// Redis is away: the counts of other instances are unknown until it returns.
+    Disconnected,
     /// Redis is back after an outage: events of the meantime were missed, so rooms
     /// are read again from the database.
     Resynced,
@@ -103,29 +68,4 @@ pub fn room_channel(key: &str) -> String {
 /// The room key of a channel name from [`room_channel`].
 pub fn room_key(channel: &str) -> Option<&str> {
     channel.strip_prefix("privatehub:room:")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_events_round_trip_and_channels_map_back_to_keys() {
-        let envelope = RoomEnvelope {
-            from: "a1".into(),
-            event: RoomEvent::ChatBanned {
-                live_id: LiveId(7),
-                user_id: 3,
-                username: "troll".into(),
-            },
-        };
-        let json = serde_json::to_string(&envelope).unwrap();
-        assert!(json.contains("\"type\":\"chat_banned\""), "{json}");
-        assert_eq!(
-            serde_json::from_str::<RoomEnvelope>(&json).unwrap(),
-            envelope
-        );
-        assert_eq!(room_key(&room_channel("alice")), Some("alice"));
-        assert_eq!(room_key("other:alice"), None);
-    }
 }

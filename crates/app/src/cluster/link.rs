@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use privatehub_protocol::LiveId;
+use privatehub_protocol::cluster::{SessionEnvelope, WhipEnvelope};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, RedisError};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::chat_limits::{self, LIMITS_CHANNEL, LimitNotice};
@@ -78,24 +78,10 @@ pub(super) struct ClusterLink {
     pub(super) metrics: Arc<AppMetrics>,
 }
 
-/// A [`WhipEvent`] with the instance that published it.
-#[derive(Debug, Serialize, Deserialize)]
-struct WhipEnvelope {
-    from: String,
-    event: WhipEvent,
-}
-
 /// Where WHIP state changes go (every instance listens).
 const WHIP_CHANNEL: &str = "privatehub:whip";
 /// Where log-outs go, so every instance closes the session's sockets.
 const SESSIONS_CHANNEL: &str = "privatehub:sessions-ended";
-
-/// A session that logged out (its stored token hash), from an instance.
-#[derive(Debug, Serialize, Deserialize)]
-struct SessionEnvelope {
-    from: String,
-    session: String,
-}
 
 impl ClusterLink {
     pub(super) async fn run(mut self) {
@@ -126,6 +112,10 @@ impl ClusterLink {
             }
             self.shared.set(None);
             self.metrics.redis_connected.store(0, Ordering::Relaxed);
+            // What other instances contribute is unknown now: counts fall back to this
+            // instance's own until Redis is back.
+            self.viewer_counts.set_shared(HashMap::new());
+            let _ = self.reports.send(ClusterReport::Disconnected);
             if !self.pause(retry).await {
                 return;
             }
@@ -368,8 +358,8 @@ impl ClusterLink {
         if channel == LIMITS_CHANNEL {
             if let Ok(notice) = serde_json::from_str::<LimitNotice>(&payload) {
                 let _ = self.reports.send(ClusterReport::ChatLimited {
-                    user: notice.user(),
-                    retry_after: notice.retry_after(),
+                    user: UserId(notice.user_id),
+                    retry_after: Duration::from_millis(notice.retry_after_ms.max(1)),
                 });
             }
             return;

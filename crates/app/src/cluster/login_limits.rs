@@ -122,9 +122,19 @@ impl Cluster {
 }
 
 impl SharedLoginAttempt {
+    /// The attempt was never checked (the server refused it first): it does not count.
+    pub async fn cancelled(self) {
+        self.settle(false).await;
+    }
+
     /// The attempt succeeded: it no longer counts, and its network is trusted for the
     /// account on every instance.
     pub async fn succeeded(self) {
+        self.settle(true).await;
+    }
+
+    /// Takes the attempt back from the counts; `trust`: and trusts its network.
+    async fn settle(self, trust: bool) {
         let Some(mut connection) = self.cluster.connection.get() else {
             return;
         };
@@ -133,7 +143,7 @@ impl SharedLoginAttempt {
         if let Some(network_key) = &self.network_key {
             pipe.decr(network_key, 1).ignore();
         }
-        if let Some(trust_key) = &self.trust_key {
+        if let Some(trust_key) = self.trust_key.as_ref().filter(|_| trust) {
             pipe.set_ex(trust_key, 1, TRUSTED_FOR.as_secs()).ignore();
         }
         let call = pipe.query_async::<()>(&mut connection);

@@ -116,6 +116,16 @@ impl Cluster {
     }
 }
 
+/// The next report for the chat server's loop, or never when the instance is alone.
+pub async fn next_report(
+    reports: &mut Option<mpsc::UnboundedReceiver<ClusterReport>>,
+) -> Option<ClusterReport> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn random_instance_id() -> String {
     let bytes: [u8; 8] = rand::random();
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -207,13 +207,18 @@ pub async fn login(
     let user = db::run(&state.pool, move |connection| {
         users::find_by_username(connection, &lookup).map_err(InternalError::from)
     })
-    .await?;
+    .await;
+    // A failed lookup counts as a failure, shared or not (as a dropped attempt does).
+    let user = user?;
     // The connection went back to the pool before the (slow) password check.
     let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
     let verified = match state.hashing.verify(network, password, stored_hash).await {
         Ok(verified) => verified,
         Err(refusal) => {
             attempt.cancelled(Instant::now());
+            if let Some(shared) = shared_attempt {
+                shared.cancelled().await;
+            }
             return Err(refusal.into());
         }
     };

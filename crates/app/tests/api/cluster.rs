@@ -284,8 +284,12 @@ async fn chat_resumes_after_redis_restarts_and_what_was_said_meanwhile_is_in_his
     wait_subscribed(&cluster.redis, "alice", 2).await;
 
     wait_metric_where(&cluster.a, "app_redis_connected", |up| up == 1).await;
+    owner_on_a.expect_viewers_within(1, CLUSTER_WAIT).await;
     cluster.redis.kill();
     wait_metric_where(&cluster.a, "app_redis_connected", |up| up == 0).await;
+    // Bob's instance is out of reach: a counts its own viewers (none) meanwhile, rather
+    // than showing the last shared count for ever.
+    owner_on_a.expect_viewers_within(0, CLUSTER_WAIT).await;
     // Bob's message is shown and stored on his instance while Redis is away.
     bob_on_b
         .send(json!({"type": "chat:send", "text": "said during the outage"}))

@@ -136,6 +136,15 @@ impl ChatServer {
                 self.end_session(&SessionKey::from_stored_hash(session));
             }
             ClusterReport::Resynced => self.resync_rooms(),
+            ClusterReport::Disconnected => {
+                let keys: Vec<String> = self.rooms.keys().cloned().collect();
+                for key in keys {
+                    if let Some(room) = self.rooms.get_mut(&key) {
+                        room.cluster_count = None;
+                    }
+                    self.record_count(&key);
+                }
+            }
         }
     }
 
