@@ -196,6 +196,7 @@ impl ClusterLink {
             .collect();
         channels.extend([LIMITS_CHANNEL, WHIP_CHANNEL, SESSIONS_CHANNEL].map(str::to_owned));
         connected.sink.subscribe(&channels).await?;
+        viewer_sets::load_scripts(&mut connected.commands).await?;
         self.rewrite_viewer_sets(&mut connected.commands).await?;
         self.shared.set(Some(connected.commands.clone()));
         self.metrics.redis_connected.store(1, Ordering::Relaxed);
@@ -387,22 +388,17 @@ impl ClusterLink {
         &mut self,
         connection: &mut MultiplexedConnection,
     ) -> Result<(), RedisError> {
-        for (live, viewers) in &self.viewer_sets {
-            viewer_sets::write_set(connection, &self.instance, *live, viewers).await?;
-        }
-        Ok(())
+        viewer_sets::write_sets(connection, &self.instance, &self.viewer_sets).await
     }
 
     async fn read_room_counts(
         &mut self,
         connection: &mut MultiplexedConnection,
     ) -> Result<(), RedisError> {
-        let now_ms = now_unix_ms();
-        for live in self.viewer_sets.keys() {
-            let count = viewer_sets::count(connection, *live, now_ms).await?;
-            let _ = self
-                .reports
-                .send(ClusterReport::Viewers { live: *live, count });
+        let lives: Vec<LiveId> = self.viewer_sets.keys().copied().collect();
+        let counts = viewer_sets::count_all(connection, &lives, now_unix_ms()).await?;
+        for (live, count) in lives.into_iter().zip(counts) {
+            let _ = self.reports.send(ClusterReport::Viewers { live, count });
         }
         Ok(())
     }

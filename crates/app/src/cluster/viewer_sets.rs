@@ -51,25 +51,68 @@ pub async fn write_set(
         .map(drop)
 }
 
-/// The live's viewer count over every instance whose set has not expired; stores it in
-/// [`COUNTS_HASH`] too.
-pub async fn count(
-    connection: &mut MultiplexedConnection,
-    live: LiveId,
-    now_ms: i64,
-) -> RedisResult<u32> {
-    let count: i64 = COUNT
-        .key(instances_key(live))
-        .key(COUNTS_HASH)
-        .arg(set_prefix(live))
-        .arg(live.0)
-        .arg(now_ms)
-        .invoke_async(connection)
-        .await?;
-    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+/// Loads the scripts into Redis (once per connection: a restarted Redis has none), so
+/// [`write_sets`] and [`count_all`] can send them by hash, many in one round trip.
+pub async fn load_scripts(connection: &mut MultiplexedConnection) -> RedisResult<()> {
+    WRITE_SET.prepare_invoke().load_async(connection).await?;
+    COUNT.prepare_invoke().load_async(connection).await?;
+    Ok(())
 }
 
-/// Sums the union of a live's sets; see [`count`].
+/// [`write_set`] for many lives in one round trip (after [`load_scripts`]).
+pub async fn write_sets(
+    connection: &mut MultiplexedConnection,
+    instance: &str,
+    sets: &HashMap<LiveId, Vec<String>>,
+) -> RedisResult<()> {
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let ttl_ms = u64::try_from(VIEWER_SET_TTL.as_millis()).unwrap_or(u64::MAX);
+    let mut pipe = redis::pipe();
+    for (live, viewers) in sets {
+        pipe.cmd("EVALSHA")
+            .arg(WRITE_SET.get_hash())
+            .arg(2)
+            .arg(instances_key(*live))
+            .arg(format!("{}{instance}", set_prefix(*live)))
+            .arg(instance)
+            .arg(ttl_ms)
+            .arg(viewers)
+            .ignore();
+    }
+    pipe.query_async::<()>(connection).await
+}
+
+/// Each live's viewer count over every instance whose set has not expired, in one
+/// round trip (after [`load_scripts`]), in the order given; stored in [`COUNTS_HASH`] too.
+pub async fn count_all(
+    connection: &mut MultiplexedConnection,
+    lives: &[LiveId],
+    now_ms: i64,
+) -> RedisResult<Vec<u32>> {
+    if lives.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for live in lives {
+        pipe.cmd("EVALSHA")
+            .arg(COUNT.get_hash())
+            .arg(2)
+            .arg(instances_key(*live))
+            .arg(COUNTS_HASH)
+            .arg(set_prefix(*live))
+            .arg(live.0)
+            .arg(now_ms);
+    }
+    let counts: Vec<i64> = pipe.query_async(connection).await?;
+    Ok(counts
+        .into_iter()
+        .map(|count| u32::try_from(count).unwrap_or(u32::MAX))
+        .collect())
+}
+
+/// Sums the union of a live's sets and stores it in [`COUNTS_HASH`]; see [`count_all`].
 static COUNT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
