@@ -203,13 +203,12 @@ pub async fn login(
         None => None,
     };
 
+    // A failed lookup counts as a failure, shared or not (as a dropped attempt does).
     let lookup = username.clone();
     let user = db::run(&state.pool, move |connection| {
         users::find_by_username(connection, &lookup).map_err(InternalError::from)
     })
-    .await;
-    // A failed lookup counts as a failure, shared or not (as a dropped attempt does).
-    let user = user?;
+    .await?;
     // The connection went back to the pool before the (slow) password check.
     let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
     let verified = match state.hashing.verify(network, password, stored_hash).await {

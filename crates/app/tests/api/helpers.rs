@@ -227,6 +227,19 @@ impl TestApp {
     }
 }
 
+/// A log-in attempt as `username` from `address` (in `X-Forwarded-For`: the app must
+/// trust proxy headers).
+pub async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> Response {
+    client()
+        .post(app.url("/api/auth/login"))
+        .header("Origin", ORIGIN)
+        .header("X-Forwarded-For", address)
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
 /// A call to the app's internal API as `caller` would make it.
 pub async fn internal(app: &TestApp, caller: InternalCaller, path: &str, body: Value) -> Response {
     let token = issue_internal_token(caller, app.secret.as_bytes(), path).unwrap();

@@ -9,19 +9,7 @@ use futures_util::future::join_all;
 use reqwest::Response;
 use serde_json::json;
 
-use crate::helpers::{ORIGIN, PASSWORD, TestApp, assert_error, client, spawn_app_with};
-
-/// A log-in attempt as `username` from `address`.
-async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> Response {
-    client()
-        .post(app.url("/api/auth/login"))
-        .header("Origin", ORIGIN)
-        .header("X-Forwarded-For", address)
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .expect("request")
-}
+use crate::helpers::{ORIGIN, PASSWORD, TestApp, assert_error, client, login_from, spawn_app_with};
 
 fn retry_after(response: &Response) -> u64 {
     response.headers()["retry-after"]
