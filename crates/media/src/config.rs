@@ -108,8 +108,9 @@ pub struct MediaSettings {
     /// (`MEDIA_TRUST_PROXY_HEADERS`). Only behind a proxy that sets it.
     pub trust_proxy_headers: bool,
     /// `MEDIA_APP_INTERNAL_URL`: where the media server reaches the app's internal API
-    /// (stream-key checks for WHIP, current lives for WHEP, live start and end).
-    pub app_internal_url: String,
+    /// (stream-key checks for WHIP, current lives for WHEP, live start and end). Several
+    /// app instances: a comma-separated list, tried in turn when one cannot be reached.
+    pub app_internal_urls: Vec<String>,
     /// `MEDIA_WHIP_GRACE_SECONDS`: how long a WHIP publish whose connection was lost
     /// may take to come back (OBS reconnects) before its live ends.
     pub whip_grace: std::time::Duration,
@@ -164,7 +165,7 @@ impl MediaSettings {
             max_sockets_per_ip: DEFAULT_MAX_SOCKETS_PER_IP,
             new_sockets_per_ip_per_sec: DEFAULT_NEW_SOCKETS_PER_IP_PER_SEC,
             trust_proxy_headers: false,
-            app_internal_url: "http://127.0.0.1:3000".into(),
+            app_internal_urls: vec!["http://127.0.0.1:3000".into()],
             whip_grace: std::time::Duration::from_secs(DEFAULT_WHIP_GRACE_SECONDS),
             whip_whep_origins: vec!["*".into()],
             turn: None,
@@ -311,15 +312,22 @@ impl MediaSettings {
             Some((var, value)) => parse_bool(var, &value)?,
             None => false,
         };
-        let app_internal_url = get(&["MEDIA_APP_INTERNAL_URL"])
-            .map_or_else(|| "http://127.0.0.1:3000".to_owned(), |(_, url)| url)
-            .trim_end_matches('/')
-            .to_owned();
-        if !(app_internal_url.starts_with("http://") || app_internal_url.starts_with("https://")) {
+        let raw_app_urls = get(&["MEDIA_APP_INTERNAL_URL"])
+            .map_or_else(|| "http://127.0.0.1:3000".to_owned(), |(_, url)| url);
+        let app_internal_urls: Vec<String> = raw_app_urls
+            .split(',')
+            .map(|url| url.trim().trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if app_internal_urls.is_empty()
+            || !app_internal_urls
+                .iter()
+                .all(|url| url.starts_with("http://") || url.starts_with("https://"))
+        {
             return Err(invalid(
                 "MEDIA_APP_INTERNAL_URL",
-                &app_internal_url,
-                "must be an http:// or https:// URL",
+                &raw_app_urls,
+                "must be an http:// or https:// URL, or a comma-separated list of them",
             ));
         }
         let whip_grace_seconds = parse_num(
@@ -350,7 +358,7 @@ impl MediaSettings {
         Ok(MediaSettings {
             recordings,
             turn,
-            app_internal_url,
+            app_internal_urls,
             whip_grace: std::time::Duration::from_secs(whip_grace_seconds),
             whip_whep_origins,
             bind,
@@ -477,6 +485,31 @@ mod tests {
         assert_eq!(s.max_sockets_per_ip, 20);
         assert_eq!(s.new_sockets_per_ip_per_sec, 10);
         assert!(!s.trust_proxy_headers);
+    }
+
+    #[test]
+    fn the_app_internal_url_may_list_several_instances() {
+        let one = parse(&[("MEDIA_TOKEN_SECRET", SECRET)]).unwrap();
+        assert_eq!(one.app_internal_urls, ["http://127.0.0.1:3000"]);
+        let several = parse(&[
+            ("MEDIA_TOKEN_SECRET", SECRET),
+            (
+                "MEDIA_APP_INTERNAL_URL",
+                "http://10.0.0.5:3000/, http://10.0.0.6:3000",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            several.app_internal_urls,
+            ["http://10.0.0.5:3000", "http://10.0.0.6:3000"]
+        );
+        for bad in [" , ", "http://a:3000,ftp://b"] {
+            let refused = parse(&[
+                ("MEDIA_TOKEN_SECRET", SECRET),
+                ("MEDIA_APP_INTERNAL_URL", bad),
+            ]);
+            assert!(refused.is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub async fn start(settings: MediaSettings) -> anyhow::Result<RunningServer> {
         ),
         http_sessions: crate::whip::sessions::HttpSessions::default(),
         app_api: crate::whip::app_api::AppApi::new(
-            &settings.app_internal_url,
+            &settings.app_internal_urls,
             settings.token_secret.clone(),
         ),
     });

@@ -45,8 +45,7 @@ impl ClusterStack {
             .iter()
             .map(|port| format!("http://127.0.0.1:{port}"))
             .collect();
-        // The media server reports to the first instance (any would do: they share
-        // the database).
+        // The media server knows every instance and calls the one that answers.
         let StartedMedia {
             url: media_url,
             port: media_port,
@@ -57,7 +56,7 @@ impl ClusterStack {
             data.path().join("media"),
             &token_secret,
             &plan.app_url(),
-            &app_urls[0],
+            &app_urls.join(","),
         );
         let mut apps = Vec::new();
         for (index, port) in app_ports.iter().enumerate() {

@@ -2,7 +2,8 @@
 //! per instance): going live, watching and chatting in real Chromium pass through them,
 //! sockets on one instance hear what is said on the other, the viewer count is over
 //! both, and killing an instance drops its viewers from the count while the pages on it
-//! reconnect to the other without a reload.
+//! reconnect to the other without a reload, and the media server's reports go to the
+//! instance left.
 
 use std::time::{Duration, Instant};
 
@@ -89,7 +90,8 @@ async fn two_app_instances_behind_nginx_share_chat_and_counts_and_survive_one_dy
         .await
         .expect("cluster");
     let app = cluster.front.app_url.clone();
-    let (a_url, b_url) = (cluster.app_urls[0].clone(), cluster.app_urls[1].clone());
+    // The media server calls the first instance while it answers: that one is killed.
+    let (doomed_url, survivor_url) = (cluster.app_urls[0].clone(), cluster.app_urls[1].clone());
     println!("[{:?}] two instances behind nginx", started.elapsed());
 
     let driver = ChromeDriver::start().await;
@@ -115,16 +117,16 @@ async fn two_app_instances_behind_nginx_share_chat_and_counts_and_survive_one_dy
 
     // Sockets straight to each instance: what bob says reaches both, whichever
     // instance his page's socket is on.
-    let mut reader_on_a = RawSocket::join(&a_url, &app, "127.0.0.21", "alice").await;
-    let mut viewer_on_b = RawSocket::join(&b_url, &app, "127.0.0.22", "alice").await;
-    let _other_on_b = RawSocket::join(&b_url, &app, "127.0.0.23", "alice").await;
-    // bob, the reader and two viewers on b.
-    reader_on_a.wait_count(4, Duration::from_secs(10)).await;
+    let mut reader = RawSocket::join(&survivor_url, &app, "127.0.0.21", "alice").await;
+    let mut viewer_on_doomed = RawSocket::join(&doomed_url, &app, "127.0.0.22", "alice").await;
+    let _other_on_doomed = RawSocket::join(&doomed_url, &app, "127.0.0.23", "alice").await;
+    // bob, the reader and the two viewers on the other instance.
+    reader.wait_count(4, Duration::from_secs(10)).await;
     pages::wait_viewers(&alice, 4).await;
 
     pages::send_chat(&bob, "hello both instances").await;
     pages::wait_chat_line(&alice, "hello both instances").await;
-    for socket in [&mut reader_on_a, &mut viewer_on_b] {
+    for socket in [&mut reader, &mut viewer_on_doomed] {
         let message = socket
             .wait_for("chat:message", Duration::from_secs(5))
             .await;
@@ -135,23 +137,23 @@ async fn two_app_instances_behind_nginx_share_chat_and_counts_and_survive_one_dy
         started.elapsed()
     );
 
-    // Instance b dies. Its two raw viewers are gone; pages whose socket was on b
-    // reconnect through nginx to a, without reloading.
+    // The first instance dies. Its two raw viewers are gone; pages whose socket was on
+    // it reconnect through nginx to the other, without reloading.
     for browser in [&alice, &bob] {
         browser.js("window.beforeTheKill = true;", vec![]).await;
     }
     let killed_at = Instant::now();
-    cluster.apps[1].kill();
-    reader_on_a.wait_count(2, Duration::from_secs(20)).await;
+    cluster.apps[0].kill();
+    reader.wait_count(2, Duration::from_secs(20)).await;
     println!(
-        "[{:?}] instance b killed: its viewers left the count after {:?}",
+        "[{:?}] an instance killed: its viewers left the count after {:?}",
         started.elapsed(),
         killed_at.elapsed()
     );
     pages::wait_viewers(&alice, 2).await;
     pages::send_chat(&bob, "still here").await;
     pages::wait_chat_line(&alice, "still here").await;
-    let message = reader_on_a
+    let message = reader
         .wait_for("chat:message", Duration::from_secs(10))
         .await;
     assert_eq!(message["message"]["text"], "still here");
@@ -169,6 +171,17 @@ async fn two_app_instances_behind_nginx_share_chat_and_counts_and_survive_one_dy
     println!(
         "[{:?}] the pages went on without a reload",
         started.elapsed()
+    );
+
+    // The live ends; the media server closes its recording and reports it finished to
+    // the instance left (the one it called before is gone).
+    pages::end_live(&alice).await;
+    let id = crate::replay::wait_listed_video(&survivor_url, "alice").await;
+    let video = crate::replay::wait_finished(&survivor_url, &id).await;
+    println!(
+        "[{:?}] the recording was reported finished to the instance left: {}",
+        started.elapsed(),
+        video["duration_ms"]
     );
     for browser in [alice, bob] {
         browser.close().await;

@@ -469,7 +469,7 @@ async fn a_deleted_replay_is_gone() {
 }
 
 /// The id of the newest video on `username`'s videos page, once there is one.
-async fn wait_listed_video(app: &str, username: &str) -> String {
+pub(crate) async fn wait_listed_video(app: &str, username: &str) -> String {
     let page = format!("{app}/{username}/videos");
     let deadline = Instant::now() + UNTIL_FINISHED;
     loop {
@@ -495,7 +495,7 @@ fn first_video_id(html: &str) -> Option<String> {
 }
 
 /// Polls `/api/videos/{id}` until its state is `finished`; returns that answer.
-async fn wait_finished(app: &str, id: &str) -> Value {
+pub(crate) async fn wait_finished(app: &str, id: &str) -> Value {
     let url = format!("{app}/api/videos/{id}");
     let deadline = Instant::now() + UNTIL_FINISHED;
     let mut last = String::from("no answer");

@@ -2,6 +2,8 @@
 //! "Internal API"): stream-key checks and live start/end for WHIP, current lives for
 //! WHEP, and the periodic report of WHIP publishes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use privatehub_protocol::LiveId;
@@ -34,25 +36,76 @@ pub enum AppApiError {
     Unavailable(String),
 }
 
+/// The app's internal API at one or more instances (`MEDIA_APP_INTERNAL_URL`). Calls go
+/// to the instance that answered last; one that cannot be connected to is skipped for
+/// the next, so WHIP, WHEP and the reports go on while an instance is down. Only a
+/// refused connection moves on: a request that may have reached an instance is not sent
+/// twice.
 #[derive(Clone)]
 pub struct AppApi {
     client: reqwest::Client,
-    base_url: String,
+    base_urls: Arc<[String]>,
+    /// Index into `base_urls` of the instance tried first.
+    preferred: Arc<AtomicUsize>,
     secret: SecretString,
 }
 
 impl AppApi {
-    pub fn new(base_url: &str, secret: SecretString) -> Self {
+    pub fn new(base_urls: &[String], secret: SecretString) -> Self {
         let client = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        let base_urls: Vec<String> = base_urls
+            .iter()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect();
         AppApi {
             client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_urls: base_urls.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
             secret,
         }
+    }
+
+    /// Sends what `build` makes for each instance in turn, from the preferred one, until
+    /// one can be connected to.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<reqwest::Response, AppApiError> {
+        let count = self.base_urls.len().max(1);
+        let first = self.preferred.load(Ordering::Relaxed) % count;
+        let mut last_error = None;
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(base_url) = self.base_urls.get(index) else {
+                break;
+            };
+            match build(base_url).bearer_auth(self.token(path)?).send().await {
+                Ok(response) => {
+                    if index != first {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        tracing::warn!(
+                            instance = index,
+                            "an app instance could not be reached; calling the next one"
+                        );
+                    }
+                    return Ok(response);
+                }
+                Err(error) if error.is_connect() => last_error = Some(error),
+                // Without the URL: it can hold a username, and is in the logs already.
+                Err(error) => {
+                    return Err(AppApiError::Unavailable(error.without_url().to_string()));
+                }
+            }
+        }
+        Err(AppApiError::Unavailable(last_error.map_or_else(
+            || "no app URL".to_owned(),
+            |error| error.without_url().to_string(),
+        )))
     }
 
     fn token(&self, path: &str) -> Result<String, AppApiError> {
@@ -66,15 +119,10 @@ impl AppApi {
 
     async fn call<T: DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
         path: &str,
     ) -> Result<T, AppApiError> {
-        let response = request
-            .bearer_auth(self.token(path)?)
-            .send()
-            .await
-            // Without the URL: it can hold a username, and is in the logs already.
-            .map_err(|error| AppApiError::Unavailable(error.without_url().to_string()))?;
+        let response = self.send(build, path).await?;
         match response.status().as_u16() {
             200 => response
                 .json()
@@ -106,11 +154,8 @@ impl AppApi {
         body: &impl Serialize,
     ) -> Result<T, AppApiError> {
         let path = format!("/internal/v1/{path}");
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .json(body);
-        self.call(request, &path).await
+        let build = |base_url: &str| self.client.post(format!("{base_url}{path}")).json(body);
+        self.call(build, &path).await
     }
 
     pub async fn authorize(&self, stream_key: &str) -> Result<WhipAuthorized, AppApiError> {
@@ -174,7 +219,72 @@ impl AppApi {
             return Err(AppApiError::NotFound);
         }
         let path = format!("/internal/v1/lives/{username}");
-        let request = self.client.get(format!("{}{path}", self.base_url));
-        self.call(request, &path).await
+        let build = |base_url: &str| self.client.get(format!("{base_url}{path}"));
+        self.call(build, &path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// An app instance that answers every request with `body` (200, JSON), counting them.
+    fn answering_instance(body: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                counter.fetch_add(1, Ordering::Relaxed);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, served)
+    }
+
+    /// A loopback port nothing listens on (connections are refused).
+    fn down_instance() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_refuses_connections_is_skipped_and_the_next_one_kept() {
+        let (up, served) = answering_instance(r#"{"live_id":7,"username":"alice","title":"Live"}"#);
+        let api = AppApi::new(
+            &[down_instance(), up],
+            SecretString::from("a-media-token-secret-for-the-failover-test".to_owned()),
+        );
+        let live = api
+            .current_live("alice")
+            .await
+            .expect("the second instance answers");
+        assert_eq!(live.live_id, LiveId(7));
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+        // The instance that answered is asked first from now on.
+        assert_eq!(api.preferred.load(Ordering::Relaxed), 1);
+        api.current_live("alice").await.expect("again");
+        assert_eq!(served.load(Ordering::Relaxed), 2);
+        // With every instance down, the call fails as unavailable.
+        let down = AppApi::new(
+            &[down_instance(), down_instance()],
+            SecretString::from("a-media-token-secret-for-the-failover-test".to_owned()),
+        );
+        assert!(matches!(
+            down.current_live("alice").await,
+            Err(AppApiError::Unavailable(_))
+        ));
     }
 }
