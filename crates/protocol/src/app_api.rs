@@ -75,6 +75,10 @@ pub struct HealthJson {
     pub status: String,
     /// `ok` or `unreachable`.
     pub database: String,
+    /// With `REDIS_URL` only: `ok` or `unreachable`. An instance without Redis still
+    /// serves (alone), so it does not make `status` unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// `GET /api/me/stream-key` and `POST /api/me/stream-key/rotate`.

@@ -12,16 +12,25 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         db::ping(connection).map_err(InternalError::from)
     })
     .await;
+    let redis = state.cluster.as_ref().map(|cluster| {
+        let state = match cluster.connection.get() {
+            Some(_) => "ok",
+            None => "unreachable",
+        };
+        state.to_owned()
+    });
     match result {
         Ok(()) => HttpResponse::Ok().json(HealthJson {
             status: "ok".into(),
             database: "ok".into(),
+            redis,
         }),
         Err(error) => {
             tracing::error!(%error, "health check: database unreachable");
             HttpResponse::ServiceUnavailable().json(HealthJson {
                 status: "unavailable".into(),
                 database: "unreachable".into(),
+                redis,
             })
         }
     }

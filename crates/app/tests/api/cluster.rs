@@ -281,6 +281,11 @@ async fn chat_resumes_after_redis_restarts_and_what_was_said_meanwhile_is_in_his
     owner_on_a.expect_viewers_within(1, CLUSTER_WAIT).await;
     cluster.redis.kill();
     wait_metric_where(&cluster.a, "app_redis_connected", |up| up == 0).await;
+    // The instance still serves, alone: healthy, with Redis said to be unreachable.
+    let health = cluster.a.get(&client(), "/healthz").await;
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.expect("health");
+    assert_eq!(health["redis"], "unreachable", "{health}");
     // Bob's instance is out of reach: a counts its own viewers (none) meanwhile, rather
     // than showing the last shared count for ever.
     owner_on_a.expect_viewers_within(0, CLUSTER_WAIT).await;
