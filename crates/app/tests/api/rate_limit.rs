@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use reqwest::Response;
 use serde_json::json;
 
-use crate::helpers::{ORIGIN, PASSWORD, TestApp, assert_error, client, login_from, spawn_app_with};
+use crate::helpers::{ORIGIN, PASSWORD, assert_error, client, login_from, spawn_app_with};
 
 fn retry_after(response: &Response) -> u64 {
     response.headers()["retry-after"]
