@@ -424,19 +424,19 @@ impl ChatServer {
                 refusal(AppSocketErrorCode::MessageTooLong, &error.to_string())
             }
         })?;
-        let shared_wait = self.shared_chat_wait(user.id, Instant::now());
-        let limiter = self
-            .limits
-            .entry(user.id)
-            .or_insert_with(|| SlidingWindow::new(CHAT_RATE_MAX, CHAT_RATE_WINDOW));
-        let local_wait = match shared_wait {
-            Some(_) => Ok(()),
-            None => limiter.try_acquire(Instant::now()),
+        let now = Instant::now();
+        // The window shared by all instances first; a message it refuses does not count
+        // in this instance's own.
+        let wait = match self.shared_chat_wait(user.id, now) {
+            Some(wait) => Some(wait),
+            None => self
+                .limits
+                .entry(user.id)
+                .or_insert_with(|| SlidingWindow::new(CHAT_RATE_MAX, CHAT_RATE_WINDOW))
+                .try_acquire(now)
+                .err(),
         };
-        if let Some(wait) = shared_wait
-            .map(std::time::Duration::from_millis)
-            .or(local_wait.err())
-        {
+        if let Some(wait) = wait {
             return Err((
                 AppSocketErrorCode::RateLimited,
                 format!(
@@ -474,7 +474,6 @@ impl ChatServer {
             ));
         }
         self.message_ids.take();
-        self.top_up_message_ids();
         self.metrics
             .chat_write_pending
             .fetch_add(1, Ordering::Relaxed);

@@ -262,12 +262,20 @@ impl ClusterLink {
                     connected.sink.unsubscribe(room_channel(&key)).await?;
                 }
                 ClusterCommand::Viewers { live, viewers } => {
-                    viewer_sets::write_set(&mut connected.commands, &self.instance, live, &viewers)
-                        .await?;
+                    viewer_sets::write_sets(
+                        &mut connected.commands,
+                        &self.instance,
+                        [(&live, &viewers)],
+                    )
+                    .await?;
                 }
                 ClusterCommand::Forget { live } => {
-                    viewer_sets::write_set(&mut connected.commands, &self.instance, live, &[])
-                        .await?;
+                    viewer_sets::write_sets(
+                        &mut connected.commands,
+                        &self.instance,
+                        [(&live, &Vec::new())],
+                    )
+                    .await?;
                 }
                 ClusterCommand::Publish { key, event } => {
                     if let RoomEvent::LiveEnded { live_id } = &event {

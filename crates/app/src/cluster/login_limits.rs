@@ -65,7 +65,7 @@ impl Cluster {
             return Ok(None);
         };
         let account_key = format!("privatehub:rate:login:account:{}", account.canonical());
-        let network_name = network.map(|network| format!("{network:?}"));
+        let network_name = network.map(|network| network.to_string());
         let network_key = network_name
             .as_ref()
             .map(|name| format!("privatehub:rate:login:network:{name}"));

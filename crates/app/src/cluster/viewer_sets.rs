@@ -32,45 +32,27 @@ fn set_prefix(live: LiveId) -> String {
     format!("privatehub:viewers:{}:of:", live.0)
 }
 
-/// Replaces this instance's viewer set of a live (an empty set removes it).
-pub async fn write_set(
-    connection: &mut MultiplexedConnection,
-    instance: &str,
-    live: LiveId,
-    viewers: &[String],
-) -> RedisResult<()> {
-    let ttl_ms = u64::try_from(VIEWER_SET_TTL.as_millis()).unwrap_or(u64::MAX);
-    WRITE_SET
-        .key(instances_key(live))
-        .key(format!("{}{instance}", set_prefix(live)))
-        .arg(instance)
-        .arg(ttl_ms)
-        .arg(viewers)
-        .invoke_async::<i64>(connection)
-        .await
-        .map(drop)
-}
-
 /// Loads the scripts into Redis (once per connection: a restarted Redis has none), so
 /// [`write_sets`] and [`count_all`] can send them by hash, many in one round trip.
+/// Until then the connection is not used.
 pub async fn load_scripts(connection: &mut MultiplexedConnection) -> RedisResult<()> {
     WRITE_SET.prepare_invoke().load_async(connection).await?;
     COUNT.prepare_invoke().load_async(connection).await?;
     Ok(())
 }
 
-/// [`write_set`] for many lives in one round trip (after [`load_scripts`]).
-pub async fn write_sets(
+/// Replaces this instance's viewer set of each live given (an empty set removes it), in
+/// one round trip (after [`load_scripts`]).
+pub async fn write_sets<'a>(
     connection: &mut MultiplexedConnection,
     instance: &str,
-    sets: &HashMap<LiveId, Vec<String>>,
+    sets: impl IntoIterator<Item = (&'a LiveId, &'a Vec<String>)>,
 ) -> RedisResult<()> {
-    if sets.is_empty() {
-        return Ok(());
-    }
     let ttl_ms = u64::try_from(VIEWER_SET_TTL.as_millis()).unwrap_or(u64::MAX);
     let mut pipe = redis::pipe();
+    let mut any = false;
     for (live, viewers) in sets {
+        any = true;
         pipe.cmd("EVALSHA")
             .arg(WRITE_SET.get_hash())
             .arg(2)
@@ -80,6 +62,9 @@ pub async fn write_sets(
             .arg(ttl_ms)
             .arg(viewers)
             .ignore();
+    }
+    if !any {
+        return Ok(());
     }
     pipe.query_async::<()>(connection).await
 }

@@ -3,7 +3,7 @@
 //! it had (but not published again). Alone (no `REDIS_URL`) every call is a no-op.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use privatehub_protocol::LiveId;
 use privatehub_protocol::app_socket::{AppServerMessage, ChatMessageId};
@@ -66,17 +66,13 @@ impl ChatServer {
 
     /// When another instance counted the user past the shared chat limit, how long
     /// they must wait.
-    pub(super) fn shared_chat_wait(&mut self, user: UserId, now: Instant) -> Option<u64> {
+    pub(super) fn shared_chat_wait(&mut self, user: UserId, now: Instant) -> Option<Duration> {
         let until = *self.shared_chat_limits.get(&user)?;
         if until <= now {
             self.shared_chat_limits.remove(&user);
             return None;
         }
-        Some(
-            u64::try_from((until - now).as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        )
+        Some(until - now)
     }
 
     /// Sends the viewer sets of rooms whose viewers changed (once per count tick).
@@ -278,7 +274,7 @@ impl Room {
 fn shared_viewer_key(viewer: &ViewerKey, instance: &str) -> String {
     match viewer {
         ViewerKey::Session(session) => format!("s:{}", session.as_str()),
-        ViewerKey::Network(network) => format!("n:{network:?}"),
+        ViewerKey::Network(network) => format!("n:{network}"),
         ViewerKey::Socket(conn) => format!("c:{instance}:{conn:?}"),
     }
 }
